@@ -1,0 +1,1 @@
+"""Inference from a trained artifact (``imr_outcome.serve``)."""

@@ -1,0 +1,1 @@
+"""Training, evaluation and experiment tracking (``imr_outcome.train``)."""

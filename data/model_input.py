@@ -1,0 +1,123 @@
+"""The one function that builds model input text.
+
+A model may see only what exists before an IMR is filed: the requested item, the case
+summary, and the pre-filing metadata named in :data:`PREFILING_FIELDS`. Training,
+evaluation and serving all call :func:`build_model_input`, so no other code path can
+add outcome text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from imr_outcome.data.schema import PREFILING_FIELDS, ItemRecord
+from imr_outcome.errors import InvalidInputError, LeakageError
+
+MetadataValue = str | int | None
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """A text pair for a sequence-pair classifier.
+
+    Attributes:
+        text: segment A: the metadata prefix followed by the request.
+        text_pair: segment B: the case summary ("" when the source has none).
+        request_offset: where the request starts in ``text``; ``text[request_offset:]``
+            is exactly the request string the caller passed, so evidence offsets can be
+            mapped back to it.
+    """
+
+    text: str
+    text_pair: str
+    request_offset: int
+
+
+def metadata_prefix(metadata: Mapping[str, MetadataValue] | None) -> str:
+    """Render pre-filing metadata as a short sentence, e.g. ``"48-year-old male. "``.
+
+    Args:
+        metadata: values keyed by names from :data:`PREFILING_FIELDS`; None or missing
+            values are left out. ``patient_age`` is in years (0-120).
+
+    Returns:
+        The prefix, ending in ``". "``, or ``""`` when nothing is known.
+
+    Raises:
+        InvalidInputError: for a key that is not a pre-filing field (for example a
+            reviewer field, known only after filing) or an age outside 0-120.
+    """
+    if not metadata:
+        return ""
+    unknown = sorted(set(metadata) - set(PREFILING_FIELDS))
+    if unknown:
+        raise InvalidInputError(
+            "metadata",
+            f"unknown or post-filing field(s) {unknown}; allowed: {list(PREFILING_FIELDS)}",
+        )
+    parts: list[str] = []
+    age, sex = metadata.get("patient_age"), metadata.get("patient_sex")
+    if age is not None:
+        if not isinstance(age, int) or not 0 <= age <= 120:
+            raise InvalidInputError(
+                "metadata.patient_age", f"expected an integer 0-120, got {age!r}"
+            )
+        parts.append(f"{age}-year-old {sex or 'patient'}")
+    elif sex:
+        parts.append(f"{sex} patient")
+    if metadata.get("age_range"):
+        parts.append(f"age {metadata['age_range']}")
+    if metadata.get("imr_type"):
+        parts.append(f"{metadata['imr_type']} review")
+    diagnosis = [
+        str(metadata[key])
+        for key in ("diagnosis_category", "diagnosis_subcategory")
+        if metadata.get(key)
+    ]
+    if diagnosis:
+        parts.append("diagnosis " + " / ".join(diagnosis))
+    return ". ".join(parts) + ". " if parts else ""
+
+
+def build_model_input(
+    request: str, summary: str, metadata: Mapping[str, MetadataValue] | None = None
+) -> ModelInput:
+    """Build the model input from pre-filing information only.
+
+    Args:
+        request: the disputed treatment request, non-empty.
+        summary: the clinical case summary (may be empty for table sources).
+        metadata: pre-filing metadata; see :func:`metadata_prefix`.
+
+    Returns:
+        The :class:`ModelInput` text pair.
+
+    Raises:
+        LeakageError: when ``request`` or ``summary`` is not a plain ``str`` (for
+            example an ``OutcomeText`` from the decision section).
+        InvalidInputError: for an empty request or bad metadata.
+    """
+    for name, value in (("request", request), ("summary", summary)):
+        if not isinstance(value, str):
+            raise LeakageError(
+                f"{name}: expected plain text, got {type(value).__name__}; outcome text "
+                "(decision, guidelines, rationale) must never be a model input"
+            )
+    if not request.strip():
+        raise InvalidInputError("request", "is empty; give the requested treatment or item")
+    prefix = metadata_prefix(metadata)
+    return ModelInput(text=prefix + request, text_pair=summary, request_offset=len(prefix))
+
+
+def record_model_input(record: ItemRecord) -> ModelInput:
+    """Build the model input of a dataset row (its request, summary, pre-filing fields).
+
+    Args:
+        record: a dataset row.
+
+    Returns:
+        The :class:`ModelInput` for the row.
+    """
+    metadata = {name: getattr(record, name) for name in PREFILING_FIELDS}
+    return build_model_input(record.request, record.summary, metadata)

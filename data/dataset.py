@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,9 +217,9 @@ def build_dataset(records: Sequence[ItemRecord], config: BuildConfig) -> BuiltDa
     """
     if not records:
         raise InvalidInputError("sources", "no items were read; check the source paths")
-    ids = [r.id for r in records]
-    if len(set(ids)) != len(ids):
-        duplicated = sorted({i for i in ids if ids.count(i) > 1})[:5]
+    id_counts = Counter(r.id for r in records)
+    if len(id_counts) != len(records):
+        duplicated = sorted(i for i, count in id_counts.items() if count > 1)[:5]
         raise InvalidInputError(
             "sources", f"duplicate item ids {duplicated}: was a letter given twice?"
         )
@@ -297,4 +298,7 @@ def load_dataset(out_dir: Path) -> datasets.DatasetDict:
         raise InvalidInputError(
             "dataset", f"no dataset at {out_dir}; run `imr-outcome data build` first"
         )
-    return datasets.load_from_disk(str(hf))  # type: ignore[return-value]
+    loaded = datasets.load_from_disk(str(hf))
+    if not isinstance(loaded, datasets.DatasetDict):
+        raise InvalidInputError("dataset", f"{hf} holds a single Dataset, not a DatasetDict")
+    return loaded

@@ -82,7 +82,7 @@ def _read_text_export(raw: bytes) -> str:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         text = raw.decode("cp1252", errors="replace")
-    text = ftfy.fix_text(text, normalization="NFC")
+    text = ftfy.fix_text(text, normalization="NFC", uncurl_quotes=False)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     return undo_double_spacing(text)
 

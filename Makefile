@@ -1,0 +1,49 @@
+# One place for every command. `make run` is the main job, `make test` the full check.
+# Both create or reuse the virtual environment at .venv and install everything.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+SHARED ?= ../shared/data
+STAMP := $(VENV)/.installed
+# Code folders mapped under the import root imr_outcome (see pyproject.toml).
+CODE_DIRS := core data train serve
+
+.PHONY: install run test lint typecheck unit bench-parse clean
+
+# Reinstall when dependencies change or a module is added/removed (folder mtimes):
+# the editable install is "strict" (a link tree), so new modules need a reinstall.
+$(STAMP): pyproject.toml $(CODE_DIRS)
+	test -x $(PY) || python3 -m venv $(VENV)
+	# torch first, pinned: the CPU build from local disk. A looser pin pulls CUDA wheels.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev,offline]" --config-settings editable_mode=strict
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/imr-outcome data build $(SHARED) --out artifacts/dataset
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# mypy skips symlinked files, so the modules are named explicitly (found via the link tree).
+typecheck: install
+	$(BIN)/mypy $$(find $(CODE_DIRS) -name '*.py' | sed -E -e 's#^core/#imr_outcome/#' \
+	  -e 's#^(data|train|serve)/#imr_outcome/\1/#' -e 's#/__init__\.py$$##' -e 's#\.py$$##' \
+	  -e 's#/#.#g' | sort | sed 's/^/-m /')
+	$(BIN)/mypy tests
+
+unit: install
+	$(BIN)/pytest
+
+test: lint typecheck unit
+
+bench-parse: install
+	$(PY) experiments/bench_parse.py $(SHARED)/dwc-imr-letters/pdf $(SHARED)/seed-letters
+
+clean:
+	rm -rf build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,29 @@
+"""Shared test fixtures: seeded randomness, fixture paths, the real-data location."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TESTS_DIR = Path(__file__).resolve().parent
+FIXTURES = TESTS_DIR / "fixtures"
+LETTER_FIXTURES = FIXTURES / "letters"
+#: Real data lives beside the checkout (../shared/data); it is never copied into the repo.
+SHARED_DATA = TESTS_DIR.parent.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything() -> None:
+    random.seed(0)
+    np.random.seed(0)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The real data folder; skips the test when it is absent."""
+    if not (SHARED_DATA / "dwc-imr-letters" / "pdf").is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA}")
+    return SHARED_DATA

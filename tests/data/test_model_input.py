@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import pytest
+
+from imr_outcome.data.model_input import build_model_input, metadata_prefix, record_model_input
+from imr_outcome.data.schema import ItemRecord, OutcomeText
+from imr_outcome.errors import InvalidInputError, LeakageError
+
+
+def test_prefix_renders_prefiling_metadata_and_offset_points_at_the_request() -> None:
+    request = "MRI of the right shoulder without contrast"
+    model_input = build_model_input(
+        request, "The injured worker is a 48 year old male.", {"patient_age": 48, "patient_sex": "male"}
+    )
+
+    assert model_input.text == "48-year-old male. MRI of the right shoulder without contrast"
+    assert model_input.text[model_input.request_offset :] == request
+    assert model_input.text_pair == "The injured worker is a 48 year old male."
+
+
+def test_dmhc_metadata_prefix() -> None:
+    prefix = metadata_prefix(
+        {
+            "age_range": "41-50",
+            "patient_sex": "female",
+            "imr_type": "Medical Necessity",
+            "diagnosis_category": "Cancer",
+            "diagnosis_subcategory": "Breast",
+        }
+    )
+
+    assert prefix == (
+        "female patient. age 41-50. Medical Necessity review. diagnosis Cancer / Breast. "
+    )
+
+
+def test_no_metadata_gives_no_prefix() -> None:
+    assert build_model_input("Norco 10/325mg #60", "").text == "Norco 10/325mg #60"
+    assert metadata_prefix({"patient_age": None, "patient_sex": None}) == ""
+
+
+def test_outcome_text_cannot_become_model_input() -> None:
+    rationale = OutcomeText("Therefore, the request is not medically necessary.", 10, 60)
+
+    with pytest.raises(LeakageError, match=r"^summary: expected plain text, got OutcomeText"):
+        build_model_input("TENS unit", rationale)  # type: ignore[arg-type]
+    assert "medically" not in str(rationale) and "medically" not in f"{rationale}"
+
+
+def test_post_filing_metadata_is_rejected_by_name() -> None:
+    with pytest.raises(InvalidInputError) as excinfo:
+        metadata_prefix({"reviewer_specialty": "Family Practice"})
+
+    assert excinfo.value.field == "metadata"
+    assert "['reviewer_specialty']" in excinfo.value.reason
+
+
+@pytest.mark.parametrize("age", [-1, 121, "48"])
+def test_age_out_of_range_is_rejected(age: object) -> None:
+    with pytest.raises(InvalidInputError, match="metadata.patient_age: expected an integer 0-120"):
+        metadata_prefix({"patient_age": age})  # type: ignore[dict-item]
+
+
+def test_empty_request_is_rejected() -> None:
+    with pytest.raises(InvalidInputError, match="^request: is empty"):
+        build_model_input("   ", "summary")
+
+
+def test_record_model_input_uses_only_prefiling_fields() -> None:
+    record = ItemRecord(
+        id="CM99-0000001#0",
+        group_id="CM99-0000001",
+        source="dwc",
+        source_file="x.pdf",
+        request="Acupuncture 6 sessions",
+        summary="A 52 year old female with neck pain.",
+        label=1,
+        patient_age=52,
+        patient_sex="female",
+        reviewer_specialty="Family Practice",
+        request_category="physical medicine",
+    )
+
+    model_input = record_model_input(record)
+
+    assert model_input.text == "52-year-old female. Acupuncture 6 sessions"
+    assert "Family Practice" not in model_input.text + model_input.text_pair

@@ -118,9 +118,7 @@ def data_build(
     _print_card(card)
     console.print(f"wrote {out}/hf, {md_path.name}, {json_path.name}, {report_path.name}")
     if report.failures:
-        err_console.print(
-            f"[bold red]{len(report.failures)} file(s) failed[/]; see {report_path}:"
-        )
+        err_console.print(f"[bold red]{len(report.failures)} file(s) failed[/]; see {report_path}:")
         for failure in report.failures:
             err_console.print(f"  {failure.source}: {failure.section}: {failure.reason}")
         raise typer.Exit(code=1)

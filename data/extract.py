@@ -6,6 +6,7 @@ into exactly this string, so normalization happens here and only here.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 from pathlib import Path
@@ -50,9 +51,7 @@ def read_letter_text(path: Path) -> str:
     elif suffix == ".txt":
         text = _read_text_export(path.read_bytes())
     else:
-        raise ParseError(
-            path, "file", f"unsupported suffix {suffix!r}; expected one of .pdf, .txt"
-        )
+        raise ParseError(path, "file", f"unsupported suffix {suffix!r}; expected one of .pdf, .txt")
     return blank_page_furniture(text)
 
 
@@ -102,7 +101,7 @@ def undo_double_spacing(text: str) -> str:
     """
     lines = text.split("\n")
     non_empty = sum(1 for line in lines if line)
-    adjacent = sum(1 for a, b in zip(lines, lines[1:], strict=False) if a and b)
+    adjacent = sum(1 for a, b in itertools.pairwise(lines) if a and b)
     if non_empty < 3 or adjacent > 0.05 * non_empty:
         return text
     out: list[str] = []

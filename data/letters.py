@@ -312,9 +312,7 @@ def _age_sex(text: str, summary: Located[str]) -> tuple[Located[int] | None, Loc
         if m.group("sex") is None:
             return age_field, None
         sex = _SEX_WORDS[m.group("sex").lower()]
-        return age_field, Located(
-            sex, summary.start + m.start("sex"), summary.start + m.end("sex")
-        )
+        return age_field, Located(sex, summary.start + m.start("sex"), summary.start + m.end("sex"))
     return None, None
 
 

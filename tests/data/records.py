@@ -23,10 +23,14 @@ _SUMMARIES = [
 ]
 
 
-def make_record(n: int, *, group: int | None = None, label: int = 0, **overrides: Any) -> ItemRecord:
+def make_record(
+    n: int, *, group: int | None = None, label: int = 0, **overrides: Any
+) -> ItemRecord:
     """Row ``n`` of group ``group`` (defaults to its own group), with invented text."""
     group_id = f"CM99-{group if group is not None else n:07d}"
-    request = overrides.pop("request", f"Physical therapy {n % 7 + 2} sessions for the lumbar spine")
+    request = overrides.pop(
+        "request", f"Physical therapy {n % 7 + 2} sessions for the lumbar spine"
+    )
     fields: dict[str, Any] = {
         "id": f"{group_id}#{n}",
         "group_id": group_id,
@@ -34,7 +38,9 @@ def make_record(n: int, *, group: int | None = None, label: int = 0, **overrides
         "source_file": f"{group_id}.pdf",
         "request": request,
         "summary": _SUMMARIES[n % 2].format(
-            age=30 + n % 30, sex="female" if n % 2 else "male", visit=f"0{n % 9 + 1}/12/2016",
+            age=30 + n % 30,
+            sex="female" if n % 2 else "male",
+            visit=f"0{n % 9 + 1}/12/2016",
             request=request,
         )
         + f" Case detail {n}: {' '.join(f'w{n}x{k}' for k in range(30))}.",

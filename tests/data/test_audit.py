@@ -2,13 +2,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from records import make_record
-
 from imr_outcome.data.audit import (
     audit_outcome_language,
     folds_straddled,
     near_duplicate_groups,
 )
+
+from records import make_record
 
 
 def test_clean_inputs_have_no_findings_even_when_they_report_the_ur_denial() -> None:
@@ -23,12 +23,18 @@ def test_clean_inputs_have_no_findings_even_when_they_report_the_ur_denial() -> 
 
 
 def test_outcome_words_and_conclusions_are_found_with_offsets() -> None:
-    summary = "Neck pain since 2014. The prior denial was Upheld. Therefore, the request is not medically necessary."
+    summary = (
+        "Neck pain since 2014. The prior denial was Upheld. "
+        "Therefore, the request is not medically necessary."
+    )
     record = make_record(2, summary=summary, request="TENS unit: Overturned")
 
     findings = audit_outcome_language([record])
 
-    found = {(f.segment, f.pattern, summary[f.start : f.end] if f.segment == "text_pair" else None) for f in findings}
+    found = {
+        (f.segment, f.pattern, summary[f.start : f.end] if f.segment == "text_pair" else None)
+        for f in findings
+    }
     assert found == {
         ("text", "decision word 'Overturned'", None),
         ("text_pair", "decision word 'Upheld'", "Upheld"),

@@ -5,11 +5,12 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from records import make_record
 
 from imr_outcome.data.dataset import BuildConfig, build_dataset, load_dataset, save_dataset
 from imr_outcome.data.schema import LABELS, ItemRecord
 from imr_outcome.errors import InvalidInputError, LeakageError
+
+from records import make_record
 
 
 def _records(n_groups: int = 20) -> list[ItemRecord]:
@@ -102,7 +103,7 @@ def test_leaky_input_fails_the_build() -> None:
 
 
 def test_bad_config_names_the_field() -> None:
-    with pytest.raises(InvalidInputError, match="^n_folds: must be >= 2, got 1$"):
+    with pytest.raises(InvalidInputError, match=r"^n_folds: must be >= 2, got 1$"):
         BuildConfig(n_folds=1)
 
 

@@ -52,7 +52,10 @@ def test_unsupported_suffix_names_the_file_and_the_fix(tmp_path: Path) -> None:
         read_letter_text(path)
 
     assert excinfo.value.section == "file"
-    assert str(excinfo.value) == f"{path}: file: unsupported suffix '.docx'; expected one of .pdf, .txt"
+    assert (
+        str(excinfo.value)
+        == f"{path}: file: unsupported suffix '.docx'; expected one of .pdf, .txt"
+    )
 
 
 def test_truncated_pdf_is_a_pdf_structure_error(tmp_path: Path) -> None:

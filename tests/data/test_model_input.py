@@ -10,7 +10,9 @@ from imr_outcome.errors import InvalidInputError, LeakageError
 def test_prefix_renders_prefiling_metadata_and_offset_points_at_the_request() -> None:
     request = "MRI of the right shoulder without contrast"
     model_input = build_model_input(
-        request, "The injured worker is a 48 year old male.", {"patient_age": 48, "patient_sex": "male"}
+        request,
+        "The injured worker is a 48 year old male.",
+        {"patient_age": 48, "patient_sex": "male"},
     )
 
     assert model_input.text == "48-year-old male. MRI of the right shoulder without contrast"
@@ -57,12 +59,14 @@ def test_post_filing_metadata_is_rejected_by_name() -> None:
 
 @pytest.mark.parametrize("age", [-1, 121, "48"])
 def test_age_out_of_range_is_rejected(age: object) -> None:
-    with pytest.raises(InvalidInputError, match="metadata.patient_age: expected an integer 0-120"):
+    with pytest.raises(
+        InvalidInputError, match=r"metadata\.patient_age: expected an integer 0-120"
+    ):
         metadata_prefix({"patient_age": age})  # type: ignore[dict-item]
 
 
 def test_empty_request_is_rejected() -> None:
-    with pytest.raises(InvalidInputError, match="^request: is empty"):
+    with pytest.raises(InvalidInputError, match=r"^request: is empty"):
         build_model_input("   ", "summary")
 
 

@@ -6,10 +6,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATA
+
 from imr_outcome.data.audit import audit_outcome_language
 from imr_outcome.data.ingest import IngestReport, ingest
 from imr_outcome.data.schema import Decision
+
+from conftest import SHARED_DATA
 
 pytestmark = pytest.mark.real_data
 

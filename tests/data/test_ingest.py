@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from imr_outcome.data.ingest import ingest
+from imr_outcome.errors import InvalidInputError
+
+from conftest import LETTER_FIXTURES
+
+GOOD = ["single_upheld.txt", "mixed_multi.txt", "partial_authorization.txt"]
+BAD = {"not_a_letter.txt": "document", "truncated.txt": "decisions"}
+
+
+@pytest.fixture
+def letter_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "letters"
+    (folder / "nested").mkdir(parents=True)
+    for name in GOOD[:2]:
+        shutil.copy(LETTER_FIXTURES / name, folder / name)
+    shutil.copy(LETTER_FIXTURES / GOOD[2], folder / "nested" / GOOD[2])
+    for name in BAD:
+        shutil.copy(LETTER_FIXTURES / name, folder / name)
+    (folder / "README.md").write_text("notes", encoding="utf-8")
+    return folder
+
+
+def test_every_file_is_parsed_failed_or_skipped(letter_dir: Path, tmp_path: Path) -> None:
+    report = ingest([letter_dir])
+
+    assert report.files_read == 5
+    assert sorted(Path(letter.source).name for letter in report.letters) == sorted(GOOD)
+    assert {Path(f.source).name: f.section for f in report.failures} == BAD
+    assert report.skipped == [str(letter_dir / "README.md")]
+    assert len(report.records) == sum(len(letter.items) for letter in report.letters)
+
+    report.write(tmp_path / "report.json")
+    written = json.loads((tmp_path / "report.json").read_text())
+    assert written["files_read"] == 5 and len(written["failures"]) == 2
+    case_text = next(iter(report.letters)).summary.value[:60]
+    assert case_text not in json.dumps(written)
+
+
+def test_an_unexpected_error_in_one_file_does_not_stop_the_batch(
+    letter_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imr_outcome.data.letters import parse_letter_file
+    from imr_outcome.data.schema import Letter
+
+    def flaky(path: Path) -> Letter:
+        if path.name == "single_upheld.txt":
+            raise RuntimeError("boom")
+        return parse_letter_file(path)
+
+    monkeypatch.setattr("imr_outcome.data.ingest.parse_letter_file", flaky)
+
+    report = ingest([letter_dir])
+
+    failure = next(f for f in report.failures if f.source.endswith("single_upheld.txt"))
+    assert (failure.section, failure.reason) == ("file", "RuntimeError: boom")
+    assert len(report.letters) == 2
+
+
+def test_a_missing_source_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match=r"^sources: .*/nope does not exist$"):
+        ingest([tmp_path / "nope"])

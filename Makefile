@@ -24,7 +24,8 @@ $(STAMP): pyproject.toml $(CODE_DIRS)
 install: $(STAMP)
 
 run: install
-	$(BIN)/imr-outcome data build $(SHARED) --out artifacts/dataset
+	$(BIN)/imr-outcome data build $(SHARED) --out artifacts/dataset \
+	  --time-split-cutoff dwc=2017-01-01 --time-split-cutoff dmhc=2015-01-01
 
 lint: install
 	$(BIN)/ruff check .

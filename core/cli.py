@@ -81,6 +81,15 @@ def _print_card(card: dict[str, Any]) -> None:
     )
 
 
+def _parse_cutoffs(values: list[str]) -> dict[str, dt.date]:
+    cutoffs: dict[str, dt.date] = {}
+    for value in values:
+        source, sep, date = value.rpartition("=")
+        for name in [source] if sep else ["dwc", "dmhc"]:
+            cutoffs[name] = dt.date.fromisoformat(date)
+    return cutoffs
+
+
 @data_app.command("build")
 def data_build(
     sources: Annotated[
@@ -90,8 +99,11 @@ def data_build(
     folds: Annotated[int, typer.Option(help="Cross-validation folds per source.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed for fold assignment.")] = 13,
     time_split_cutoff: Annotated[
-        str | None,
-        typer.Option(help="ISO date: rows assigned before it are time-split 'train'."),
+        list[str] | None,
+        typer.Option(
+            help="SOURCE=YYYY-MM-DD (repeatable) or a bare date for every source: rows "
+            "dated before it are time-split 'train', the rest 'test'."
+        ),
     ] = None,
 ) -> None:
     """Build the itemized, leakage-audited dataset and print its card."""
@@ -100,12 +112,14 @@ def data_build(
     from imr_outcome.data.ingest import ingest
 
     try:
-        cutoff = dt.date.fromisoformat(time_split_cutoff) if time_split_cutoff else None
+        cutoffs = _parse_cutoffs(time_split_cutoff or [])
     except ValueError as exc:
-        err_console.print(f"[bold red]error:[/] --time-split-cutoff: expected YYYY-MM-DD ({exc})")
+        err_console.print(
+            f"[bold red]error:[/] --time-split-cutoff: expected [SOURCE=]YYYY-MM-DD ({exc})"
+        )
         raise typer.Exit(code=2) from exc
     try:
-        config = BuildConfig(n_folds=folds, seed=seed, time_split_cutoff=cutoff)
+        config = BuildConfig(n_folds=folds, seed=seed, time_split_cutoffs=cutoffs)
         report = ingest(sources)
         report_path = out / "ingest_report.json"
         report.write(report_path)
@@ -204,3 +218,138 @@ def download_dmhc(
         f"saved {result.path} ({result.bytes} bytes, sha256 {result.sha256}"
         f"{', resumed' if result.resumed else ''})"
     )
+
+
+models_app = typer.Typer(help="The MLflow model registry.")
+app.add_typer(models_app, name="models")
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="Run config (experiments/<name>.yaml).")
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config field: section.field=value (repeatable)."),
+]
+
+
+def _load_run_config(config: Path | None, overrides: list[str] | None) -> Any:
+    from imr_outcome.train.config import load_config
+
+    try:
+        return load_config(config, overrides)
+    except ImrOutcomeError as exc:
+        raise _fail(exc) from exc
+
+
+def _print_evaluation(title: str, evaluation: Any) -> None:
+    from imr_outcome.train.evaluate import HEADLINE_METRICS, format_interval
+
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("estimate [95% CI, by letter]", justify="right")
+    for name in HEADLINE_METRICS:
+        table.add_row(name, format_interval(evaluation.metrics[name]))
+    m = evaluation.metrics
+    table.add_row(
+        "confusion (tn fp fn tp)", " ".join(str(int(m[k][0])) for k in ("tn", "fp", "fn", "tp"))
+    )
+    console.print(table)
+    console.print(
+        f"{evaluation.n_items} items from {evaluation.n_groups} letters/cases, "
+        f"{evaluation.n_overturned} Overturned"
+    )
+
+
+@app.command("train")
+def train_command(
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    register: Annotated[
+        bool, typer.Option("--register", help="Register the model (first version: @champion).")
+    ] = False,
+    models_dir: Annotated[Path, typer.Option(help="Where model directories are written.")] = Path(
+        "artifacts/models"
+    ),
+) -> None:
+    """Train on the training folds, evaluate on the held-out fold, log to MLflow."""
+    from imr_outcome.train.run import train
+
+    run_config = _load_run_config(config, overrides)
+    try:
+        result = train(run_config, models_dir=models_dir, register_model=register)
+    except ImrOutcomeError as exc:
+        raise _fail(exc) from exc
+    _print_evaluation(
+        f"{run_config.name}: held-out fold {run_config.data.holdout_fold} "
+        f"(threshold {result.model.threshold:.3f})",
+        result.evaluation,
+    )
+    console.print(f"model {result.model_dir} logged as {result.model_uri} (run {result.run_id})")
+    if result.registration is not None:
+        reg = result.registration
+        role = "@champion" if reg.champion else "challenger (champion unchanged)"
+        console.print(f"registered models:/{reg.name}/{reg.version} {role}")
+
+
+@app.command("evaluate")
+def evaluate_command(config: ConfigOption = None, overrides: SetOption = None) -> None:
+    """Repeated grouped cross-validation (evaluation.folds x evaluation.repeats)."""
+    from imr_outcome.train.run import evaluate
+
+    run_config = _load_run_config(config, overrides)
+    try:
+        evaluation, run_id = evaluate(run_config)
+    except ImrOutcomeError as exc:
+        raise _fail(exc) from exc
+    _print_evaluation(
+        f"{run_config.name}: {run_config.evaluation.folds}-fold x "
+        f"{run_config.evaluation.repeats} grouped CV",
+        evaluation,
+    )
+    console.print(f"logged as run {run_id}")
+
+
+@models_app.command("list")
+def models_list(
+    name: Annotated[str, typer.Option(help="Registered model name.")] = "imr-outcome",
+) -> None:
+    """Every registered version with its aliases, data fingerprint and headline metrics."""
+    from imr_outcome.train.tracking import configure, list_versions
+
+    configure("imr-outcome")
+    rows = list_versions(name)
+    if not rows:
+        console.print(f"no registered versions of {name!r}")
+        return
+    table = Table(title=f"registered model {name}")
+    for column in ("version", "aliases", "trained", "config", "data", "AUROC", "AUPRC", "ECE"):
+        table.add_column(column)
+    for row in rows:
+        m = row["metrics"]
+        created = dt.datetime.fromtimestamp(row["created"] / 1000, dt.UTC)
+        table.add_row(
+            row["version"],
+            ", ".join(row["aliases"]),
+            created.strftime("%Y-%m-%d %H:%M"),
+            row["config"],
+            row["data_fingerprint"][:12],
+            *(f"{m[k]:.3f}" if k in m else "-" for k in ("test.auroc", "test.auprc", "test.ece")),
+        )
+    console.print(table)
+
+
+@models_app.command("promote")
+def models_promote(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[str, typer.Argument(help="Version to point the alias at.")],
+    alias: Annotated[str, typer.Option(help="Alias to set.")] = "champion",
+) -> None:
+    """Set a registry alias by hand (default: champion)."""
+    from imr_outcome.train.tracking import configure, set_alias
+
+    configure("imr-outcome")
+    try:
+        set_alias(name, version, alias)
+    except ImrOutcomeError as exc:
+        raise _fail(exc) from exc
+    console.print(f"models:/{name}@{alias} -> version {version}")

@@ -80,11 +80,10 @@ def build_card(built: BuiltDataset, report: IngestReport, sources: list[str]) ->
         "config": {
             "n_folds": built.config.n_folds,
             "seed": built.config.seed,
-            "time_split_cutoff": (
-                built.config.time_split_cutoff.isoformat()
-                if built.config.time_split_cutoff
-                else None
-            ),
+            "time_split_cutoffs": {
+                source: cutoff.isoformat()
+                for source, cutoff in sorted(built.config.time_split_cutoffs.items())
+            },
             "near_duplicate_threshold": built.config.near_duplicate_threshold,
         },
         "sources": sources,
@@ -125,7 +124,8 @@ def render_markdown(card: dict[str, Any]) -> str:
         f"{card['ingest']['failures']} failed, {card['ingest']['skipped_files']} skipped, "
         f"{card['ingest']['excluded_table_rows']} table rows excluded",
         f"- Folds: {card['config']['n_folds']} (StratifiedGroupKFold, seed "
-        f"{card['config']['seed']}); time split cutoff: {card['config']['time_split_cutoff']}",
+        f"{card['config']['seed']}); time split cutoffs: "
+        f"{card['config']['time_split_cutoffs'] or 'none'}",
         "- Leakage audit: passed - "
         f"{card['leakage_audit']['outcome_language_findings']} outcome-language findings, "
         f"{card['leakage_audit']['near_duplicate_groups_merged']} near-duplicate groups merged, "

@@ -47,15 +47,16 @@ class BuildConfig:
     Attributes:
         n_folds: cross-validation folds per source, >= 2.
         seed: random seed for fold assignment.
-        time_split_cutoff: rows whose ``event_date`` is before this date get
-            ``time_split="train"``, the rest ``"test"``; None disables the time split.
+        time_split_cutoffs: per source (``"dwc"``, ``"dmhc"``), rows whose
+            ``event_date`` is before the cutoff get ``time_split="train"``, the rest
+            ``"test"``; sources without a cutoff get no time split (None).
         near_duplicate_threshold: MinHash Jaccard threshold in (0, 1] above which two
             summaries are treated as the same case.
     """
 
     n_folds: int = 5
     seed: int = 13
-    time_split_cutoff: dt.date | None = None
+    time_split_cutoffs: dict[str, dt.date] = field(default_factory=dict)
     near_duplicate_threshold: float = 0.8
 
     def __post_init__(self) -> None:
@@ -250,7 +251,8 @@ def build_dataset(records: Sequence[ItemRecord], config: BuildConfig) -> BuiltDa
                 values.append(getattr(record, name))
         table["fold_group"] = groups
         table["fold"] = folds
-        table["time_split"] = [_time_split(r, config.time_split_cutoff) for r in rows]
+        cutoff = config.time_split_cutoffs.get(source)
+        table["time_split"] = [_time_split(r, cutoff) for r in rows]
         splits[source] = datasets.Dataset.from_dict(table, features=features)
         logger.info("source %s: %d items, %d folds", source, len(rows), config.n_folds)
     return BuiltDataset(

@@ -83,7 +83,7 @@ def test_data_build_rejects_a_bad_cutoff(tmp_path: Path) -> None:
     )
 
     assert result.exit_code == 2
-    assert "--time-split-cutoff: expected YYYY-MM-DD" in result.output
+    assert "--time-split-cutoff: expected [SOURCE=]YYYY-MM-DD" in result.output
 
 
 def test_data_parse_json(tmp_path: Path) -> None:

@@ -75,7 +75,7 @@ def test_fingerprint_is_stable_and_sensitive() -> None:
 def test_time_split_uses_the_cutoff() -> None:
     records = _records()
 
-    built = build_dataset(records, BuildConfig(time_split_cutoff=dt.date(2016, 7, 1)))
+    built = build_dataset(records, BuildConfig(time_split_cutoffs={"dwc": dt.date(2016, 7, 1)}))
 
     data = built.dataset["dwc"]
     for event_date, split in zip(data["event_date"], data["time_split"], strict=True):

@@ -1,0 +1,156 @@
+"""Train and evaluate end to end, tracked in a temporary SQLite MLflow store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from imr_outcome.errors import InvalidInputError
+from imr_outcome.train.artifact import CalibratedModel
+from imr_outcome.train.config import RunConfig, load_config
+from imr_outcome.train.run import evaluate, train
+from imr_outcome.train.tracking import list_versions
+
+from dataset_factory import write_dataset
+
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("dataset"))
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run in a temp folder: the embedded store is ./mlflow.db there."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    yield tmp_path
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+
+
+def _config(name: str, dataset_dir: Path, *overrides: str) -> RunConfig:
+    return load_config(
+        EXPERIMENTS / f"{name}.yaml",
+        [f"data.dataset_dir={dataset_dir}", "evaluation.bootstrap=200", *overrides],
+    )
+
+
+def test_train_logs_everything_and_registers_the_first_version_as_champion(
+    workdir: Path, dataset_dir: Path
+) -> None:
+    config = _config("tfidf_lr", dataset_dir, "model.min_df=1")
+
+    result = train(config, models_dir=workdir / "models", register_model=True)
+
+    assert (workdir / "mlflow.db").is_file()
+    assert result.registration is not None and result.registration.champion
+    assert result.registration.version == "1"
+    run = MlflowClient().get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.kind"] == "tfidf_lr"
+    assert run.data.tags["data_fingerprint"] == result.model.info.data_fingerprint
+    assert run.data.tags["git_commit"]
+    assert {"test.auroc", "test.auroc.ci_low", "test.ece", "test.brier", "threshold"} <= set(
+        run.data.metrics
+    )
+    assert run.data.metrics["test.auroc"] > 0.9  # the cue sentence is easy to learn
+    artifacts = {a.path for a in MlflowClient().list_artifacts(result.run_id, "evaluation")}
+    assert "evaluation/test_reliability.png" in artifacts
+    assert {a.path for a in MlflowClient().list_artifacts(result.run_id, "dataset")} == {
+        "dataset/card.json",
+        "dataset/card.md",
+    }
+    assert [i.dataset.digest for i in run.inputs.dataset_inputs] == [
+        result.model.info.data_fingerprint[:32]
+    ]
+
+    reloaded = CalibratedModel.load(result.model_dir)
+    assert reloaded.threshold == result.model.threshold
+    assert reloaded.info.labels == ("Upheld", "Overturned")
+
+    pyfunc = mlflow.pyfunc.load_model("models:/imr-outcome@champion")
+    scored = pyfunc.predict(
+        pd.DataFrame(
+            {
+                "request": ["Physical therapy 6 sessions", "Physical therapy 6 sessions"],
+                "summary": [
+                    "Low back pain. The physician documented functional improvement and "
+                    "return to full duty.",
+                    "Low back pain. There was no objective functional improvement after "
+                    "prior sessions.",
+                ],
+            }
+        )
+    )
+    assert list(scored.columns) == ["p_upheld", "p_overturned", "label"]
+    np.testing.assert_allclose(scored["p_upheld"] + scored["p_overturned"], 1.0)
+    assert scored["p_overturned"][0] > scored["p_overturned"][1]
+
+
+def test_a_second_registration_is_a_challenger(workdir: Path, dataset_dir: Path) -> None:
+    config = _config("majority", dataset_dir)
+
+    first = train(config, models_dir=workdir / "models", register_model=True)
+    second = train(config, models_dir=workdir / "models", register_model=True)
+
+    assert first.registration is not None and first.registration.champion
+    assert second.registration is not None and not second.registration.champion
+    versions = list_versions("imr-outcome")
+    assert [(v["version"], v["aliases"]) for v in versions] == [("2", []), ("1", ["champion"])]
+    assert versions[0]["data_fingerprint"] == first.model.info.data_fingerprint
+
+
+def test_cross_validation_of_the_majority_baseline(workdir: Path, dataset_dir: Path) -> None:
+    config = _config("majority", dataset_dir, "evaluation.folds=3", "evaluation.repeats=2")
+
+    evaluation, run_id = evaluate(config)
+
+    assert evaluation.n_items == 60
+    assert evaluation.metrics["auroc"][0] == pytest.approx(0.5)
+    assert len(evaluation.thresholds) == 3
+    metrics = MlflowClient().get_run(run_id).data.metrics
+    assert metrics["cv.auroc"] == pytest.approx(0.5)
+    assert metrics["cv.n_items"] == 60
+
+
+def test_a_failing_run_is_ended_as_failed(
+    workdir: Path, dataset_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _config("tfidf_lr", dataset_dir)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr("imr_outcome.train.run.fit_calibrated", broken)
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        train(config, models_dir=workdir / "models", register_model=True)
+
+    assert mlflow.active_run() is None
+    runs = MlflowClient().search_runs(
+        [mlflow.get_experiment_by_name("imr-outcome").experiment_id]  # type: ignore[union-attr]
+    )
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert list_versions("imr-outcome") == []
+
+
+def test_missing_dataset_says_how_to_build_it(workdir: Path) -> None:
+    config = _config("tfidf_lr", workdir / "nothing-here")
+
+    with pytest.raises(InvalidInputError, match="run `imr-outcome data build` first"):
+        train(config, models_dir=workdir / "models", register_model=False)
+
+
+def test_a_split_the_dataset_lacks_is_named(workdir: Path, dataset_dir: Path) -> None:
+    config = _config("tfidf_lr", dataset_dir, "data.split=dmhc")
+
+    with pytest.raises(InvalidInputError, match="'dmhc' is not in"):
+        train(config, models_dir=workdir / "models", register_model=False)

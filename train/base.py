@@ -1,0 +1,108 @@
+"""The interface every classifier kind implements, and the registry of kinds.
+
+A classifier maps model inputs (:class:`imr_outcome.data.model_input.ModelInput`, built
+only from pre-filing text) to two-class logits. Calibration and the decision threshold
+are applied on top by :class:`imr_outcome.train.artifact.CalibratedModel`, so a
+classifier only has to produce scores that rank well.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, Self
+
+import numpy as np
+import numpy.typing as npt
+
+from imr_outcome.data.model_input import ModelInput
+from imr_outcome.errors import IncompatibleModelError
+
+Logits = npt.NDArray[np.float64]
+"""Shape ``(n, 2)``: unnormalized scores for [Upheld, Overturned] (label-id order)."""
+
+
+class Classifier(Protocol):
+    """A trainable two-class classifier over model inputs.
+
+    Implementations own their inference and persistence (like setfit's model object);
+    training loops, tracking and calibration live elsewhere.
+    """
+
+    #: Name of the kind, as written in configs and in ``imr_model.json``.
+    kind: ClassVar[str]
+
+    def fit(
+        self,
+        inputs: Sequence[ModelInput],
+        labels: npt.NDArray[np.int64],
+        metadata: Sequence[dict[str, Any]] | None = None,
+    ) -> Self:
+        """Train on ``inputs`` with labels 0 (Upheld) / 1 (Overturned).
+
+        Args:
+            inputs: model inputs, length n.
+            labels: shape ``(n,)``, values in {0, 1}.
+            metadata: per-row pre-filing metadata dicts (for metadata-only models);
+                text models ignore it.
+
+        Returns:
+            self, fitted.
+        """
+        ...
+
+    def logits(
+        self, inputs: Sequence[ModelInput], metadata: Sequence[dict[str, Any]] | None = None
+    ) -> Logits:
+        """Scores for each input, shape ``(n, 2)``; softmax of a row is the raw probability."""
+        ...
+
+    def save(self, directory: Path) -> None:
+        """Write everything needed by :meth:`load` into ``directory`` (created if missing)."""
+        ...
+
+    @classmethod
+    def load(cls, directory: Path) -> Self:
+        """Read a classifier written by :meth:`save`."""
+        ...
+
+
+_KINDS: dict[str, Callable[[], type[Any]]] = {}
+
+
+def register_kind(kind: str, loader: Callable[[], type[Any]]) -> None:
+    """Register a classifier kind; ``loader`` imports and returns its class lazily.
+
+    Lazy loading keeps ``import imr_outcome.train`` light: torch and transformers are
+    imported only when a transformer kind is used.
+    """
+    _KINDS[kind] = loader
+
+
+def classifier_class(kind: str) -> type[Any]:
+    """The classifier class registered under ``kind``.
+
+    Raises:
+        IncompatibleModelError: when no such kind is registered.
+    """
+    if kind not in _KINDS:
+        raise IncompatibleModelError(
+            f"unknown classifier kind {kind!r}; known kinds: {sorted(_KINDS)}"
+        )
+    return _KINDS[kind]()
+
+
+def _lazy(module: str, name: str) -> Callable[[], type[Any]]:
+    def load() -> type[Any]:
+        cls: type[Any] = getattr(importlib.import_module(module), name)
+        return cls
+
+    return load
+
+
+register_kind("majority", _lazy("imr_outcome.train.baselines", "MajorityClassifier"))
+register_kind("tfidf_lr", _lazy("imr_outcome.train.baselines", "TfidfLogReg"))
+register_kind("metadata_lr", _lazy("imr_outcome.train.baselines", "MetadataLogReg"))
+register_kind("frozen_encoder_lr", _lazy("imr_outcome.train.frozen_encoder", "FrozenEncoderLogReg"))
+register_kind("transformer", _lazy("imr_outcome.train.transformer", "TransformerClassifier"))

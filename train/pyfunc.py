@@ -1,0 +1,102 @@
+"""The MLflow pyfunc wrapper: request + summary columns in, calibrated probabilities out.
+
+Works with ``mlflow.pyfunc.load_model`` and ``mlflow models serve`` (probabilities only;
+evidence spans come from ``imr_outcome.serve``). The model directory travels as a pyfunc
+artifact; nothing is pickled but this small class, by reference.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.pyfunc.model import PythonModel, PythonModelContext
+from mlflow.types.schema import ColSpec, Schema, TensorSpec
+
+from imr_outcome.data.model_input import build_model_input
+from imr_outcome.data.schema import LABELS, PREFILING_FIELDS
+from imr_outcome.errors import InvalidInputError
+from imr_outcome.train.artifact import CalibratedModel
+
+#: Name of the pyfunc artifact that holds the model directory.
+ARTIFACT_KEY = "imr_model"
+
+_INTEGER_FIELDS = {"patient_age"}
+
+#: Input columns: request and summary required; pre-filing metadata optional.
+_INPUT_COLUMNS: list[ColSpec | TensorSpec] = [
+    ColSpec("string", "request"),
+    ColSpec("string", "summary"),
+    *(
+        ColSpec("double" if name in _INTEGER_FIELDS else "string", name, required=False)
+        for name in PREFILING_FIELDS
+    ),
+]
+SIGNATURE = ModelSignature(
+    inputs=Schema(_INPUT_COLUMNS),
+    outputs=Schema(
+        [
+            ColSpec("double", f"p_{LABELS[0].lower()}"),
+            ColSpec("double", f"p_{LABELS[1].lower()}"),
+            ColSpec("string", "label"),
+        ]
+    ),
+)
+
+
+def _metadata(row: dict[str, Any]) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    for name in PREFILING_FIELDS:
+        value = row.get(name)
+        if value is None or (isinstance(value, float) and pd.isna(value)):
+            continue
+        meta[name] = int(value) if name in _INTEGER_FIELDS else str(value)
+    return meta
+
+
+class ImrOutcomePyfunc(PythonModel):
+    """Calibrated P(Upheld), P(Overturned) and the label at the saved threshold."""
+
+    model: CalibratedModel
+
+    def load_context(self, context: PythonModelContext) -> None:
+        """Load the model directory from the pyfunc artifacts."""
+        self.model = CalibratedModel.load(Path(context.artifacts[ARTIFACT_KEY]))
+
+    def predict(
+        self, context: PythonModelContext, model_input: pd.DataFrame, params: Any = None
+    ) -> pd.DataFrame:
+        """Score a DataFrame with ``request`` and ``summary`` columns.
+
+        Args:
+            context: the pyfunc context (unused after loading).
+            model_input: one row per item; optional pre-filing metadata columns.
+            params: unused.
+
+        Returns:
+            A DataFrame with ``p_upheld``, ``p_overturned`` (rows sum to 1) and ``label``.
+
+        Raises:
+            InvalidInputError: a required column is missing or a request is empty.
+        """
+        missing = {"request", "summary"} - set(model_input.columns)
+        if missing:
+            raise InvalidInputError("columns", f"missing {sorted(missing)}")
+        rows: list[dict[str, Any]] = [
+            {str(k): v for k, v in row.items()} for row in model_input.to_dict(orient="records")
+        ]
+        metadata = [_metadata(row) for row in rows]
+        inputs = [
+            build_model_input(str(row["request"]), str(row["summary"] or ""), meta)
+            for row, meta in zip(rows, metadata, strict=True)
+        ]
+        p = self.model.predict_proba(inputs, metadata)
+        return pd.DataFrame(
+            {
+                f"p_{LABELS[0].lower()}": p[:, 0],
+                f"p_{LABELS[1].lower()}": p[:, 1],
+                "label": [LABELS[int(x >= self.model.threshold)] for x in p[:, 1]],
+            }
+        )

@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # Code folders mapped under the import root imr_outcome (see pyproject.toml).
 CODE_DIRS := core data train serve
 
-.PHONY: install run test lint typecheck unit bench-parse clean
+.PHONY: install run dataset test lint typecheck unit bench-parse bench-cv clean
 
 # Reinstall when dependencies change or a module is added/removed (folder mtimes):
 # the editable install is "strict" (a link tree), so new modules need a reinstall.
@@ -23,9 +23,14 @@ $(STAMP): pyproject.toml $(CODE_DIRS)
 
 install: $(STAMP)
 
-run: install
+dataset: install
 	$(BIN)/imr-outcome data build $(SHARED) --out artifacts/dataset \
 	  --time-split-cutoff dwc=2017-01-01 --time-split-cutoff dmhc=2015-01-01
+
+# The main job: dataset -> fine-tune the default offline model on the training folds ->
+# evaluate on the held-out fold -> register (first version becomes @champion).
+run: dataset
+	$(BIN)/imr-outcome train --config experiments/default.yaml --register
 
 lint: install
 	$(BIN)/ruff check .
@@ -45,6 +50,16 @@ test: lint typecheck unit
 
 bench-parse: install
 	$(PY) experiments/bench_parse.py $(SHARED)/dwc-imr-letters/pdf $(SHARED)/seed-letters
+
+# The figures in experiments/README.md: 5x5 grouped CV of every DWC model and the DMHC
+# metadata model (long: the fine-tuned MiniLM alone fits 25 times).
+BENCH_CONFIGS ?= majority tfidf_lr frozen_minilm_lr default dmhc_metadata_lr
+bench-cv: dataset
+	for c in $(BENCH_CONFIGS); do \
+	  $(BIN)/imr-outcome evaluate --config experiments/$$c.yaml \
+	    --report experiments/reports/$$c.json || exit 1; \
+	done
+	$(PY) experiments/cv_table.py
 
 clean:
 	rm -rf build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -292,21 +292,37 @@ def train_command(
 
 
 @app.command("evaluate")
-def evaluate_command(config: ConfigOption = None, overrides: SetOption = None) -> None:
+def evaluate_command(
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(help="Also write the figures as JSON here (experiments/reports/...)."),
+    ] = None,
+) -> None:
     """Repeated grouped cross-validation (evaluation.folds x evaluation.repeats)."""
-    from imr_outcome.train.run import evaluate
+    import time
+
+    from imr_outcome.train.run import evaluate, write_report
 
     run_config = _load_run_config(config, overrides)
+    started = time.perf_counter()
     try:
-        evaluation, run_id = evaluate(run_config)
+        result = evaluate(run_config)
     except ImrOutcomeError as exc:
         raise _fail(exc) from exc
+    if report is not None:
+        write_report(report, run_config, result, time.perf_counter() - started)
     _print_evaluation(
         f"{run_config.name}: {run_config.evaluation.folds}-fold x "
-        f"{run_config.evaluation.repeats} grouped CV",
-        evaluation,
+        f"{run_config.evaluation.repeats} grouped CV (fold means)",
+        result.cv,
     )
-    console.print(f"logged as run {run_id}")
+    if result.time_split is not None:
+        _print_evaluation(
+            f"{run_config.name}: time split (train before the cutoff)", result.time_split
+        )
+    console.print(f"logged as run {result.run_id}")
 
 
 @models_app.command("list")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from pathlib import Path
 
 from imr_outcome.data.card import build_card, write_card
@@ -37,7 +38,8 @@ def learnable_records(n_letters: int = 40) -> list[ItemRecord]:
 
 def write_dataset(directory: Path, records: list[ItemRecord] | None = None) -> Path:
     """Build, save and card the dataset into ``directory``; returns it."""
-    built = build_dataset(records or learnable_records(), BuildConfig(n_folds=4, seed=1))
+    config = BuildConfig(n_folds=4, seed=1, time_split_cutoffs={"dwc": dt.date(2016, 7, 1)})
+    built = build_dataset(records or learnable_records(), config)
     save_dataset(built, directory)
     write_card(build_card(built, IngestReport(), ["tests"]), directory)
     return directory

@@ -35,6 +35,7 @@ from imr_outcome.train.pipeline import Rows, fit_calibrated, rows_from_dataset
 from imr_outcome.train.plots import plot_all
 from imr_outcome.train.tracking import (
     Registration,
+    git_commit,
     log_dataset,
     log_metrics,
     log_model,
@@ -184,11 +185,18 @@ def train(config: RunConfig, *, models_dir: Path, register_model: bool) -> Train
         return TrainResult(evaluation, model, model_dir, model_uri, run.info.run_id, registration)
 
 
-def evaluate(config: RunConfig) -> tuple[Evaluation, str]:
-    """Repeated grouped CV of ``config``, logged as an ``evaluate`` run.
+@dataclass(frozen=True)
+class EvaluateResult:
+    """What ``evaluate`` produced: CV figures, optional time-split figures, the run id."""
 
-    Returns:
-        ``(evaluation, run_id)``; see ``cross_validate`` for what the evaluation holds.
+    cv: Evaluation
+    time_split: Evaluation | None
+    run_id: str
+
+
+def evaluate(config: RunConfig) -> EvaluateResult:
+    """Repeated grouped CV of ``config`` (and the time split if configured), logged as an
+    ``evaluate`` run. Nothing is registered.
     """
     data = load_training_data(config)
     with tracked_run(config, "evaluate") as run:
@@ -199,19 +207,62 @@ def evaluate(config: RunConfig) -> tuple[Evaluation, str]:
         _log_evaluation("cv", evaluation)
         for repeat, metrics in enumerate(per_repeat):
             log_metrics(flatten_metrics("cv.repeat", metrics), step=repeat)
-        if config.evaluation.time_split:
-            _log_time_split(config, data)
-        return evaluation, run.info.run_id
+        time_split = _time_split(config, data) if config.evaluation.time_split else None
+        if time_split is not None:
+            _log_evaluation("time_split", time_split)
+        return EvaluateResult(evaluation, time_split, run.info.run_id)
 
 
-def _log_time_split(config: RunConfig, data: LoadedData) -> None:
+def _time_split(config: RunConfig, data: LoadedData) -> Evaluation:
+    """Train on the dataset's time-split "train" rows, score its "test" rows."""
     splits = data.split["time_split"]
     train_idx = [i for i, s in enumerate(splits) if s == "train"]
     test_idx = [i for i, s in enumerate(splits) if s == "test"]
     if not train_idx or not test_idx:
         raise InvalidInputError(
             "evaluation.time_split",
-            "the dataset has no time split; rebuild it with --time-split-cutoff",
+            "the dataset has no time split for this source; rebuild it with "
+            f"--time-split-cutoff {config.data.split}=YYYY-MM-DD",
         )
     model = fit_calibrated(config, data.rows.subset(train_idx), data_fingerprint=data.fingerprint)
-    _log_evaluation("time_split", evaluate_model(config, model, data.rows.subset(test_idx)))
+    return evaluate_model(config, model, data.rows.subset(test_idx))
+
+
+def _figures(evaluation: Evaluation) -> dict[str, object]:
+    m = evaluation.metrics
+    n = m["tn"][0] + m["fp"][0] + m["fn"][0] + m["tp"][0]
+    return {
+        "n_items": evaluation.n_items,
+        "n_letters": evaluation.n_groups,
+        "n_overturned": evaluation.n_overturned,
+        "metrics": {name: list(interval) for name, interval in m.items()},
+        "accuracy": (m["tn"][0] + m["tp"][0]) / n if n else None,
+    }
+
+
+def write_report(
+    path: Path, config: RunConfig, result: EvaluateResult, wall_seconds: float
+) -> None:
+    """Write an evaluation's figures as JSON (no case text): what ``cv_table.py`` reads.
+
+    Args:
+        path: the JSON file to write (parent folders created).
+        config: the evaluated run config.
+        result: the evaluation.
+        wall_seconds: wall time of the whole evaluation, in seconds.
+    """
+    payload = {
+        "config": config.name,
+        "kind": config.model.kind,
+        "base_model": config.model.base_model,
+        "split": config.data.split,
+        "folds": config.evaluation.folds,
+        "repeats": config.evaluation.repeats,
+        "cv": _figures(result.cv),
+        "time_split": _figures(result.time_split) if result.time_split else None,
+        "mlflow_run_id": result.run_id,
+        "git_commit": git_commit(),
+        "wall_seconds": round(wall_seconds, 1),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")

@@ -111,14 +111,39 @@ def test_a_second_registration_is_a_challenger(workdir: Path, dataset_dir: Path)
 def test_cross_validation_of_the_majority_baseline(workdir: Path, dataset_dir: Path) -> None:
     config = _config("majority", dataset_dir, "evaluation.folds=3", "evaluation.repeats=2")
 
-    evaluation, run_id = evaluate(config)
+    result = evaluate(config)
+    evaluation, run_id = result.cv, result.run_id
 
+    assert result.time_split is None
     assert evaluation.n_items == 60
     assert evaluation.metrics["auroc"][0] == pytest.approx(0.5)
     assert len(evaluation.thresholds) == 3
     metrics = MlflowClient().get_run(run_id).data.metrics
     assert metrics["cv.auroc"] == pytest.approx(0.5)
     assert metrics["cv.n_items"] == 60
+
+
+def test_time_split_evaluation_trains_on_the_earlier_letters(
+    workdir: Path, dataset_dir: Path
+) -> None:
+    config = _config(
+        "tfidf_lr",
+        dataset_dir,
+        "model.min_df=1",
+        "evaluation.folds=2",
+        "evaluation.repeats=1",
+        "evaluation.time_split=true",
+    )
+
+    result = evaluate(config)
+
+    assert result.time_split is not None
+    # event dates run over the months of 2016; rows from July on are the test side
+    assert result.time_split.n_items == 35
+    metrics = MlflowClient().get_run(result.run_id).data.metrics
+    assert metrics["time_split.n_items"] == 35
+    assert 0.0 <= metrics["time_split.auroc"] <= 1.0
+    assert "time_split.auroc.ci_low" in metrics
 
 
 def test_a_failing_run_is_ended_as_failed(

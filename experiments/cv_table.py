@@ -32,9 +32,7 @@ def _rows(report: dict[str, Any]) -> list[str]:
         if not figures:
             continue
         label = (
-            f"{report['folds']}x{report['repeats']} grouped CV"
-            if setting == "cv"
-            else "time split"
+            f"{report['folds']}x{report['repeats']} grouped CV" if setting == "cv" else "time split"
         )
         accuracy = figures.get("accuracy")
         rows.append(

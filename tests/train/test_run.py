@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -27,7 +28,7 @@ def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Run in a temp folder: the embedded store is ./mlflow.db there."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -68,6 +69,7 @@ def test_train_logs_everything_and_registers_the_first_version_as_champion(
         "dataset/card.json",
         "dataset/card.md",
     }
+    assert run.inputs is not None
     assert [i.dataset.digest for i in run.inputs.dataset_inputs] == [
         result.model.info.data_fingerprint[:32]
     ]

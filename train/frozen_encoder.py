@@ -1,0 +1,211 @@
+"""Logistic regression on frozen, mean-pooled encoder embeddings.
+
+A cheap transformer baseline: the encoder is never trained, so fitting costs one
+forward pass per window. Item embeddings are mean-pooled over tokens and windows
+(Reimers & Gurevych 2019, see :func:`imr_outcome.train.encoders.mean_pooled_embeddings`),
+standardized, and fed to an L2-regularized logistic regression.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import joblib
+import numpy as np
+import numpy.typing as npt
+import torch
+from pydantic import ValidationError
+from sklearn.exceptions import NotFittedError
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from imr_outcome.data.model_input import ModelInput
+from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
+from imr_outcome.train.base import Logits
+from imr_outcome.train.config import ModelConfig, TrainingConfig
+from imr_outcome.train.encoders import load_encoder, load_tokenizer, pooled_embeddings
+from imr_outcome.train.metrics import as_labels
+
+logger = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float64]
+
+#: Encoder settings (JSON) and the fitted scaler + logistic regression (joblib pickle).
+SETTINGS_FILE = "encoder.json"
+PIPELINE_FILE = "pipeline.joblib"
+#: Bump when the saved layout changes incompatibly.
+FORMAT_VERSION = 1
+
+
+class FrozenEncoderLogReg:
+    """``StandardScaler`` + ``LogisticRegression`` on frozen mean-pooled embeddings.
+
+    Args:
+        model: ``base_model`` (the frozen encoder), ``max_length``, ``stride`` and ``c``
+            (inverse regularization strength).
+        training: ``class_weighted_loss`` (balanced class weights), ``precision``,
+            ``seed`` and ``torch_threads``.
+    """
+
+    kind: ClassVar[str] = "frozen_encoder_lr"
+    #: Windows per encoder forward pass.
+    batch_size: ClassVar[int] = 32
+
+    def __init__(self, model: ModelConfig, training: TrainingConfig) -> None:
+        self.model_config = model
+        self.training_config = training
+        self._encoder: PreTrainedModel | None = None
+        self._tokenizer: PreTrainedTokenizerBase | None = None
+        self._pipeline: Pipeline | None = None
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The fitted scaler + logistic regression."""
+        if self._pipeline is None:
+            raise NotFittedError("FrozenEncoderLogReg is not fitted; call fit() or load()")
+        return self._pipeline
+
+    def embed(self, inputs: Sequence[ModelInput]) -> FloatArray:
+        """Item embeddings, shape ``(n, hidden_size)``; loads the encoder on first use.
+
+        Raises:
+            ModelNotFoundError, IncompatibleModelError: the encoder cannot be loaded.
+        """
+        config, training = self.model_config, self.training_config
+        if training.torch_threads is not None:
+            torch.set_num_threads(training.torch_threads)
+        if self._encoder is None or self._tokenizer is None:
+            self._tokenizer = load_tokenizer(config.base_model, config.max_length)
+            self._encoder = load_encoder(config.base_model)
+        return pooled_embeddings(
+            self._encoder,
+            self._tokenizer,
+            inputs,
+            max_length=config.max_length,
+            stride=config.stride,
+            batch_size=self.batch_size,
+            precision=training.precision,
+        )
+
+    def fit(
+        self,
+        inputs: Sequence[ModelInput],
+        labels: npt.NDArray[np.int64],
+        metadata: Sequence[dict[str, Any]] | None = None,
+    ) -> Self:
+        """Embed ``inputs`` and fit the scaler and logistic regression.
+
+        Args:
+            inputs: n model inputs.
+            labels: shape ``(n,)``, 0 (Upheld) / 1 (Overturned), both classes present.
+            metadata: ignored.
+
+        Returns:
+            self, fitted.
+
+        Raises:
+            InvalidInputError: bad labels, or a single class.
+        """
+        y = as_labels(labels, "labels")
+        if len(y) != len(inputs):
+            raise InvalidInputError(
+                "labels", f"expected one label per input ({len(inputs)}), found {len(y)}"
+            )
+        if np.unique(y).size < 2:
+            raise InvalidInputError("labels", "expected both classes (0 and 1), found one")
+        features = self.embed(inputs)
+        logistic = LogisticRegression(
+            C=self.model_config.c,
+            class_weight="balanced" if self.training_config.class_weighted_loss else None,
+            max_iter=2000,
+            random_state=self.training_config.seed,
+        )
+        self._pipeline = Pipeline([("scale", StandardScaler()), ("logreg", logistic)])
+        self._pipeline.fit(features, y)
+        logger.info("fitted logistic regression on %d x %d embeddings", *features.shape)
+        return self
+
+    def logits(
+        self, inputs: Sequence[ModelInput], metadata: Sequence[dict[str, Any]] | None = None
+    ) -> Logits:
+        """Shape ``(n, 2)``: ``[0, decision_function]``; the softmax is the LR probability.
+
+        Raises:
+            NotFittedError: before :meth:`fit` or :meth:`load`.
+        """
+        pipeline = self.pipeline
+        if not inputs:
+            return np.zeros((0, 2), dtype=np.float64)
+        scores = np.asarray(pipeline.decision_function(self.embed(inputs)), dtype=np.float64)
+        result: Logits = np.column_stack([np.zeros_like(scores), scores])
+        return result
+
+    def save(self, directory: Path) -> None:
+        """Write ``encoder.json`` (encoder name and window settings) and the pipeline.
+
+        The encoder weights are not copied: :meth:`load` needs ``base_model`` to be
+        resolvable again (``offline:minilm``, the same local path, or the hub).
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = self.model_config
+        settings = {
+            "format_version": FORMAT_VERSION,
+            "base_model": config.base_model,
+            "max_length": config.max_length,
+            "stride": config.stride,
+            "c": config.c,
+            "precision": self.training_config.precision,
+        }
+        (directory / SETTINGS_FILE).write_text(json.dumps(settings, indent=2), encoding="utf-8")
+        joblib.dump(self.pipeline, directory / PIPELINE_FILE)
+
+    @classmethod
+    def load(cls, directory: Path) -> Self:
+        """Read a classifier written by :meth:`save` (the encoder loads on first use).
+
+        The pipeline is a pickle: load only directories you trust.
+
+        Raises:
+            ModelNotFoundError: a missing file.
+            IncompatibleModelError: another format version or invalid settings.
+        """
+        directory = Path(directory)
+        paths = [directory / SETTINGS_FILE, directory / PIPELINE_FILE]
+        for path in paths:
+            if not path.is_file():
+                raise ModelNotFoundError(
+                    f"{directory}: no {path.name}; expected a directory written by save() "
+                    "of a frozen_encoder_lr classifier"
+                )
+        try:
+            settings = json.loads(paths[0].read_text(encoding="utf-8"))
+            if settings.get("format_version") != FORMAT_VERSION:
+                raise IncompatibleModelError(
+                    f"{paths[0]}: format_version {settings.get('format_version')!r}, this "
+                    f"version reads {FORMAT_VERSION}; retrain the model"
+                )
+            model = ModelConfig(
+                kind="frozen_encoder_lr",
+                base_model=settings["base_model"],
+                max_length=settings["max_length"],
+                stride=settings["stride"],
+                c=settings["c"],
+            )
+            training = TrainingConfig(precision=settings["precision"])
+        except (json.JSONDecodeError, AttributeError, KeyError, ValidationError) as exc:
+            raise IncompatibleModelError(
+                f"{paths[0]}: invalid settings ({exc}); retrain the model"
+            ) from exc
+        pipeline = joblib.load(paths[1])
+        if not isinstance(pipeline, Pipeline):
+            raise IncompatibleModelError(f"{paths[1]}: expected a scikit-learn Pipeline")
+        classifier = cls(model, training)
+        classifier._pipeline = pipeline
+        return classifier

@@ -27,3 +27,13 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "dwc-imr-letters" / "pdf").is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BERT (hidden 32, 2 layers) with a WordPiece tokenizer trained on the
+    invented fixture letters, saved as a local model directory."""
+    from tiny_bert import make_tiny_bert
+
+    corpus = [p.read_text(encoding="utf-8") for p in sorted(LETTER_FIXTURES.glob("*.txt"))]
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), corpus)

@@ -47,7 +47,8 @@ logger = logging.getLogger(__name__)
 
 
 class MlflowLossCallback(TrainerCallback):
-    """Logs the Trainer's training loss and learning rate to the active MLflow run."""
+    """Logs the Trainer's numeric logs (loss, learning rate, gradient norm, and at the end
+    the mean training loss and runtime) to the active MLflow run as ``train.<name>``."""
 
     def __init__(self, prefix: str = "train") -> None:
         self.prefix = prefix
@@ -56,9 +57,9 @@ class MlflowLossCallback(TrainerCallback):
         if not logs or mlflow.active_run() is None:
             return
         scalars = {
-            f"{self.prefix}.{k}": float(v)
+            f"{self.prefix}.{k.removeprefix('train_')}": float(v)
             for k, v in logs.items()
-            if isinstance(v, int | float) and k in ("loss", "learning_rate", "grad_norm")
+            if isinstance(v, int | float)
         }
         if scalars:
             mlflow.log_metrics(scalars, step=int(state.global_step))

@@ -278,6 +278,9 @@ class TransformerClassifier:
         self.callbacks = list(callbacks or [])
         self._model: PreTrainedModel | None = None
         self._tokenizer: PreTrainedTokenizerBase | None = None
+        #: Subtracted from the Overturned item logit: log(w1 / w0) of the training loss
+        #: weights, 0 without class weighting (see :meth:`logits`).
+        self.logit_offset = 0.0
 
     @property
     def model(self) -> PreTrainedModel:
@@ -367,6 +370,9 @@ class TransformerClassifier:
             )
             trainer.train()
         self._model, self._tokenizer = for_inference(network), tokenizer
+        self.logit_offset = (
+            float(np.log(weights[1].item() / weights[0].item())) if weights is not None else 0.0
+        )
         return self
 
     def window_logits(
@@ -403,6 +409,12 @@ class TransformerClassifier:
     ) -> Logits:
         """Item logits, shape ``(n, 2)``, float64: window logits aggregated per item.
 
+        A class-weighted loss inflates the odds of Overturned by ``w1 / w0`` (the
+        minimizer of a weighted log loss; Elkan 2001, "The foundations of cost-sensitive
+        learning"), so ``log(w1 / w0)`` (:attr:`logit_offset`) is subtracted from the
+        Overturned logit: the item logits estimate the unweighted odds, which temperature
+        scaling (one scale, no shift) can then calibrate.
+
         Args:
             inputs: n model inputs.
             metadata: ignored.
@@ -411,7 +423,9 @@ class TransformerClassifier:
             NotFittedError: before :meth:`fit` or :meth:`load`.
         """
         windows, scores = self.window_logits(inputs)
-        return aggregate(scores, windows.item_index, len(inputs), self.model_config.aggregation)
+        items = aggregate(scores, windows.item_index, len(inputs), self.model_config.aggregation)
+        items[:, 1] -= self.logit_offset
+        return items
 
     def save(self, directory: Path) -> None:
         """Write the model and tokenizer (``save_pretrained``) and ``transformer.json``.
@@ -431,6 +445,7 @@ class TransformerClassifier:
             "stride": config.stride,
             "aggregation": config.aggregation,
             "precision": self.training_config.precision,
+            "logit_offset": self.logit_offset,
         }
         (directory / SETTINGS_FILE).write_text(json.dumps(settings, indent=2), encoding="utf-8")
 
@@ -465,6 +480,7 @@ class TransformerClassifier:
                 f"{directory / SETTINGS_FILE}: invalid settings ({exc}); retrain the model"
             ) from exc
         classifier = cls(model, training)
+        classifier.logit_offset = float(settings.get("logit_offset", 0.0))
         classifier._tokenizer = load_tokenizer(str(directory), model.max_length)
         network: PreTrainedModel = from_pretrained(
             AutoModelForSequenceClassification.from_pretrained,

@@ -22,9 +22,6 @@ from imr_outcome.train.encoders import (
     resolve_base_model,
 )
 
-from conftest import LETTER_FIXTURES
-from tiny_bert import make_tiny_bert
-
 MAX_LENGTH = 64
 STRIDE = 16
 REQUEST = "48-year-old female. Physical therapy x 12 visits for the lumbar spine"
@@ -52,12 +49,6 @@ def _segment(windows: Windows, window: int, sequence: int) -> list[int]:
 def _summary_offsets(windows: Windows, window: int) -> list[tuple[int, int]]:
     offsets, seq = windows.offset_mapping[window], windows.sequence_ids[window]
     return [offset for offset, s in zip(offsets, seq, strict=True) if s == 1]
-
-
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    corpus = [path.read_text(encoding="utf-8") for path in sorted(LETTER_FIXTURES.glob("*.txt"))]
-    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), corpus)
 
 
 @pytest.fixture(scope="module")

@@ -14,16 +14,7 @@ from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelN
 from imr_outcome.train.config import ModelConfig, TrainingConfig
 from imr_outcome.train.frozen_encoder import FrozenEncoderLogReg
 
-from conftest import LETTER_FIXTURES
-from tiny_bert import make_tiny_bert
-
 IntArray = npt.NDArray[np.int64]
-
-
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    corpus = [path.read_text(encoding="utf-8") for path in sorted(LETTER_FIXTURES.glob("*.txt"))]
-    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), corpus)
 
 
 def _toy_set(n: int = 30) -> tuple[list[ModelInput], IntArray]:

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from imr_outcome.data.model_input import build_model_input
 from imr_outcome.errors import InvalidInputError
 from imr_outcome.train.artifact import CalibratedModel
 from imr_outcome.train.config import RunConfig, load_config
@@ -95,6 +96,36 @@ def test_train_logs_everything_and_registers_the_first_version_as_champion(
     assert list(scored.columns) == ["p_upheld", "p_overturned", "label"]
     np.testing.assert_allclose(scored["p_upheld"] + scored["p_overturned"], 1.0)
     assert scored["p_overturned"][0] > scored["p_overturned"][1]
+
+
+def test_fine_tuned_transformer_end_to_end_with_a_tiny_bert(
+    workdir: Path, dataset_dir: Path, tiny_bert: Path
+) -> None:
+    config = _config(
+        "default",
+        dataset_dir,
+        f"model.base_model={tiny_bert}",
+        "model.max_length=64",
+        "model.stride=16",
+        "training.epochs=1",
+        "training.batch_size=8",
+    )
+
+    result = train(config, models_dir=workdir / "models", register_model=True)
+
+    run = MlflowClient().get_run(result.run_id)
+    assert "train.loss" in run.data.metrics
+    assert run.data.params["model.base_model"] == str(tiny_bert)
+    reloaded = CalibratedModel.load(result.model_dir)
+    assert reloaded.info.kind == "transformer" and reloaded.info.max_length == 64
+    inputs = [build_model_input("TENS unit", "Chronic knee pain after a fall. " * 40)]
+    np.testing.assert_allclose(
+        reloaded.predict_proba(inputs), result.model.predict_proba(inputs), rtol=1e-6
+    )
+    scored = mlflow.pyfunc.load_model("models:/imr-outcome@champion").predict(
+        pd.DataFrame({"request": ["TENS unit"], "summary": ["Chronic knee pain."]})
+    )
+    assert scored["p_upheld"][0] + scored["p_overturned"][0] == pytest.approx(1.0)
 
 
 def test_a_second_registration_is_a_challenger(workdir: Path, dataset_dir: Path) -> None:

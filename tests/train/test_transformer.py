@@ -27,9 +27,6 @@ from imr_outcome.train.transformer import (
     window_loss,
 )
 
-from conftest import LETTER_FIXTURES
-from tiny_bert import make_tiny_bert
-
 IntArray = npt.NDArray[np.int64]
 
 FILLER = [
@@ -38,12 +35,6 @@ FILLER = [
     "Seen in follow-up today.",
     "Gait is normal.",
 ]
-
-
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    corpus = [path.read_text(encoding="utf-8") for path in sorted(LETTER_FIXTURES.glob("*.txt"))]
-    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), corpus)
 
 
 def _toy_set(n: int = 40, seed: int = 0) -> tuple[list[ModelInput], IntArray]:

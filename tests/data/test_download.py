@@ -269,3 +269,28 @@ def test_invalid_arguments_raise(kwargs: dict[str, object], message: str, tmp_pa
     with pytest.raises(InvalidInputError) as excinfo:
         download("http://127.0.0.1:9/never-contacted", tmp_path / "x.csv", **kwargs)  # type: ignore[arg-type]
     assert str(excinfo.value) == message
+
+
+def test_cli_download_dmhc_reports_errors_then_saves_and_verifies(
+    server: tuple[str, ServerState], tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from imr_outcome.cli import app
+
+    url, state = server
+    dest = tmp_path / "dmhc.csv"
+    args = ["data", "download", "dmhc", "--url", url, "--out", str(dest)]
+    state.cuts = [CHUNK * 2]
+
+    cut = CliRunner().invoke(app, args)
+    assert cut.exit_code == 2 and "error:" in cut.output
+
+    wrong = CliRunner().invoke(app, [*args, "--sha256", "0" * 64])
+    assert wrong.exit_code == 2 and "checksum mismatch" in wrong.output
+    assert not dest.exists()
+
+    right = CliRunner().invoke(app, [*args, "--sha256", PAYLOAD_SHA256])
+    assert right.exit_code == 0, right.output
+    assert dest.read_bytes() == PAYLOAD
+    assert (tmp_path / "dmhc.csv.sha256").read_text() == f"{PAYLOAD_SHA256}  dmhc.csv\n"

@@ -42,6 +42,9 @@ def main(
     import datasets
 
     datasets.disable_progress_bars()
+    if not verbose:
+        # e.g. the load report listing the new classification head's weights
+        logging.getLogger("transformers").setLevel(logging.ERROR)
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(message)s",

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import subprocess
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -114,7 +115,13 @@ def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
 
 def log_dataset(frame: pd.DataFrame, *, name: str, source: str, fingerprint: str) -> None:
     """Record the training data (``mlflow.data``) with its fingerprint as digest."""
-    dataset = from_pandas(frame, source=source, targets="label", name=name, digest=fingerprint[:32])
+    with warnings.catch_warnings():
+        # MLflow guesses among equivalent local sources and hints about integer columns;
+        # both are noise for a frozen local snapshot with no missing values.
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = from_pandas(
+            frame, source=source, targets="label", name=name, digest=fingerprint[:32]
+        )
     mlflow.log_input(dataset, context="training")
     mlflow.set_tag("data_fingerprint", fingerprint)
 

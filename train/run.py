@@ -255,7 +255,11 @@ def write_report(
     payload = {
         "config": config.name,
         "kind": config.model.kind,
-        "base_model": config.model.base_model,
+        "base_model": (
+            config.model.base_model
+            if config.model.kind in ("transformer", "frozen_encoder_lr")
+            else None
+        ),
         "split": config.data.split,
         "folds": config.evaluation.folds,
         "repeats": config.evaluation.repeats,

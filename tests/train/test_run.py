@@ -212,3 +212,24 @@ def test_a_split_the_dataset_lacks_is_named(workdir: Path, dataset_dir: Path) ->
 
     with pytest.raises(InvalidInputError, match="'dmhc' is not in"):
         train(config, models_dir=workdir / "models", register_model=False)
+
+
+def test_train_and_models_list_commands(workdir: Path, dataset_dir: Path) -> None:
+    from typer.testing import CliRunner
+
+    from imr_outcome.cli import app
+
+    runner = CliRunner()
+    args = ["--config", str(EXPERIMENTS / "majority.yaml"), "--set"]
+
+    trained = runner.invoke(app, ["train", *args, f"data.dataset_dir={dataset_dir}", "--register"])
+    listed = runner.invoke(app, ["models", "list"])
+    promoted = runner.invoke(app, ["models", "promote", "imr-outcome", "7"])
+
+    assert trained.exit_code == 0, trained.output
+    assert "registered models:/imr-outcome/1 @champion" in trained.output
+    assert "auroc" in trained.output
+    assert listed.exit_code == 0, listed.output
+    assert "champion" in listed.output and "majority" in listed.output
+    assert promoted.exit_code == 2
+    assert "models:/imr-outcome/7 does not exist" in promoted.output

@@ -1,0 +1,70 @@
+"""The prediction contract: pydantic schemas shared by the Python API, CLI and HTTP API.
+
+Evidence spans are character offsets into the exact strings the caller passed, so a UI
+can highlight ``request[start:end]`` or ``summary[start:end]`` directly.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Direction = Literal["Overturned", "Upheld"]
+
+
+class EvidenceSpan(BaseModel):
+    """A stretch of input text that pushed the prediction one way.
+
+    Attributes:
+        field: which input string the offsets index: ``"request"`` or ``"summary"``.
+        start: first character, 0-based, into that string.
+        end: one past the last character; ``text == <field string>[start:end]``.
+        text: the highlighted text.
+        weight: attribution mass of the span (sum over its tokens), >= 0; larger pushes
+            harder. Units are the explainer's (logit units for integrated gradients).
+        direction: the outcome the span pushes toward.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    field: Literal["request", "summary"]
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+    text: str
+    weight: float = Field(ge=0)
+    direction: Direction
+
+    @model_validator(mode="after")
+    def _ordered(self) -> EvidenceSpan:
+        if self.end <= self.start:
+            raise ValueError(f"end ({self.end}) must be greater than start ({self.start})")
+        if len(self.text) != self.end - self.start:
+            raise ValueError("text must be exactly the characters from start to end")
+        return self
+
+
+class Prediction(BaseModel):
+    """A calibrated prediction for one disputed item.
+
+    Attributes:
+        p_overturned / p_upheld: calibrated probabilities in [0, 1] that sum to 1.
+        label: the predicted outcome at the model's saved threshold.
+        threshold: P(Overturned) at or above which the label is Overturned.
+        model_name / model_version: registry name and version (or the local path and
+            ``"local"`` for an unregistered model directory).
+        evidence: spans, strongest first within each direction (empty when not asked).
+        warnings: reasons to trust this prediction less (short summary, chunked input,
+            out-of-distribution text, other data source than training).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    p_overturned: float = Field(ge=0, le=1)
+    p_upheld: float = Field(ge=0, le=1)
+    label: Direction
+    threshold: float = Field(ge=0, le=1)
+    model_name: str
+    model_version: str
+    evidence: list[EvidenceSpan] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)

@@ -1,0 +1,207 @@
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from imr_outcome.data.model_input import MetadataValue, ModelInput, build_model_input
+from imr_outcome.data.schema import LABELS
+from imr_outcome.errors import IncompatibleModelError, InvalidInputError
+from imr_outcome.serve.faithfulness import (
+    FaithfulnessReport,
+    erase,
+    faithfulness,
+    rationale_sizes,
+)
+from imr_outcome.train.artifact import CalibratedModel, ModelInfo
+from imr_outcome.train.baselines import TfidfLogReg
+from imr_outcome.train.calibration import make_calibrator
+from imr_outcome.train.config import ModelConfig, TrainingConfig
+from imr_outcome.train.transformer import TransformerClassifier
+
+IntArray = npt.NDArray[np.int64]
+Item = tuple[str, str, dict[str, MetadataValue] | None]
+
+FILLER = [
+    "Lumbar pain persists.",
+    "Medications include ibuprofen.",
+    "Seen in follow-up today.",
+    "Gait is normal.",
+]
+#: The only difference between the classes: one word, the same number of tokens.
+CUE = {1: "Functional improvement documented.", 0: "Without improvement documented."}
+REQUEST = "Physical therapy x 12 visits"
+
+
+def _items(n: int, seed: int, n_filler: int = 2) -> tuple[list[Item], IntArray]:
+    """Invented, separable items: Overturned summaries say "Functional", Upheld "Without"."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n, dtype=np.int64) % 2
+    items: list[Item] = [
+        (REQUEST, " ".join(rng.choice(FILLER, n_filler)) + " " + CUE[int(y)], None) for y in labels
+    ]
+    return items, labels
+
+
+def _inputs(items: list[Item]) -> list[ModelInput]:
+    return [build_model_input(request, summary, metadata) for request, summary, metadata in items]
+
+
+def _wrap(classifier: TransformerClassifier | TfidfLogReg, explainer: str) -> CalibratedModel:
+    items, labels = _items(4, seed=1)
+    calibrator = make_calibrator("none").fit(classifier.logits(_inputs(items)), labels)
+    info = ModelInfo(
+        kind=classifier.kind,
+        labels=LABELS,
+        split="dwc",
+        base_model="tiny",
+        max_length=64,
+        data_fingerprint="toy",
+        trained_groups=24,
+        config_name="toy",
+        explainer=explainer,
+        created=ModelInfo.now(),
+    )
+    return CalibratedModel(classifier, calibrator, 0.5, info)
+
+
+def toy_transformer(tiny_bert: Path) -> TransformerClassifier:
+    """The toy transformer, fitted once per session and shared by the serve test modules.
+
+    The fit is saved under ``tiny_bert``'s session temp folder, named by a fingerprint of
+    the training data and settings, so a module training anything else fits its own.
+    """
+    items, labels = _items(24, seed=0)
+    inputs = _inputs(items)
+    training = TrainingConfig(
+        epochs=20,
+        batch_size=8,
+        learning_rate=5e-3,
+        windows_per_item=None,
+        precision="fp32",
+        torch_threads=2,
+    )
+    config = ModelConfig(base_model=str(tiny_bert), max_length=64, stride=16)
+    recipe = [
+        [(i.text, i.text_pair, i.request_offset) for i in inputs],
+        labels.tolist(),
+        config.model_dump(mode="json"),
+        training.model_dump(mode="json"),
+    ]
+    digest = hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:16]
+    saved = tiny_bert.parent / f"toy-transformer-{digest}"
+    if (saved / "transformer.json").is_file():
+        return TransformerClassifier.load(saved)
+    classifier = TransformerClassifier(config, training).fit(inputs, labels)
+    logits = classifier.logits(inputs)
+    learned = ((logits[:, 1] > logits[:, 0]) == labels).mean()
+    assert learned == 1.0, f"the toy transformer did not learn the cue (accuracy {learned})"
+    classifier.save(saved)
+    return classifier
+
+
+@pytest.fixture(scope="module")
+def transformer(tiny_bert: Path) -> CalibratedModel:
+    return _wrap(toy_transformer(tiny_bert), "integrated_gradients")
+
+
+@pytest.fixture(scope="module")
+def tfidf() -> TfidfLogReg:
+    items, labels = _items(24, seed=0)
+    model = ModelConfig(kind="tfidf_lr", ngram_max=1, min_df=1)
+    return TfidfLogReg(model, TrainingConfig()).fit(_inputs(items), labels)
+
+
+def _check_ranges(report: FaithfulnessReport, n_items: int) -> None:
+    assert report.n_items == n_items
+    for value in (
+        report.comprehensiveness,
+        report.sufficiency,
+        report.random_comprehensiveness,
+        report.random_sufficiency,
+    ):
+        assert -1.0 <= value <= 1.0
+
+
+def test_integrated_gradients_beat_random_words_on_a_cue_model(
+    transformer: CalibratedModel,
+) -> None:
+    # Training items (the toy model fits them all; unseen filler orders it may not).
+    items, labels = _items(16, seed=0)
+    assert transformer.predict(_inputs(items)) == [LABELS[y] for y in labels]
+
+    # The saturated toy model flips sharply along the path: 16 points can miss the flip.
+    report = faithfulness(transformer, items, seed=0, n_steps=128)
+
+    _check_ranges(report, 16)
+    assert report.comprehensiveness > report.random_comprehensiveness + 0.05, report
+    assert report.ratio == pytest.approx(report.comprehensiveness / report.random_comprehensiveness)
+    assert report.ratio > 1.0
+
+
+def test_tfidf_coefficients_beat_random_words_and_suffice(tfidf: TfidfLogReg) -> None:
+    model = _wrap(tfidf, "tfidf_coefficients")
+    items, _ = _items(20, seed=3, n_filler=4)
+
+    report = faithfulness(model, items, seed=0)
+
+    _check_ranges(report, 20)
+    assert report.comprehensiveness > report.random_comprehensiveness + 0.05
+    assert report.sufficiency < report.random_sufficiency
+
+
+def test_the_random_baseline_is_seeded(tfidf: TfidfLogReg) -> None:
+    model = _wrap(tfidf, "tfidf_coefficients")
+    items, _ = _items(10, seed=4, n_filler=4)
+
+    first = faithfulness(model, items, seed=5)
+    again = faithfulness(model, items, seed=5)
+    other = faithfulness(model, items, seed=6)
+
+    assert first == again
+    assert other.comprehensiveness == first.comprehensiveness
+    assert (other.random_comprehensiveness, other.random_sufficiency) != (
+        first.random_comprehensiveness,
+        first.random_sufficiency,
+    )
+
+
+def test_a_one_word_request_can_be_erased_entirely(tfidf: TfidfLogReg) -> None:
+    model = _wrap(tfidf, "tfidf_coefficients")
+    items: list[Item] = [("Physiotherapy", CUE[1], {"patient_age": 40}), ("MRI", CUE[0], None)]
+
+    report = faithfulness(model, items)
+
+    _check_ranges(report, 2)
+
+
+def test_faithfulness_needs_items_and_an_explainer_that_scores_words(
+    tfidf: TfidfLogReg,
+) -> None:
+    with pytest.raises(InvalidInputError, match="items: expected at least one"):
+        faithfulness(_wrap(tfidf, "tfidf_coefficients"), [])
+    with pytest.raises(IncompatibleModelError, match="explainer 'none' scores no words"):
+        faithfulness(_wrap(tfidf, "none"), _items(2, seed=0)[0])
+
+
+def test_ratio_is_nan_without_a_random_effect() -> None:
+    report = FaithfulnessReport(0.2, 0.1, 0.0, 0.1, n_items=3)
+
+    assert math.isnan(report.ratio)
+
+
+def test_erase_deletes_exactly_the_given_characters() -> None:
+    assert erase("No\timprovement  documented.", [(16, 27), (0, 2)]) == "\timprovement  "
+    assert erase("café 東京", []) == "café 東京"
+
+
+def test_rationale_sizes_round_up_and_keep_at_least_one_word() -> None:
+    assert rationale_sizes(10) == [1, 1, 1, 2, 5]
+    assert rationale_sizes(3) == [1, 1, 1, 1, 2]
+    assert rationale_sizes(1) == [1, 1, 1, 1, 1]
+    assert rationale_sizes(200) == [2, 10, 20, 40, 100]

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from imr_outcome.cli_serve import serve_command
 from imr_outcome.errors import ImrOutcomeError
 
 app = typer.Typer(
@@ -29,6 +30,7 @@ data_app = typer.Typer(help="Parse letters and tables into an itemized dataset."
 download_app = typer.Typer(help="Download public IMR data.")
 app.add_typer(data_app, name="data")
 data_app.add_typer(download_app, name="download")
+app.command("serve")(serve_command)
 
 console = Console()
 err_console = Console(stderr=True)

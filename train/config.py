@@ -141,6 +141,15 @@ class EvaluationConfig(_Section):
         default_factory=lambda: ["reviewer_specialty", "request_category", "patient_sex"],
         description="Columns to report subgroup metrics by.",
     )
+    faithfulness_items: int = Field(
+        0,
+        ge=0,
+        description="ERASER faithfulness of the explainer on this many held-out items per "
+        "fold of the first repeat (0: skip; costly for transformers).",
+    )
+    faithfulness_steps: int = Field(
+        16, ge=1, description="Integrated-gradients quadrature points for faithfulness."
+    )
 
 
 class TrackingConfig(_Section):

@@ -39,6 +39,7 @@ from imr_outcome.data.schema import LABELS
 from imr_outcome.errors import InvalidInputError
 from imr_outcome.serve.evidence import WordAttribution, word_attributions
 from imr_outcome.train.artifact import CalibratedModel
+from imr_outcome.train.pipeline import Rows
 
 logger = logging.getLogger(__name__)
 
@@ -241,4 +242,66 @@ def faithfulness(
     return report
 
 
-__all__ = ["BINS", "FaithfulnessReport", "erase", "faithfulness", "rationale_sizes"]
+def items_of(rows: Rows, n: int, seed: int) -> list[Item]:
+    """Up to ``n`` items of ``rows`` as ``(request, summary, metadata)``, drawn at random.
+
+    The request and summary are recovered from each row's model input (the request follows
+    the metadata prefix of ``text``; the summary is ``text_pair``), so the words scored are
+    exactly the ones the model read.
+
+    Args:
+        rows: held-out rows.
+        n: how many, >= 1; all rows (in order) when there are no more than ``n``.
+        seed: seed of ``numpy.random.default_rng`` for the draw (without replacement).
+
+    Returns:
+        ``min(n, len(rows))`` items, in row order.
+    """
+    if n < 1:
+        raise InvalidInputError("n", f"expected at least 1 item, got {n}")
+    chosen = range(len(rows))
+    if len(rows) > n:
+        chosen = sorted(np.random.default_rng(seed).choice(len(rows), size=n, replace=False))
+    return [
+        (
+            rows.inputs[i].text[rows.inputs[i].request_offset :],
+            rows.inputs[i].text_pair,
+            rows.metadata[i],
+        )
+        for i in chosen
+    ]
+
+
+def pooled(reports: Sequence[FaithfulnessReport]) -> FaithfulnessReport:
+    """One report for several item sets (e.g. CV folds): means weighted by ``n_items``.
+
+    Raises:
+        InvalidInputError: no reports.
+    """
+    if not reports:
+        raise InvalidInputError("reports", "expected at least one faithfulness report")
+    weights = np.array([report.n_items for report in reports], dtype=np.float64)
+
+    def mean(name: str) -> float:
+        values = np.array([getattr(report, name) for report in reports], dtype=np.float64)
+        return float(np.average(values, weights=weights))
+
+    return FaithfulnessReport(
+        comprehensiveness=mean("comprehensiveness"),
+        sufficiency=mean("sufficiency"),
+        random_comprehensiveness=mean("random_comprehensiveness"),
+        random_sufficiency=mean("random_sufficiency"),
+        n_items=int(weights.sum()),
+        bins=reports[0].bins,
+    )
+
+
+__all__ = [
+    "BINS",
+    "FaithfulnessReport",
+    "erase",
+    "faithfulness",
+    "items_of",
+    "pooled",
+    "rationale_sizes",
+]

@@ -131,6 +131,7 @@ def cross_validate(
     *,
     data_fingerprint: str,
     on_fold: Callable[[int, int, Evaluation], None] | None = None,
+    on_fold_model: Callable[[int, int, CalibratedModel, Rows], None] | None = None,
 ) -> tuple[Evaluation, list[dict[str, Interval]]]:
     """Repeated grouped, stratified K-fold cross-validation.
 
@@ -139,6 +140,8 @@ def cross_validate(
         rows: all rows of the split.
         data_fingerprint: recorded in each fitted model.
         on_fold: called as ``on_fold(repeat, fold, evaluation)`` after each fold.
+        on_fold_model: called as ``on_fold_model(repeat, fold, model, test_rows)`` with
+            each fold's fitted model and the rows it never saw (e.g. for faithfulness).
 
     Returns:
         ``(summary, per_repeat)``: the summary holds metrics averaged over repeats (points
@@ -168,6 +171,8 @@ def cross_validate(
                 FoldPredictions(test_rows.labels, p[test_idx], test_rows.groups, model.threshold)
             )
             logger.info("repeat %d fold %d done", repeat, fold)
+            if on_fold_model is not None:
+                on_fold_model(repeat, fold, model, test_rows)
             if on_fold is not None:
                 on_fold(repeat, fold, _evaluation(config, test_rows, p[test_idx], folds[-1:]))
         evaluation = _evaluation(config, rows, p, folds)

@@ -14,11 +14,14 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import datasets
 import mlflow
 from transformers import TrainerCallback
+
+if TYPE_CHECKING:
+    from imr_outcome.serve.faithfulness import FaithfulnessReport
 
 from imr_outcome.data.dataset import load_dataset
 from imr_outcome.errors import InvalidInputError
@@ -193,25 +196,70 @@ class EvaluateResult:
     cv: Evaluation
     time_split: Evaluation | None
     run_id: str
+    faithfulness: FaithfulnessReport | None = None
 
 
 def evaluate(config: RunConfig) -> EvaluateResult:
     """Repeated grouped CV of ``config`` (and the time split if configured), logged as an
     ``evaluate`` run. Nothing is registered.
+
+    With ``evaluation.faithfulness_items`` > 0 (and an explainer), each fold model of the
+    first repeat also has its explainer's ERASER faithfulness measured on that many of
+    its held-out items (:mod:`imr_outcome.serve.faithfulness`); the pooled figures are
+    logged as ``faithfulness.*`` metrics.
     """
     data = load_training_data(config)
+    reports: list[FaithfulnessReport] = []
+
+    def measure_faithfulness(repeat: int, fold: int, model: CalibratedModel, rows: Rows) -> None:
+        from imr_outcome.serve.faithfulness import faithfulness, items_of
+
+        if repeat > 0:
+            return
+        seed = config.training.seed + fold
+        items = items_of(rows, config.evaluation.faithfulness_items, seed)
+        steps = config.evaluation.faithfulness_steps
+        reports.append(faithfulness(model, items, seed=seed, n_steps=steps))
+
+    wants_faithfulness = config.evaluation.faithfulness_items > 0 and config.explainer != "none"
     with tracked_run(config, "evaluate") as run:
         _log_inputs(config, data)
         evaluation, per_repeat = cross_validate(
-            config, data.rows, data_fingerprint=data.fingerprint
+            config,
+            data.rows,
+            data_fingerprint=data.fingerprint,
+            on_fold_model=measure_faithfulness if wants_faithfulness else None,
         )
         _log_evaluation("cv", evaluation)
         for repeat, metrics in enumerate(per_repeat):
             log_metrics(flatten_metrics("cv.repeat", metrics), step=repeat)
+        faithful = _log_faithfulness(reports) if reports else None
         time_split = _time_split(config, data) if config.evaluation.time_split else None
         if time_split is not None:
             _log_evaluation("time_split", time_split)
-        return EvaluateResult(evaluation, time_split, run.info.run_id)
+        return EvaluateResult(evaluation, time_split, run.info.run_id, faithful)
+
+
+def _log_faithfulness(reports: list[FaithfulnessReport]) -> FaithfulnessReport:
+    from imr_outcome.serve.faithfulness import pooled
+
+    report = pooled(reports)
+    log_metrics(
+        {f"faithfulness.{name}": value for name, value in faithfulness_figures(report).items()}
+    )
+    return report
+
+
+def faithfulness_figures(report: FaithfulnessReport) -> dict[str, float]:
+    """The report's numbers by name (``ratio``: comprehensiveness over its random baseline)."""
+    return {
+        "comprehensiveness": report.comprehensiveness,
+        "sufficiency": report.sufficiency,
+        "random_comprehensiveness": report.random_comprehensiveness,
+        "random_sufficiency": report.random_sufficiency,
+        "ratio": report.ratio,
+        "n_items": float(report.n_items),
+    }
 
 
 def _time_split(config: RunConfig, data: LoadedData) -> Evaluation:
@@ -265,6 +313,9 @@ def write_report(
         "repeats": config.evaluation.repeats,
         "cv": _figures(result.cv),
         "time_split": _figures(result.time_split) if result.time_split else None,
+        "faithfulness": (
+            faithfulness_figures(result.faithfulness) if result.faithfulness else None
+        ),
         "mlflow_run_id": result.run_id,
         "git_commit": git_commit(),
         "wall_seconds": round(wall_seconds, 1),

@@ -16,12 +16,15 @@ from imr_outcome.serve.faithfulness import (
     FaithfulnessReport,
     erase,
     faithfulness,
+    items_of,
+    pooled,
     rationale_sizes,
 )
 from imr_outcome.train.artifact import CalibratedModel, ModelInfo
 from imr_outcome.train.baselines import TfidfLogReg
 from imr_outcome.train.calibration import make_calibrator
 from imr_outcome.train.config import ModelConfig, TrainingConfig
+from imr_outcome.train.pipeline import Rows
 from imr_outcome.train.transformer import TransformerClassifier
 
 IntArray = npt.NDArray[np.int64]
@@ -205,3 +208,42 @@ def test_rationale_sizes_round_up_and_keep_at_least_one_word() -> None:
     assert rationale_sizes(3) == [1, 1, 1, 1, 2]
     assert rationale_sizes(1) == [1, 1, 1, 1, 1]
     assert rationale_sizes(200) == [2, 10, 20, 40, 100]
+
+
+def test_items_of_recovers_the_strings_the_model_read() -> None:
+    items, labels = _items(6, seed=1)
+    inputs = _inputs(items)
+    rows = Rows(
+        ids=[str(i) for i in range(6)],
+        groups=[str(i) for i in range(6)],
+        inputs=inputs,
+        metadata=[dict(metadata or {}) for _, _, metadata in items],
+        labels=np.array(labels, dtype=np.int64),
+        context={},
+    )
+
+    drawn = items_of(rows, 4, seed=0)
+    everything = items_of(rows, 10, seed=0)
+
+    assert len(drawn) == 4
+    assert drawn == items_of(rows, 4, seed=0)
+    assert [(r, s) for r, s, _ in everything] == [(r, s) for r, s, _ in items]
+    for request, summary, metadata in drawn:
+        rebuilt = build_model_input(request, summary, metadata)
+        assert rebuilt in inputs
+    with pytest.raises(InvalidInputError, match="n: expected at least 1"):
+        items_of(rows, 0, seed=0)
+
+
+def test_pooled_reports_weight_by_items() -> None:
+    one = FaithfulnessReport(0.4, 0.1, 0.2, 0.3, n_items=1)
+    three = FaithfulnessReport(0.0, 0.5, 0.2, 0.3, n_items=3)
+
+    both = pooled([one, three])
+
+    assert both.n_items == 4
+    assert both.comprehensiveness == pytest.approx(0.1)
+    assert both.sufficiency == pytest.approx(0.4)
+    assert both.random_comprehensiveness == pytest.approx(0.2)
+    with pytest.raises(InvalidInputError, match="reports"):
+        pooled([])

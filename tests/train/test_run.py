@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from imr_outcome.data.model_input import build_model_input
 from imr_outcome.errors import InvalidInputError
 from imr_outcome.train.artifact import CalibratedModel
 from imr_outcome.train.config import RunConfig, load_config
-from imr_outcome.train.run import evaluate, train
+from imr_outcome.train.run import evaluate, train, write_report
 from imr_outcome.train.tracking import list_versions
 
 from dataset_factory import write_dataset
@@ -154,6 +155,47 @@ def test_cross_validation_of_the_majority_baseline(workdir: Path, dataset_dir: P
     metrics = MlflowClient().get_run(run_id).data.metrics
     assert metrics["cv.auroc"] == pytest.approx(0.5)
     assert metrics["cv.n_items"] == 60
+
+
+def test_cross_validation_measures_the_explainer_s_faithfulness(
+    workdir: Path, dataset_dir: Path
+) -> None:
+    config = _config(
+        "tfidf_lr",
+        dataset_dir,
+        "model.min_df=1",
+        "evaluation.folds=3",
+        "evaluation.repeats=2",
+        "evaluation.faithfulness_items=4",
+    )
+
+    result = evaluate(config)
+    write_report(workdir / "report.json", config, result, wall_seconds=1.0)
+
+    faithful = result.faithfulness
+    assert faithful is not None
+    assert faithful.n_items == 12  # 4 held-out items in each fold of the first repeat only
+    # The cue sentence decides the label: removing the explainer's top words hurts more
+    # than removing as many random words.
+    assert faithful.comprehensiveness > faithful.random_comprehensiveness
+    metrics = MlflowClient().get_run(result.run_id).data.metrics
+    assert metrics["faithfulness.n_items"] == 12
+    assert metrics["faithfulness.comprehensiveness"] == pytest.approx(faithful.comprehensiveness)
+    assert metrics["faithfulness.ratio"] == pytest.approx(faithful.ratio)
+    report = json.loads((workdir / "report.json").read_text())
+    assert report["faithfulness"]["sufficiency"] == pytest.approx(faithful.sufficiency)
+
+
+def test_cross_validation_skips_faithfulness_unless_asked(workdir: Path, dataset_dir: Path) -> None:
+    config = _config("tfidf_lr", dataset_dir, "model.min_df=1", "evaluation.repeats=1")
+
+    result = evaluate(config)
+
+    assert result.faithfulness is None
+    assert not any(
+        name.startswith("faithfulness.")
+        for name in MlflowClient().get_run(result.run_id).data.metrics
+    )
 
 
 def test_time_split_evaluation_trains_on_the_earlier_letters(

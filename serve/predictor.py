@@ -59,6 +59,10 @@ logger = logging.getLogger(__name__)
 #: Longest accepted request or summary, in characters (a long DWC case summary is about
 #: 10,000 characters; 100,000 leaves room while bounding memory and time per item).
 MAX_TEXT_CHARS = 100_000
+#: Integrated-gradients quadrature points per explanation. Cost grows linearly (about
+#: this many forward + backward passes per token window); 16 keeps the completeness error
+#: of the fine-tuned MiniLM within tolerance on real items (experiments/README.md).
+EXPLAIN_STEPS = 16
 #: Summaries with fewer whitespace-separated words than this get :data:`WARN_SHORT_SUMMARY`.
 MIN_SUMMARY_WORDS = 30
 #: Distinct clinical terms (see :func:`clinical_terms`) a request needs; requests are short
@@ -617,6 +621,8 @@ class Predictor:
         model_version: registry version, ``"local"`` for a local directory,
             ``"run:<run_id>"`` for a run's model, ``"model:<model_id>"`` for a logged model.
         max_chars: the longest accepted request or summary, in characters.
+        explain_steps: integrated-gradients quadrature points per explanation, >= 1
+            (ignored by other explainers).
         ood_detector: optional out-of-distribution check per input, returning a warning or
             None. None here: the artifact stores no training centroid, so the distance of
             an input's mean-pooled embedding from the training data cannot be measured yet;
@@ -630,6 +636,7 @@ class Predictor:
         model_name: str,
         model_version: str,
         max_chars: int = MAX_TEXT_CHARS,
+        explain_steps: int = EXPLAIN_STEPS,
         ood_detector: OodDetector | None = None,
     ) -> None:
         if model.info.labels != LABELS:
@@ -638,10 +645,15 @@ class Predictor:
             )
         if max_chars < 1:
             raise InvalidInputError("max_chars", f"expected a positive number, got {max_chars}")
+        if explain_steps < 1:
+            raise InvalidInputError(
+                "explain_steps", f"expected at least 1 quadrature point, got {explain_steps}"
+            )
         self.model = model
         self.model_name = model_name
         self.model_version = model_version
         self.max_chars = max_chars
+        self.explain_steps = explain_steps
         self.ood_detector = ood_detector
         self._overturned = model.info.labels.index(LABELS[1])
         self._upheld = model.info.labels.index(LABELS[0])
@@ -655,6 +667,7 @@ class Predictor:
         *,
         cache_dir: Path | None = None,
         max_chars: int = MAX_TEXT_CHARS,
+        explain_steps: int = EXPLAIN_STEPS,
         ood_detector: OodDetector | None = None,
     ) -> Predictor:
         """Load a model from the registry, a run, or a local folder.
@@ -669,6 +682,7 @@ class Predictor:
                 artifact store is read in place and other stores are downloaded to a
                 temporary folder removed with the predictor.
             max_chars: the longest accepted request or summary, in characters.
+            explain_steps: see :class:`Predictor`.
             ood_detector: see :class:`Predictor`.
 
         Returns:
@@ -690,6 +704,7 @@ class Predictor:
             model_name=resolved.name,
             model_version=resolved.version,
             max_chars=max_chars,
+            explain_steps=explain_steps,
             ood_detector=ood_detector,
         )
         predictor._keep = resolved.keep
@@ -838,7 +853,12 @@ class Predictor:
         """Evidence spans from :func:`imr_outcome.serve.evidence.explain` (imported lazily)."""
         evidence = importlib.import_module("imr_outcome.serve.evidence")
         spans: list[EvidenceSpan] = evidence.explain(
-            self.model, model_input, item.request, item.summary, top_k=top_k
+            self.model,
+            model_input,
+            item.request,
+            item.summary,
+            top_k=top_k,
+            n_steps=self.explain_steps,
         )
         return spans
 

@@ -19,6 +19,7 @@ import pytest
 from imr_outcome.data.model_input import ModelInput, build_model_input
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
 from imr_outcome.serve.predictor import (
+    EXPLAIN_STEPS,
     WARN_DMHC_MODEL_ON_DWC,
     WARN_DWC_MODEL_ON_DMHC,
     WARN_REQUEST_VOCABULARY,
@@ -492,7 +493,7 @@ def test_windows_are_counted_with_the_model_s_tokenizer(
 def test_evidence_comes_from_the_evidence_module_only_when_asked(
     predictor: Predictor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls: list[tuple[str, str, int]] = []
+    calls: list[tuple[str, str, int, int]] = []
     span = EvidenceSpan(
         field="request", start=0, end=8, text="Physical", weight=0.5, direction="Overturned"
     )
@@ -508,7 +509,7 @@ def test_evidence_comes_from_the_evidence_module_only_when_asked(
     ) -> list[EvidenceSpan]:
         assert model is predictor.model
         assert model_input == build_model_input(request, summary)
-        calls.append((request, summary, top_k))
+        calls.append((request, summary, top_k, n_steps))
         return [span]
 
     module = types.ModuleType("imr_outcome.serve.evidence")
@@ -517,11 +518,19 @@ def test_evidence_comes_from_the_evidence_module_only_when_asked(
 
     explained = predictor.predict(REQUEST, SUMMARY, top_k=3)
     plain = predictor.predict(REQUEST, SUMMARY, explain=False)
+    finer = Predictor(predictor.model, model_name="m", model_version="1", explain_steps=48).predict(
+        REQUEST, SUMMARY, top_k=2
+    )
 
-    assert explained.evidence == [span]
+    assert explained.evidence == [span] == finer.evidence
     assert plain.evidence == []
-    assert calls == [(REQUEST, SUMMARY, 3)]
+    assert calls == [(REQUEST, SUMMARY, 3, EXPLAIN_STEPS), (REQUEST, SUMMARY, 2, 48)]
     assert explained.p_overturned == plain.p_overturned
+
+
+def test_explain_steps_must_be_positive(predictor: Predictor) -> None:
+    with pytest.raises(InvalidInputError, match="explain_steps: expected at least 1"):
+        Predictor(predictor.model, model_name="m", model_version="1", explain_steps=0)
 
 
 def test_real_evidence_spans_index_the_caller_s_strings(predictor: Predictor) -> None:

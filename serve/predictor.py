@@ -18,7 +18,11 @@ human-readable strings, where they apply:
   no clinical vocabulary (see :func:`clinical_terms`), so it is unlike any training text.
 - :data:`WARN_DMHC_MODEL_ON_DWC` / :data:`WARN_DWC_MODEL_ON_DMHC`: the input comes from
   another source than the model was trained on (see :func:`input_source`).
-- whatever an optional :data:`OodDetector` returns (the embedding-distance hook).
+- ``"text unlike the training items: encoder distance ..."`` (:func:`encoder_ood_warning`):
+  transformer models saved with an out-of-distribution detector
+  (:class:`~imr_outcome.train.ood.MahalanobisOod`), when the input's encoder embedding is at
+  least the 99th percentile of the training items' Mahalanobis distances away.
+- whatever an optional :data:`OodDetector` returns (a caller's own check).
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from typing import Any, Literal, cast
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
+import numpy as np
+import numpy.typing as npt
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
@@ -106,6 +112,15 @@ OodDetector = Callable[[ModelInput], str | None]
 def windows_warning(n_windows: int) -> str:
     """The warning for an input cut into ``n_windows`` (> 1) token windows."""
     return f"input split into {n_windows} windows"
+
+
+def encoder_ood_warning(distance: float, threshold: float, quantile: float) -> str:
+    """The warning for an input whose encoder embedding lies far from the training items
+    (Mahalanobis ``distance`` at or above ``threshold``, the training ``quantile``)."""
+    return (
+        f"text unlike the training items: encoder distance {distance:.1f} >= {threshold:.1f} "
+        f"(the {quantile:.0%} quantile of training items)"
+    )
 
 
 # ------------------------------------------------------------------ clinical vocabulary
@@ -623,10 +638,9 @@ class Predictor:
         max_chars: the longest accepted request or summary, in characters.
         explain_steps: integrated-gradients quadrature points per explanation, >= 1
             (ignored by other explainers).
-        ood_detector: optional out-of-distribution check per input, returning a warning or
-            None. None here: the artifact stores no training centroid, so the distance of
-            an input's mean-pooled embedding from the training data cannot be measured yet;
-            when it does, pass a detector (see :data:`OodDetector`).
+        ood_detector: an extra out-of-distribution check per input, returning a warning
+            or None (see :data:`OodDetector`); the encoder distance of transformer models
+            saved with a detector is checked regardless.
     """
 
     def __init__(
@@ -785,7 +799,7 @@ class Predictor:
             build_model_input(item.request, item.summary, meta)
             for item, meta in zip(items, metadata, strict=True)
         ]
-        proba = self.model.predict_proba(inputs, metadata)
+        proba, distances = self._probabilities(inputs, metadata)
         windows = self._window_counts(inputs)
         logger.debug("scored %d item(s) with %s", len(items), self.model_name)
         predictions = []
@@ -802,13 +816,22 @@ class Predictor:
                     model_name=self.model_name,
                     model_version=self.model_version,
                     evidence=self._evidence(item, model_input, top_k) if explain else [],
-                    warnings=self.warnings(item, model_input, windows[index] if windows else 1),
+                    warnings=self.warnings(
+                        item,
+                        model_input,
+                        windows[index] if windows else 1,
+                        None if distances is None else float(distances[index]),
+                    ),
                 )
             )
         return predictions
 
     def warnings(
-        self, item: PredictInput, model_input: ModelInput, n_windows: int = 1
+        self,
+        item: PredictInput,
+        model_input: ModelInput,
+        n_windows: int = 1,
+        ood_distance: float | None = None,
     ) -> list[str]:
         """The reasons to trust a prediction for ``item`` less (see the module docstring).
 
@@ -816,6 +839,8 @@ class Predictor:
             item: the validated input.
             model_input: its model input (for the out-of-distribution hook).
             n_windows: token windows the model cut the input into (1 for non-windowed kinds).
+            ood_distance: the encoder's Mahalanobis distance of the input from the training
+                items (transformer models saved with a detector), else None.
 
         Returns:
             Warnings in a fixed order: summary length, windows, vocabulary, source, OOD.
@@ -843,9 +868,23 @@ class Predictor:
             found.append(WARN_DMHC_MODEL_ON_DWC)
         elif source == "dmhc" and trained_on == "dwc":
             found.append(WARN_DWC_MODEL_ON_DMHC)
+        detector = getattr(self.model.classifier, "ood", None)
+        if ood_distance is not None and detector is not None and ood_distance >= detector.threshold:
+            found.append(encoder_ood_warning(ood_distance, detector.threshold, detector.quantile))
         if self.ood_detector is not None and (ood := self.ood_detector(model_input)):
             found.append(ood)
         return found
+
+    def _probabilities(
+        self, inputs: Sequence[ModelInput], metadata: Sequence[dict[str, Any]]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64] | None]:
+        """Calibrated probabilities ``(n, 2)`` and, for a transformer saved with an OOD
+        detector, the encoder distances ``(n,)`` from the same forward passes."""
+        classifier: Any = self.model.classifier
+        if getattr(classifier, "ood", None) is None:
+            return self.model.predict_proba(inputs, metadata), None
+        logits, distances = classifier.logits_and_ood_distances(inputs)
+        return self.model.calibrator.predict_proba(logits), distances
 
     def _evidence(
         self, item: PredictInput, model_input: ModelInput, top_k: int

@@ -56,6 +56,8 @@ from imr_outcome.train.encoders import (
     load_tokenizer,
 )
 from imr_outcome.train.metrics import as_labels
+from imr_outcome.train.ood import MIN_ITEMS as OOD_MIN_ITEMS
+from imr_outcome.train.ood import MahalanobisOod
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +66,8 @@ IntArray = npt.NDArray[np.int64]
 
 #: File beside the Hugging Face files that records how windows were built.
 SETTINGS_FILE = "transformer.json"
+#: The out-of-distribution detector beside the weights (absent in older models).
+OOD_FILE = "ood.npz"
 #: Bump when :data:`SETTINGS_FILE` changes incompatibly.
 FORMAT_VERSION = 1
 #: Optimizer steps between training-loss log lines (sent to the callbacks).
@@ -281,6 +285,9 @@ class TransformerClassifier:
         #: Subtracted from the Overturned item logit: log(w1 / w0) of the training loss
         #: weights, 0 without class weighting (see :meth:`logits`).
         self.logit_offset = 0.0
+        #: Out-of-distribution detector fitted on the training items' embeddings (None
+        #: for fewer than ``OOD_MIN_ITEMS`` items or a model saved without one).
+        self.ood: MahalanobisOod | None = None
 
     @property
     def model(self) -> PreTrainedModel:
@@ -373,6 +380,11 @@ class TransformerClassifier:
         self.logit_offset = (
             float(np.log(weights[1].item() / weights[0].item())) if weights is not None else 0.0
         )
+        self.ood = (
+            MahalanobisOod.fit(self.item_embeddings(inputs))
+            if len(inputs) >= OOD_MIN_ITEMS
+            else None
+        )
         return self
 
     def window_logits(
@@ -390,9 +402,18 @@ class TransformerClassifier:
         Raises:
             NotFittedError: before :meth:`fit` or :meth:`load`.
         """
+        windows, scores, _ = self._window_outputs(inputs, batch_size, pooled=False)
+        return windows, scores
+
+    def _window_outputs(
+        self, inputs: Sequence[ModelInput], batch_size: int | None, *, pooled: bool
+    ) -> tuple[Windows, FloatArray, FloatArray | None]:
+        """Window logits ``(w, 2)`` and, when ``pooled``, the last hidden state mean-pooled
+        over each window's real tokens ``(w, d)`` from the same forward passes."""
         model, tokenizer, config = self.model, self.tokenizer, self.model_config
         windows = encode_windows(tokenizer, inputs, config.max_length, config.stride)
         scores = np.zeros((len(windows), len(LABELS)), dtype=np.float64)
+        hidden = np.zeros((len(windows), model.config.hidden_size)) if pooled else None
         device = next(model.parameters()).device
         model.train(False)
         pad_id = int(tokenizer.pad_token_id or 0)
@@ -401,8 +422,42 @@ class TransformerClassifier:
                 windows, batch_size or self.inference_batch_size, pad_id
             ):
                 batch = {key: value.to(device) for key, value in batch.items()}
-                scores[chosen] = model(**batch).logits.float().cpu().numpy()
-        return windows, scores
+                output = model(**batch, output_hidden_states=pooled)
+                scores[chosen] = output.logits.float().cpu().numpy()
+                if hidden is not None:
+                    mask = batch["attention_mask"].unsqueeze(-1).float()  # (b, t, 1)
+                    summed = (output.hidden_states[-1].float() * mask).sum(dim=1)
+                    hidden[chosen] = (summed / mask.sum(dim=1).clamp(min=1)).cpu().numpy()
+        return windows, scores, hidden
+
+    def logits_and_ood_distances(
+        self, inputs: Sequence[ModelInput]
+    ) -> tuple[Logits, FloatArray | None]:
+        """Item logits (as :meth:`logits`) and, when the classifier has an OOD detector
+        (:attr:`ood`), each item's Mahalanobis distance from the training items, shape
+        ``(n,)``, from one set of forward passes; None without a detector.
+
+        Raises:
+            NotFittedError: before :meth:`fit` or :meth:`load`.
+        """
+        windows, scores, hidden = self._window_outputs(inputs, None, pooled=self.ood is not None)
+        items = aggregate(scores, windows.item_index, len(inputs), self.model_config.aggregation)
+        items[:, 1] -= self.logit_offset
+        if hidden is None or self.ood is None:
+            return items, None
+        return items, self.ood.distances(_item_means(hidden, windows.item_index, len(inputs)))
+
+    def item_embeddings(self, inputs: Sequence[ModelInput]) -> FloatArray:
+        """Each item's embedding, shape ``(n, d)``: the mean over its windows of the
+        mean-pooled last hidden state (what :class:`~imr_outcome.train.ood.MahalanobisOod`
+        scores).
+
+        Raises:
+            NotFittedError: before :meth:`fit` or :meth:`load`.
+        """
+        windows, _, hidden = self._window_outputs(inputs, None, pooled=True)
+        assert hidden is not None
+        return _item_means(hidden, windows.item_index, len(inputs))
 
     def logits(
         self, inputs: Sequence[ModelInput], metadata: Sequence[dict[str, Any]] | None = None
@@ -448,6 +503,8 @@ class TransformerClassifier:
             "logit_offset": self.logit_offset,
         }
         (directory / SETTINGS_FILE).write_text(json.dumps(settings, indent=2), encoding="utf-8")
+        if self.ood is not None:
+            self.ood.save(directory / OOD_FILE)
 
     @classmethod
     def load(cls, directory: Path) -> Self:
@@ -490,7 +547,17 @@ class TransformerClassifier:
             dtype=torch.float32,
         )
         classifier._model = for_inference(network)
+        if (directory / OOD_FILE).is_file():
+            classifier.ood = MahalanobisOod.load(directory / OOD_FILE)
         return classifier
+
+
+def _item_means(hidden: FloatArray, item_index: npt.NDArray[np.int64], n_items: int) -> FloatArray:
+    """Mean of window rows ``(w, d)`` per item -> ``(n_items, d)``."""
+    sums = np.zeros((n_items, hidden.shape[1]), dtype=np.float64)
+    np.add.at(sums, item_index, hidden)
+    counts = np.bincount(item_index, minlength=n_items).astype(np.float64)
+    return sums / np.maximum(counts, 1.0)[:, None]
 
 
 def _read_json(directory: Path, name: str) -> dict[str, Any]:

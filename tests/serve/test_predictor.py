@@ -28,6 +28,7 @@ from imr_outcome.serve.predictor import (
     PredictInput,
     Predictor,
     clinical_terms,
+    encoder_ood_warning,
     input_source,
     windows_warning,
 )
@@ -36,6 +37,7 @@ from imr_outcome.train.artifact import CalibratedModel, ModelInfo
 from imr_outcome.train.calibration import IdentityCalibrator
 from imr_outcome.train.config import load_config
 from imr_outcome.train.encoders import encode_windows, load_tokenizer
+from imr_outcome.train.ood import MahalanobisOod
 from imr_outcome.train.run import TrainResult, train
 from imr_outcome.train.transformer import TransformerClassifier
 
@@ -485,6 +487,38 @@ def test_windows_are_counted_with_the_model_s_tokenizer(
     assert windows_warning(len(windows)) == f"input split into {len(windows)} windows"
     assert short.warnings == [WARN_SHORT_SUMMARY]
     assert long.p_upheld + long.p_overturned == pytest.approx(1.0)
+
+
+def test_the_encoder_distance_warns_on_text_far_from_the_training_items(
+    transformer_dir: Path,
+) -> None:
+    predictor = Predictor.load(str(transformer_dir))
+    classifier = predictor.model.classifier
+    assert isinstance(classifier, TransformerClassifier)
+    training = [
+        build_model_input(f"{REQUEST} x {n} visits", f"{SUMMARY} Visit {n}.") for n in range(12)
+    ]
+    detector = MahalanobisOod.fit(classifier.item_embeddings(training))
+    far_text = "zq " * 60  # no clinical words: far from every training embedding
+    inputs = [build_model_input(REQUEST, SUMMARY), build_model_input(REQUEST, far_text)]
+    near_d, far_d = detector.distances(classifier.item_embeddings(inputs))
+    assert far_d > 2 * near_d
+    # 12 training items in 32 dimensions put the 99% quantile anywhere; fix it between.
+    classifier.ood = dataclasses.replace(detector, threshold=float(near_d + far_d) / 2)
+    before = predictor.predict(REQUEST, SUMMARY, explain=False)
+    far = predictor.predict(REQUEST, far_text, explain=False)
+
+    assert not any(w.startswith("text unlike the training items") for w in before.warnings)
+    assert encoder_ood_warning(far_d, classifier.ood.threshold, 0.99) in far.warnings
+    assert encoder_ood_warning(12.345, 6.0, 0.99) == (
+        "text unlike the training items: encoder distance 12.3 >= 6.0 "
+        "(the 99% quantile of training items)"
+    )
+    # The probabilities come from the same forward passes as without the detector.
+    classifier.ood = None
+    assert predictor.predict(REQUEST, far_text, explain=False).p_overturned == pytest.approx(
+        far.p_overturned, abs=1e-9
+    )
 
 
 # ------------------------------------------------------------------------- evidence

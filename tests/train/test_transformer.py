@@ -227,6 +227,42 @@ def test_save_then_load_gives_identical_logits(
     assert loaded.tokenizer.model_max_length == 64
 
 
+def test_fit_leaves_an_ood_detector_of_the_training_embeddings(
+    fitted: TransformerClassifier, tmp_path: Path
+) -> None:
+    inputs, _ = _toy_set()
+
+    embeddings = fitted.item_embeddings(inputs)
+    logits, distances = fitted.logits_and_ood_distances(inputs)
+
+    assert fitted.ood is not None
+    assert embeddings.shape == (40, fitted.model.config.hidden_size)
+    np.testing.assert_allclose(logits, fitted.logits(inputs), rtol=1e-6, atol=1e-6)
+    assert distances is not None and distances.shape == (40,)
+    np.testing.assert_allclose(distances, fitted.ood.distances(embeddings), rtol=1e-6)
+    # The threshold is the training items' 99th percentile: at most one of 40 reaches it.
+    assert (distances >= fitted.ood.threshold).sum() <= 1
+
+    fitted.save(tmp_path / "model")
+    loaded = TransformerClassifier.load(tmp_path / "model")
+    assert loaded.ood is not None
+    assert loaded.ood.threshold == fitted.ood.threshold
+    np.testing.assert_allclose(loaded.logits_and_ood_distances(inputs)[1], distances, rtol=1e-6)
+
+
+def test_a_model_saved_without_a_detector_scores_no_distances(
+    fitted: TransformerClassifier, tmp_path: Path
+) -> None:
+    inputs, _ = _toy_set(4)
+    fitted.save(tmp_path / "model")
+    (tmp_path / "model" / "ood.npz").unlink()
+
+    loaded = TransformerClassifier.load(tmp_path / "model")
+
+    assert loaded.ood is None
+    assert loaded.logits_and_ood_distances(inputs)[1] is None
+
+
 def test_a_tampered_label_map_is_incompatible(
     fitted: TransformerClassifier, tmp_path: Path
 ) -> None:

@@ -247,7 +247,9 @@ def test_fit_leaves_an_ood_detector_of_the_training_embeddings(
     loaded = TransformerClassifier.load(tmp_path / "model")
     assert loaded.ood is not None
     assert loaded.ood.threshold == fitted.ood.threshold
-    np.testing.assert_allclose(loaded.logits_and_ood_distances(inputs)[1], distances, rtol=1e-6)
+    reloaded = loaded.logits_and_ood_distances(inputs)[1]
+    assert reloaded is not None
+    np.testing.assert_allclose(reloaded, distances, rtol=1e-6)
 
 
 def test_a_model_saved_without_a_detector_scores_no_distances(

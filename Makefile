@@ -10,7 +10,8 @@ STAMP := $(VENV)/.installed
 # Code folders mapped under the import root imr_outcome (see pyproject.toml).
 CODE_DIRS := core data train serve
 
-.PHONY: install run dataset test lint typecheck unit bench-parse bench-cv clean
+.PHONY: install run dataset test lint typecheck unit bench-parse bench-cv bench-predict \
+	bench-faithfulness clean
 
 # Reinstall when dependencies change or a module is added/removed (folder mtimes):
 # the editable install is "strict" (a link tree), so new modules need a reinstall.
@@ -60,6 +61,14 @@ bench-cv: dataset
 	    --report experiments/reports/$$c.json || exit 1; \
 	done
 	$(PY) experiments/cv_table.py
+
+# Inference figures for the champion of `make run`: latency (p50/p95), latency with
+# evidence, batch items/s, peak memory; then evidence faithfulness on its held-out fold.
+bench-predict: install
+	$(PY) experiments/bench_predict.py --model "models:/imr-outcome@champion"
+
+bench-faithfulness: install
+	$(PY) experiments/bench_faithfulness.py --model "models:/imr-outcome@champion" --steps 16
 
 clean:
 	rm -rf build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -327,6 +327,114 @@ def evaluate_command(
         _print_evaluation(
             f"{run_config.name}: time split (train before the cutoff)", result.time_split
         )
+    if (faithful := result.faithfulness) is not None:
+        console.print(
+            f"faithfulness of {run_config.explainer} on {faithful.n_items} held-out items "
+            f"(ERASER AOPC): comprehensiveness {faithful.comprehensiveness:.3f} "
+            f"(random {faithful.random_comprehensiveness:.3f}, ratio {faithful.ratio:.2f}), "
+            f"sufficiency {faithful.sufficiency:.3f} (random {faithful.random_sufficiency:.3f})"
+        )
+    console.print(f"logged as run {result.run_id}")
+
+
+@app.command("retrain")
+def retrain_command(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(metavar="[SOURCES]...", help="New letter files or folders."),
+    ] = None,
+    sources: Annotated[
+        list[Path] | None,
+        typer.Option("--sources", "-s", help="New letter files or folders (repeatable)."),
+    ] = None,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report the decision; change no registry entry.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote even if the rule fails (recorded).")
+    ] = False,
+    reason: Annotated[
+        str | None, typer.Option(help="Why --force was used; recorded in the version tags.")
+    ] = None,
+    models_dir: Annotated[Path, typer.Option(help="Where model directories are written.")] = Path(
+        "artifacts/models"
+    ),
+    datasets_dir: Annotated[
+        Path, typer.Option(help="Where the rebuilt dataset is written (dataset-<fingerprint>).")
+    ] = Path("artifacts/datasets"),
+) -> None:
+    """Rebuild the data with new letters, train a challenger, promote it only if better.
+
+    Champion and challenger are scored on the same held-out new letters; the rule in the
+    config's `promotion` section decides; the decision, figures and reason go to the run
+    and the challenger's registry tags. `@champion` moves only on a pass (or --force).
+    """
+    from imr_outcome.train.evaluate import format_interval
+    from imr_outcome.train.promotion import describe_rule
+    from imr_outcome.train.retrain import retrain
+
+    given = [*(paths or []), *(sources or [])]
+    if not given:
+        err_console.print("[bold red]error:[/] --sources: give at least one file or folder")
+        raise typer.Exit(code=2)
+    if reason is not None and not force:
+        err_console.print("[bold red]error:[/] --reason: only with --force")
+        raise typer.Exit(code=2)
+    run_config = _load_run_config(config, overrides)
+    try:
+        result = retrain(
+            run_config,
+            given,
+            models_dir=models_dir,
+            datasets_dir=datasets_dir,
+            dry_run=dry_run,
+            force=force,
+            force_reason=reason,
+        )
+    except ImrOutcomeError as exc:
+        raise _fail(exc) from exc
+    c, champion = result.comparison, result.champion
+    console.print(
+        f"dataset {result.dataset_dir} (fingerprint {result.fingerprint[:12]}): "
+        f"{len(result.new_letters)} new letters, {len(result.duplicate_letters)} already "
+        f"known skipped, {result.failed_files} file(s) failed to parse"
+    )
+    table = Table(
+        title=f"champion v{champion.version} vs challenger on {c.n_items} items from "
+        f"{c.n_letters} held-out new letters ({c.n_overturned} Overturned)"
+    )
+    table.add_column("metric")
+    table.add_column(f"champion v{champion.version}", justify="right")
+    table.add_column("challenger", justify="right")
+    for metric in ("auroc", "auprc", "ece", "brier", "f1_overturned"):
+        table.add_row(
+            metric,
+            format_interval(result.champion_eval.metrics[metric]),
+            format_interval(result.challenger_eval.metrics[metric]),
+        )
+    console.print(table)
+    console.print(
+        f"challenger trained on {result.train_letters} letters; AUROC delta "
+        f"{c.auroc_delta:+.3f} (paired bootstrap p = {c.p_value:.3f}, {c.bootstrap} "
+        f"resamples), ECE delta {c.ece_delta:+.3f}"
+    )
+    console.print(f"rule: {describe_rule(run_config.promotion)}")
+    console.print(f"decision: [bold]{result.decision.outcome}[/] - {result.decision.reason}")
+    name = run_config.tracking.model_name
+    if result.challenger_version is None:
+        console.print(f"dry run: nothing registered; @champion stays v{champion.version}")
+    elif result.promoted:
+        console.print(
+            f"registered models:/{name}/{result.challenger_version}; "
+            f"@champion v{champion.version} -> v{result.challenger_version}"
+        )
+    else:
+        console.print(
+            f"registered models:/{name}/{result.challenger_version} as challenger; "
+            f"@champion stays v{champion.version}"
+        )
     console.print(f"logged as run {result.run_id}")
 
 
@@ -343,11 +451,16 @@ def models_list(
         console.print(f"no registered versions of {name!r}")
         return
     table = Table(title=f"registered model {name}")
-    for column in ("version", "aliases", "trained", "config", "data", "AUROC", "AUPRC", "ECE"):
+    columns = ["version", "aliases", "trained", "config", "data", "AUROC", "AUPRC", "ECE"]
+    # the decision column only once `retrain` has recorded one (keeps 80 columns otherwise)
+    decisions = any(row.get("decision") for row in rows)
+    for column in [*columns, "retrain decision"] if decisions else columns:
         table.add_column(column)
     for row in rows:
         m = row["metrics"]
         created = dt.datetime.fromtimestamp(row["created"] / 1000, dt.UTC)
+        if row.get("trained_at"):  # the model's own training time, when tagged
+            created = dt.datetime.fromisoformat(row["trained_at"])
         table.add_row(
             row["version"],
             ", ".join(row["aliases"]),
@@ -355,6 +468,7 @@ def models_list(
             row["config"],
             row["data_fingerprint"][:12],
             *(f"{m[k]:.3f}" if k in m else "-" for k in ("test.auroc", "test.auprc", "test.ece")),
+            *([row.get("decision") or "-"] if decisions else []),
         )
     console.print(table)
 

@@ -263,6 +263,31 @@ def build_dataset(records: Sequence[ItemRecord], config: BuildConfig) -> BuiltDa
     )
 
 
+def records_from_split(split: datasets.Dataset) -> list[ItemRecord]:
+    """Turn a saved split back into the :class:`ItemRecord` rows it was built from.
+
+    The derived columns (``fold_group``, ``fold``, ``time_split``) are dropped: they are
+    recomputed by :func:`build_dataset`, so a snapshot plus new rows can be rebuilt.
+
+    Args:
+        split: one split of a dataset written by :func:`save_dataset`.
+
+    Returns:
+        The rows, in dataset order; ``label`` is the integer label id.
+
+    Raises:
+        InvalidInputError: when the split lacks an :class:`ItemRecord` column.
+    """
+    names = [f.name for f in dataclasses.fields(ItemRecord)]
+    missing = sorted(set(names) - set(split.column_names))
+    if missing:
+        raise InvalidInputError(
+            "dataset", f"missing columns {missing}; rebuild it with `imr-outcome data build`"
+        )
+    columns = split.select_columns(names).to_dict()
+    return [ItemRecord(**{name: columns[name][i] for name in names}) for i in range(len(split))]
+
+
 def save_dataset(built: BuiltDataset, out_dir: Path) -> dict[str, Path]:
     """Write the dataset to disk: Hugging Face format plus one Parquet file per split.
 

@@ -96,3 +96,13 @@ def test_data_parse_json(tmp_path: Path) -> None:
     assert parsed["case_number"] == "CM99-0000103"
     assert [item["partial_authorization"] for item in parsed["items"]] == [True, True, True]
     assert "rationale" not in result.output.lower()
+
+
+def test_retrain_needs_sources_and_reason_only_with_force(tmp_path: Path) -> None:
+    no_sources = runner.invoke(app, ["retrain"])
+    stray_reason = runner.invoke(app, ["retrain", str(tmp_path), "--reason", "why"])
+
+    assert no_sources.exit_code == 2
+    assert "--sources: give at least one file or folder" in no_sources.output
+    assert stray_reason.exit_code == 2
+    assert "--reason: only with --force" in stray_reason.output

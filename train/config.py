@@ -159,8 +159,45 @@ class TrackingConfig(_Section):
     model_name: str = Field("imr-outcome", description="Registered model name.")
 
 
+class PromotionConfig(_Section):
+    """When a retrained challenger replaces the champion (``imr-outcome retrain``).
+
+    Both models are scored on the same held-out new letters that neither trained on. The
+    challenger passes when its AUROC is higher with a one-sided paired cluster-bootstrap
+    p-value (resampling letters; Efron & Tibshirani 1993, ch. 16) below ``max_p_value``
+    and its ECE (Naeini et al. 2015) is not worse by more than ``max_ece_increase``.
+    """
+
+    metric: Literal["auroc"] = Field(
+        "auroc", description="Ranking metric the challenger must beat the champion on."
+    )
+    max_p_value: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="Largest one-sided paired-bootstrap p-value of 'challenger not better'.",
+    )
+    max_ece_increase: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Largest allowed ECE(challenger) - ECE(champion), a probability gap.",
+    )
+    bootstrap: int = Field(
+        1000, ge=100, description="Paired bootstrap resamples (by letter) for the p-value."
+    )
+    eval_fraction: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="Share of the new letters held out for the comparison (the rest are "
+        "added to the challenger's training data).",
+    )
+
+
 class RunConfig(_Section):
-    """A complete run: data, model, training, calibration, threshold, evaluation, tracking."""
+    """A complete run: data, model, training, calibration, threshold, evaluation, tracking,
+    and the promotion rule of retraining."""
 
     name: str = Field(..., min_length=1, description="Run name, usually the config file stem.")
     data: DataConfig = Field(default_factory=DataConfig)
@@ -170,6 +207,7 @@ class RunConfig(_Section):
     threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     explainer: Literal["integrated_gradients", "tfidf_coefficients", "none"] = Field(
         "integrated_gradients", description="Evidence method used at prediction time."
     )

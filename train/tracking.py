@@ -185,6 +185,48 @@ def register(model_uri: str, name: str, *, tags: Mapping[str, str]) -> Registrat
     return Registration(name, str(version.version), became_champion)
 
 
+@dataclass(frozen=True)
+class VersionRef:
+    """A registered model version: its name, number, run and tags."""
+
+    name: str
+    version: str
+    run_id: str
+    tags: dict[str, str]
+
+
+def champion_version(name: str) -> VersionRef:
+    """The version ``@champion`` of registered model ``name`` points at.
+
+    Raises:
+        ModelNotFoundError: no such registered model or no ``@champion`` alias.
+    """
+    client = MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException as exc:
+        raise ModelNotFoundError(
+            f"models:/{name}@{CHAMPION} does not exist; register a first model with "
+            "`imr-outcome train --register` or set one with `imr-outcome models promote`"
+        ) from exc
+    return VersionRef(name, str(version.version), str(version.run_id or ""), dict(version.tags))
+
+
+def register_version(model_uri: str, name: str, *, tags: Mapping[str, str]) -> str:
+    """Register ``model_uri`` as a new version of ``name`` with ``tags``; moves no alias.
+
+    Returns:
+        The new version number.
+    """
+    version = mlflow.register_model(model_uri, name, tags=dict(tags))
+    return str(version.version)
+
+
+def delete_version(name: str, version: str) -> None:
+    """Delete a registered version (used to undo a registration whose run failed)."""
+    MlflowClient().delete_model_version(name, version)
+
+
 def set_alias(name: str, version: str, alias: str) -> None:
     """Point ``alias`` of registered model ``name`` at ``version``.
 
@@ -204,7 +246,9 @@ def list_versions(name: str) -> list[dict[str, Any]]:
 
     Returns:
         Dicts with ``version``, ``aliases``, ``run_id``, ``created`` (ms since epoch),
-        ``data_fingerprint``, ``config`` and ``metrics`` (the run's ``test.*`` means).
+        ``data_fingerprint``, ``config``, ``trained_at`` (ISO 8601 UTC, "" if untagged),
+        ``decision`` (a retrain's ``retrain.decision`` tag, "" otherwise), ``tags`` (all
+        version tags) and ``metrics`` (the run's ``test.*`` means).
     """
     client = MlflowClient()
     try:
@@ -230,6 +274,9 @@ def list_versions(name: str) -> list[dict[str, Any]]:
                 "created": v.creation_timestamp,
                 "data_fingerprint": v.tags.get("data_fingerprint", ""),
                 "config": v.tags.get("config", ""),
+                "trained_at": v.tags.get("trained_at", ""),
+                "decision": v.tags.get("retrain.decision", ""),
+                "tags": dict(v.tags),
                 "metrics": metrics,
             }
         )

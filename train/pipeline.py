@@ -152,6 +152,10 @@ def fit_calibrated(
 ) -> CalibratedModel:
     """Fit the classifier, the calibrator and the threshold on training rows only.
 
+    The classifier is fitted on ``1 - training.validation_fraction`` of the letters; the
+    calibrator, the decision threshold and (transformers) the out-of-distribution
+    threshold on the rest, the validation slice.
+
     Args:
         config: the run config.
         rows: training rows (never test rows).
@@ -174,10 +178,12 @@ def fit_calibrated(
     classifier = new_classifier(config, callbacks).fit(
         fit_rows.inputs, fit_rows.labels, fit_rows.metadata
     )
-    calibrator = make_calibrator(config.calibration.method).fit(
-        classifier.logits(val_rows.inputs, val_rows.metadata), val_rows.labels
-    )
-    p_val = calibrator.predict_proba(classifier.logits(val_rows.inputs, val_rows.metadata))[:, 1]
+    val_logits = classifier.logits(val_rows.inputs, val_rows.metadata)
+    calibrator = make_calibrator(config.calibration.method).fit(val_logits, val_rows.labels)
+    p_val = calibrator.predict_proba(val_logits)[:, 1]
+    calibrate_ood = getattr(classifier, "calibrate_ood", None)  # transformer kinds
+    if calibrate_ood is not None:
+        calibrate_ood(val_rows.inputs)
     threshold = choose_threshold(
         val_rows.labels,
         p_val,

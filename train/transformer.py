@@ -447,6 +447,13 @@ class TransformerClassifier:
             return items, None
         return items, self.ood.distances(_item_means(hidden, windows.item_index, len(inputs)))
 
+    def calibrate_ood(self, inputs: Sequence[ModelInput]) -> None:
+        """Set the OOD threshold from items the encoder was not trained on (a validation
+        slice); a no-op without a detector or inputs. See
+        :meth:`~imr_outcome.train.ood.MahalanobisOod.with_threshold_from`."""
+        if self.ood is not None and len(inputs) > 0:
+            self.ood = self.ood.with_threshold_from(self.item_embeddings(inputs))
+
     def item_embeddings(self, inputs: Sequence[ModelInput]) -> FloatArray:
         """Each item's embedding, shape ``(n, d)``: the mean over its windows of the
         mean-pooled last hidden state (what :class:`~imr_outcome.train.ood.MahalanobisOod`

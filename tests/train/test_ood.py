@@ -67,3 +67,17 @@ def test_bad_inputs_name_the_field(tmp_path: Path) -> None:
     (tmp_path / "broken.npz").write_bytes(b"not an npz")
     with pytest.raises(IncompatibleModelError, match=r"broken\.npz: unreadable OOD detector"):
         MahalanobisOod.load(tmp_path / "broken.npz")
+
+
+def test_a_held_out_threshold_is_the_quantile_of_held_out_distances() -> None:
+    detector = MahalanobisOod.fit(_gaussian(200))
+    held_out = _gaussian(50, seed=2) * 1.5  # wider than training: the threshold must rise
+
+    moved = detector.with_threshold_from(held_out)
+
+    expected = np.quantile(detector.distances(held_out), 0.99)
+    assert moved.threshold == pytest.approx(expected)
+    assert moved.threshold > detector.threshold
+    np.testing.assert_array_equal(moved.mean, detector.mean)
+    with pytest.raises(InvalidInputError, match="at least one held-out item"):
+        detector.with_threshold_from(np.zeros((0, 8)))

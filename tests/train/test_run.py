@@ -16,8 +16,11 @@ from imr_outcome.data.model_input import build_model_input
 from imr_outcome.errors import InvalidInputError
 from imr_outcome.train.artifact import CalibratedModel
 from imr_outcome.train.config import RunConfig, load_config
-from imr_outcome.train.run import evaluate, train, write_report
+from imr_outcome.train.evaluate import holdout_split
+from imr_outcome.train.pipeline import validation_split
+from imr_outcome.train.run import evaluate, load_training_data, train, write_report
 from imr_outcome.train.tracking import list_versions
+from imr_outcome.train.transformer import TransformerClassifier
 
 from dataset_factory import write_dataset
 
@@ -127,6 +130,15 @@ def test_fine_tuned_transformer_end_to_end_with_a_tiny_bert(
         pd.DataFrame({"request": ["TENS unit"], "summary": ["Chronic knee pain."]})
     )
     assert scored["p_upheld"][0] + scored["p_overturned"][0] == pytest.approx(1.0)
+    # The OOD threshold is the 99% quantile of the validation slice (not of training items).
+    classifier = reloaded.classifier
+    assert isinstance(classifier, TransformerClassifier) and classifier.ood is not None
+    rows = load_training_data(config).rows
+    train_rows, _ = holdout_split(rows, load_training_data(config).folds, 0)
+    _, val_idx = validation_split(train_rows, config.training.validation_fraction, 13)
+    val_inputs = train_rows.subset(val_idx).inputs
+    distances = classifier.ood.distances(classifier.item_embeddings(val_inputs))
+    assert classifier.ood.threshold == pytest.approx(np.quantile(distances, 0.99), rel=1e-5)
 
 
 def test_a_second_registration_is_a_challenger(workdir: Path, dataset_dir: Path) -> None:

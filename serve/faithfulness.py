@@ -259,9 +259,10 @@ def items_of(rows: Rows, n: int, seed: int) -> list[Item]:
     """
     if n < 1:
         raise InvalidInputError("n", f"expected at least 1 item, got {n}")
-    chosen = range(len(rows))
+    chosen: Sequence[int] = range(len(rows))
     if len(rows) > n:
-        chosen = sorted(np.random.default_rng(seed).choice(len(rows), size=n, replace=False))
+        drawn = np.random.default_rng(seed).choice(len(rows), size=n, replace=False)
+        chosen = sorted(int(i) for i in drawn)
     return [
         (
             rows.inputs[i].text[rows.inputs[i].request_offset :],

@@ -1,0 +1,219 @@
+"""Server settings and the limits that keep one process responsive under load.
+
+- :class:`InFlightGate` bounds model calls: at most ``max_in_flight`` run at once, at
+  most ``max_waiting`` more wait (up to ``wait_timeout_s``); anything beyond is refused
+  at once with :class:`Saturated` (the API answers 503 with ``Retry-After``) instead of
+  queueing without bound.
+- :class:`BodyLimitMiddleware` refuses request bodies over a byte limit (413) while
+  they stream in, before they are buffered or parsed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from imr_outcome.errors import ImrOutcomeError, InvalidInputError
+from imr_outcome.serve.predictor import MAX_TEXT_CHARS
+
+#: Most bytes of a letter upload (the DWC letters are 50-400 KB PDFs).
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """How one server process serves one model.
+
+    Attributes:
+        model_uri: what :meth:`Predictor.load` loads at startup.
+        max_in_flight: model calls running at once, >= 1. One call already uses every
+            CPU core (torch intra-op threads), so 1 suits a CPU host.
+        max_waiting: requests that may wait for a model slot, >= 0; more get 503.
+        wait_timeout_s: longest wait for a model slot in seconds, > 0; then 503.
+        retry_after_s: the ``Retry-After`` header of a 503, in whole seconds, >= 1.
+        max_batch_items: most items in one batch or uploaded letter, >= 1.
+        max_chars: longest request or summary in characters, >= 1.
+        max_upload_bytes: largest letter upload in bytes, >= 1.
+    """
+
+    model_uri: str
+    max_in_flight: int = 1
+    max_waiting: int = 64
+    wait_timeout_s: float = 30.0
+    retry_after_s: int = 1
+    max_batch_items: int = 32
+    max_chars: int = MAX_TEXT_CHARS
+    max_upload_bytes: int = MAX_UPLOAD_BYTES
+
+    def __post_init__(self) -> None:
+        minimum = {
+            "max_in_flight": 1,
+            "max_waiting": 0,
+            "retry_after_s": 1,
+            "max_batch_items": 1,
+            "max_chars": 1,
+            "max_upload_bytes": 1,
+        }
+        for name, least in minimum.items():
+            value = getattr(self, name)
+            if value < least:
+                flag = "--" + name.replace("_", "-")
+                raise InvalidInputError(flag, f"expected at least {least}, got {value}")
+        if self.wait_timeout_s <= 0:
+            raise InvalidInputError(
+                "--wait-timeout", f"expected a positive number, got {self.wait_timeout_s}"
+            )
+
+    @property
+    def max_json_bytes(self) -> int:
+        """Largest JSON body: a full batch of maximal texts, escaped (<= 6 bytes a char)."""
+        return self.max_batch_items * 2 * self.max_chars * 6 + 1024 * 1024
+
+
+class Saturated(ImrOutcomeError):
+    """Every model slot is busy and the wait list is full (or the wait timed out).
+
+    Args:
+        reason: what is busy and for how long the caller should back off.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class InFlightGate:
+    """At most ``max_in_flight`` holders at once, ``max_waiting`` waiters; no more.
+
+    Create it inside the event loop that uses it (e.g. in the app's lifespan).
+
+    Args:
+        max_in_flight: concurrent holders, >= 1.
+        max_waiting: waiters beyond those, >= 0.
+        wait_timeout_s: longest wait for a slot, in seconds.
+    """
+
+    def __init__(self, max_in_flight: int, max_waiting: int, wait_timeout_s: float) -> None:
+        self.max_in_flight = max_in_flight
+        self.max_waiting = max_waiting
+        self.wait_timeout_s = wait_timeout_s
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._admitted = 0
+
+    @property
+    def admitted(self) -> int:
+        """Requests holding or waiting for a slot now."""
+        return self._admitted
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one slot for the body of the ``async with``.
+
+        Raises:
+            Saturated: the wait list is full, or no slot freed within the timeout.
+        """
+        if self._admitted >= self.max_in_flight + self.max_waiting:
+            raise Saturated(
+                f"{self.max_in_flight} model call(s) running and {self.max_waiting} waiting; "
+                "retry after the Retry-After delay"
+            )
+        self._admitted += 1
+        try:
+            try:
+                await asyncio.wait_for(self._slots.acquire(), self.wait_timeout_s)
+            except TimeoutError:
+                raise Saturated(
+                    f"no model slot freed within {self.wait_timeout_s:g} s; retry after the "
+                    "Retry-After delay"
+                ) from None
+            try:
+                yield
+            finally:
+                self._slots.release()
+        finally:
+            self._admitted -= 1
+
+
+class BodyLimitMiddleware:
+    """Answer 413 when a request body exceeds the limit for its path.
+
+    The declared ``Content-Length`` is checked first; bodies without one are counted as
+    they stream in, and the app sees a disconnect once the limit is passed.
+
+    Args:
+        app: the wrapped ASGI app.
+        limit_for: the byte limit of a request path.
+    """
+
+    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int]) -> None:
+        self.app = app
+        self.limit_for = limit_for
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(str(scope.get("path", "")))
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _too_large(send, limit)
+            return
+        received = 0
+        over = False
+
+        async def counting_receive() -> Message:
+            nonlocal received, over
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    over = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if over and not started:
+                return  # the 413 below answers instead
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except Exception:
+            if not over:
+                raise  # only the disconnect this middleware caused is expected
+        if over and not started:
+            await _too_large(send, limit)
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = json.dumps(
+        {
+            "detail": [
+                {
+                    "field": "body",
+                    "message": f"request body larger than {limit} bytes; send less text, "
+                    "fewer items or a smaller file",
+                }
+            ]
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

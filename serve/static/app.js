@@ -1,0 +1,253 @@
+// imr-outcome web page: plain JavaScript, no build step, no network beyond this server.
+// All case text is inserted as text nodes (never as HTML).
+"use strict";
+
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const LABEL_WORDS = {
+    Upheld: "upheld",
+    Overturned: "overturned",
+  };
+  const LABEL_MEANING = {
+    Upheld: "the denial would stand",
+    Overturned: "the treatment would be approved",
+  };
+
+  function element(tag, attributes, text) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attributes || {})) {
+      node.setAttribute(name, value);
+    }
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function percent(p) {
+    return Math.round(p * 100) + "%";
+  }
+
+  // "Likely upheld — 87%": the model's label (at its threshold) and that label's probability.
+  function headline(prediction) {
+    const p = prediction.label === "Upheld" ? prediction.p_upheld : prediction.p_overturned;
+    const strength = p >= 0.5 ? "Likely" : "Leaning";
+    return `${strength} ${LABEL_WORDS[prediction.label]} \u2014 ${percent(p)}`;
+  }
+
+  // Text with the evidence spans of one field as <mark> elements. Spans index `text`
+  // exactly; overlapping spans (not expected) keep the first, strongest-first order aside.
+  function highlighted(text, field, evidence, maxWeight) {
+    const container = element("p", { class: "evidence-text", "data-field": field });
+    const spans = evidence
+      .filter((s) => s.field === field)
+      .slice()
+      .sort((a, b) => a.start - b.start);
+    let at = 0;
+    for (const span of spans) {
+      if (span.start < at || span.end > text.length) continue;
+      container.append(document.createTextNode(text.slice(at, span.start)));
+      const toward = span.direction;
+      const tip = `Toward ${toward} \u2014 weight ${span.weight.toPrecision(3)}`;
+      const mark = element(
+        "mark",
+        {
+          class: `ev ev-${toward.toLowerCase()}`,
+          tabindex: "0",
+          title: tip,
+          "data-tip": tip,
+          "data-direction": toward,
+          "data-weight": String(span.weight),
+          "data-field": field,
+          "data-start": String(span.start),
+          "data-end": String(span.end),
+        },
+        text.slice(span.start, span.end)
+      );
+      const alpha = maxWeight > 0 ? 0.15 + 0.55 * (span.weight / maxWeight) : 0.4;
+      mark.style.setProperty("--alpha", alpha.toFixed(3));
+      container.append(mark);
+      container.append(
+        element("span", { class: "sr-only" }, ` (toward ${toward}, weight ${span.weight.toPrecision(3)})`)
+      );
+      at = span.end;
+    }
+    container.append(document.createTextNode(text.slice(at)));
+    return container;
+  }
+
+  function renderPrediction(prediction, request, summary, options) {
+    const article = element("article", { class: "prediction", "data-label": prediction.label });
+    if (options.title) article.append(element("p", { class: "item-title" }, options.title));
+    article.append(
+      element("h3", { class: `headline label-${prediction.label}` }, headline(prediction))
+    );
+    article.append(
+      element(
+        "p",
+        { class: "probabilities" },
+        `Upheld (${LABEL_MEANING.Upheld}): ${percent(prediction.p_upheld)} \u00b7 ` +
+          `Overturned (${LABEL_MEANING.Overturned}): ${percent(prediction.p_overturned)}`
+      )
+    );
+    const bar = element("div", { class: "bar", "aria-hidden": "true" });
+    const upheld = element("span", { class: "bar-upheld" });
+    upheld.style.width = percent(prediction.p_upheld);
+    const overturned = element("span", { class: "bar-overturned" });
+    overturned.style.width = percent(prediction.p_overturned);
+    bar.append(upheld, overturned);
+    article.append(bar);
+    let meta =
+      `Model ${prediction.model_name} version ${prediction.model_version}; ` +
+      `Overturned when its probability is at least ${percent(prediction.threshold)}.`;
+    if (options.letterDecision) meta += ` The letter's decision: ${options.letterDecision}.`;
+    article.append(element("p", { class: "meta" }, meta));
+
+    if (prediction.warnings.length) {
+      article.append(element("h4", {}, "Warnings"));
+      const list = element("ul", { class: "warnings" });
+      for (const warning of prediction.warnings) list.append(element("li", {}, warning));
+      article.append(list);
+    }
+
+    const evidence = prediction.evidence;
+    if (options.explain) {
+      const maxWeight = Math.max(0, ...evidence.map((s) => s.weight));
+      article.append(element("h4", {}, evidence.length ? "Evidence" : "Evidence: none found"));
+      article.append(element("p", { class: "meta" }, "Requested treatment"));
+      article.append(highlighted(request, "request", evidence, maxWeight));
+      if (summary) {
+        const details = element("details", options.openSummary ? { open: "" } : {});
+        details.append(element("summary", {}, "Case summary"));
+        details.append(highlighted(summary, "summary", evidence, maxWeight));
+        article.append(details);
+      }
+    }
+    return article;
+  }
+
+  function clear() {
+    $("errors").replaceChildren();
+    $("results").replaceChildren();
+    $("legend").hidden = true;
+  }
+
+  function showErrors(status, body, retryAfter) {
+    const box = $("errors");
+    box.replaceChildren();
+    let title = `The server could not answer (HTTP ${status}).`;
+    if (status === 503) title = `The server is busy or still loading; try again in ${retryAfter || "a few"} s.`;
+    else if (status >= 400 && status < 500) title = "Please fix the input:";
+    box.append(element("p", {}, title));
+    const detail = body && Array.isArray(body.detail) ? body.detail : [];
+    if (detail.length) {
+      const list = element("ul");
+      for (const item of detail) list.append(element("li", {}, `${item.field}: ${item.message}`));
+      box.append(list);
+    }
+    $("status").textContent = "No estimate.";
+  }
+
+  async function call(url, init) {
+    const response = await fetch(url, init);
+    let body = null;
+    try {
+      body = await response.json();
+    } catch (_) {
+      body = null;
+    }
+    return { ok: response.ok, status: response.status, body, retryAfter: response.headers.get("Retry-After") };
+  }
+
+  async function busy(button, work) {
+    button.disabled = true;
+    button.setAttribute("aria-busy", "true");
+    clear();
+    $("status").textContent = "Estimating\u2026";
+    try {
+      await work();
+    } catch (error) {
+      showErrors(0, { detail: [{ field: "network", message: String(error) }] });
+    } finally {
+      button.disabled = false;
+      button.removeAttribute("aria-busy");
+    }
+  }
+
+  async function submitCase(event) {
+    event.preventDefault();
+    const request = $("request").value;
+    const summary = $("summary").value;
+    const explain = $("explain").checked;
+    if (!request.trim()) {
+      clear();
+      showErrors(422, { detail: [{ field: "Requested treatment", message: "is empty; describe the requested treatment" }] });
+      $("request").focus();
+      return;
+    }
+    await busy($("submit-case"), async () => {
+      const result = await call("/v1/predict", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ request, summary, explain }),
+      });
+      if (!result.ok) return showErrors(result.status, result.body, result.retryAfter);
+      $("legend").hidden = !explain;
+      $("results").append(renderPrediction(result.body, request, summary, { explain, openSummary: true }));
+      $("status").textContent = headline(result.body) + ".";
+      $("result").focus();
+    });
+  }
+
+  async function submitLetter(event) {
+    event.preventDefault();
+    const file = $("letter").files[0];
+    const explain = $("letter-explain").checked;
+    if (!file) {
+      clear();
+      showErrors(422, { detail: [{ field: "IMR determination letter", message: "no file chosen; choose a .pdf or .txt letter" }] });
+      $("letter").focus();
+      return;
+    }
+    await busy($("submit-letter"), async () => {
+      const form = new FormData();
+      form.append("file", file);
+      form.append("explain", explain ? "true" : "false");
+      const result = await call("/v1/letters", { method: "POST", body: form });
+      if (!result.ok) return showErrors(result.status, result.body, result.retryAfter);
+      const letter = result.body;
+      $("legend").hidden = !explain;
+      letter.items.forEach((item, n) => {
+        $("results").append(
+          renderPrediction(item.prediction, item.request, letter.summary, {
+            explain,
+            openSummary: n === 0,
+            title: `Item ${n + 1} of ${letter.items.length}: ${item.request}`,
+            letterDecision: item.letter_decision,
+          })
+        );
+      });
+      $("status").textContent = `${letter.items.length} item(s) estimated from ${letter.filename || "the letter"}.`;
+      $("result").focus();
+    });
+  }
+
+  async function showModel() {
+    try {
+      const result = await call("/v1/model", {});
+      if (result.ok) {
+        const m = result.body;
+        const alias = m.alias ? ` @${m.alias}` : "";
+        $("model-line").textContent = `Model: ${m.name} version ${m.version}${alias} (${m.kind}, trained ${m.created.slice(0, 10)})`;
+      } else {
+        $("model-line").textContent = "Model: not ready yet (reload the page in a moment).";
+      }
+    } catch (_) {
+      $("model-line").textContent = "Model: unreachable.";
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    $("case-form").addEventListener("submit", submitCase);
+    $("letter-form").addEventListener("submit", submitLetter);
+    showModel();
+  });
+})();

@@ -1,0 +1,214 @@
+"""The web page in a real browser: Playwright driving Debian's Chromium against uvicorn.
+
+Skipped when Playwright or ``/usr/bin/chromium`` is missing, unless
+``IMR_REQUIRE_BROWSER=1`` (set by ``.ci/run``), where a missing browser fails the test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from imr_outcome.serve.api import create_app
+from imr_outcome.serve.api_limits import ServeSettings
+from imr_outcome.train.artifact import CalibratedModel, ModelInfo
+from imr_outcome.train.calibration import IdentityCalibrator
+from imr_outcome.train.transformer import TransformerClassifier
+
+from conftest import LETTER_FIXTURES
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+REQUEST = "Physical therapy 6 sessions for the lumbar spine"
+SUMMARY = (
+    "The injured worker is a 44 year old male with chronic low back pain radiating to the "
+    "left leg after lifting boxes at work. Examination showed lumbar tenderness and a "
+    "positive straight leg raise. Treatment to date included medications and a home "
+    "exercise program. The physician documented functional improvement and return to "
+    "full duty."
+)
+HEADLINE = re.compile(r"^(Likely|Leaning) (upheld|overturned) \u2014 \d{1,3}%$")
+
+
+def _browser_or_skip() -> Any:
+    """Playwright's sync API, or skip (fail when IMR_REQUIRE_BROWSER=1) without a browser."""
+    required = os.environ.get("IMR_REQUIRE_BROWSER") == "1"
+    problem = None
+    try:
+        from playwright import sync_api
+    except ImportError:
+        problem = "playwright is not installed (pip install -e '.[dev]')"
+    if problem is None and not CHROMIUM.is_file():
+        problem = f"{CHROMIUM} not found (apt-get install chromium)"
+    if problem is not None:
+        if required:
+            pytest.fail(f"IMR_REQUIRE_BROWSER=1 but {problem}")
+        pytest.skip(problem)
+    return sync_api
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained tiny-BERT transformer model directory (64-token windows)."""
+    folder = tmp_path_factory.mktemp("browser-model")
+    classifier_dir = Path(shutil.copytree(tiny_bert, folder / "encoder"))
+    settings = {
+        "format_version": 1,
+        "base_model": str(tiny_bert),
+        "max_length": 64,
+        "stride": 16,
+        "aggregation": "mean",
+        "precision": "fp32",
+        "logit_offset": 0.0,
+    }
+    (classifier_dir / "transformer.json").write_text(json.dumps(settings))
+    info = ModelInfo(
+        kind="transformer",
+        labels=("Upheld", "Overturned"),
+        split="dwc",
+        base_model=str(tiny_bert),
+        max_length=64,
+        data_fingerprint="tiny",
+        trained_groups=0,
+        config_name="tiny",
+        explainer="integrated_gradients",
+        created=ModelInfo.now(),
+    )
+    model = CalibratedModel(
+        TransformerClassifier.load(classifier_dir), IdentityCalibrator(), 0.5, info
+    )
+    return model.save(folder / "model")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def base_url(model_dir: Path) -> Iterator[str]:
+    """The app on a free loopback port (uvicorn in a thread), ready."""
+    port = _free_port()
+    app = create_app(ServeSettings(model_uri=str(model_dir)))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "server did not become ready"
+        time.sleep(0.05)
+    yield url
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def page(base_url: str) -> Iterator[Any]:
+    """A Chromium page that may reach only the server (any other request is recorded)."""
+    sync_api = _browser_or_skip()
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 1000})
+            page = context.new_page()
+            page.external_requests = []
+
+            def guard(route: Any) -> None:
+                if route.request.url.startswith(base_url):
+                    route.continue_()
+                else:
+                    page.external_requests.append(route.request.url)
+                    route.abort()
+
+            page.route("**/*", guard)
+            yield page
+        finally:
+            browser.close()
+
+
+def test_the_page_highlights_the_evidence_in_the_typed_text(
+    page: Any, base_url: str, tmp_path: Path
+) -> None:
+    page.goto(base_url)
+    page.get_by_label("Requested treatment").fill(REQUEST)
+    page.get_by_label("Case summary").fill(SUMMARY)
+    page.get_by_label("Highlight the evidence (takes longer)").first.check()
+    page.get_by_role("button", name="Estimate the outcome").click()
+    page.wait_for_selector("article.prediction mark.ev", timeout=30_000)
+
+    marks = page.eval_on_selector_all(
+        "article.prediction mark.ev",
+        """els => els.map(e => ({text: e.textContent, field: e.dataset.field,
+            start: Number(e.dataset.start), end: Number(e.dataset.end),
+            direction: e.dataset.direction, tip: e.getAttribute('title'),
+            background: getComputedStyle(e).backgroundColor}))""",
+    )
+    headline = page.inner_text("article.prediction h3")
+    screenshot = tmp_path / "imr-outcome-page.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    print(f"screenshot: {screenshot}")
+
+    assert HEADLINE.match(headline), headline
+    typed = {"request": REQUEST, "summary": SUMMARY}
+    assert marks
+    for mark in marks:
+        assert mark["text"] == typed[mark["field"]][mark["start"] : mark["end"]]
+        assert mark["tip"].startswith(f"Toward {mark['direction']} \u2014 weight ")
+    colours = {m["direction"]: m["background"] for m in marks}
+    if len(colours) == 2:
+        assert colours["Overturned"] != colours["Upheld"]
+    assert page.get_by_role("note").inner_text().startswith("A statistical estimate, not advice.")
+    assert page.evaluate("document.activeElement.id") == "result"
+    assert page.external_requests == []
+    assert screenshot.stat().st_size > 10_000
+
+
+def test_the_page_shows_a_letter_s_items_and_input_errors(page: Any, base_url: str) -> None:
+    page.goto(base_url)
+    page.get_by_role("button", name="Estimate the outcome").click()
+    empty_error = page.inner_text("#errors")
+    page.get_by_label("IMR determination letter (PDF or TXT)").set_input_files(
+        str(LETTER_FIXTURES / "mixed_multi.txt")
+    )
+    page.get_by_role("button", name="Estimate the letter's items").click()
+    page.wait_for_selector("article.prediction >> nth=3", timeout=30_000)
+
+    titles = page.eval_on_selector_all(
+        "article.prediction .item-title", "els => els.map(e => e.textContent)"
+    )
+
+    assert "Requested treatment: is empty" in empty_error
+    assert titles[0] == "Item 1 of 4: Naproxen sodium 550mg #60"
+    assert len(titles) == 4
+    assert "The letter's decision: Overturned." in page.inner_text("article.prediction >> nth=0")
+    assert page.external_requests == []

@@ -7,7 +7,6 @@ import dataclasses
 import json
 import logging
 import re
-import shutil
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -28,14 +27,13 @@ from imr_outcome.serve.api import STATIC_DIR, create_app
 from imr_outcome.serve.api_limits import InFlightGate, Saturated, ServeSettings
 from imr_outcome.serve.predictor import PredictInput, Predictor
 from imr_outcome.serve.schemas import Prediction
-from imr_outcome.train.artifact import CalibratedModel, ModelInfo
-from imr_outcome.train.calibration import IdentityCalibrator
+from imr_outcome.train.artifact import CalibratedModel
 from imr_outcome.train.config import load_config
 from imr_outcome.train.run import TrainResult, train
-from imr_outcome.train.transformer import TransformerClassifier
 
 from conftest import LETTER_FIXTURES
 from dataset_factory import OVERTURNED_CUE, write_dataset
+from model_factory import write_untrained_transformer
 from pdf_factory import make_letter_pdf
 
 SUMMARY = (
@@ -769,34 +767,9 @@ def test_the_page_and_its_files_are_served_without_external_urls(client: TestCli
 @pytest.fixture(scope="module")
 def transformer_dir(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained tiny-BERT transformer model directory (64-token windows)."""
-    folder = tmp_path_factory.mktemp("transformer")
-    classifier_dir = Path(shutil.copytree(tiny_bert, folder / "encoder"))
-    settings = {
-        "format_version": 1,
-        "base_model": str(tiny_bert),
-        "max_length": 64,
-        "stride": 16,
-        "aggregation": "mean",
-        "precision": "fp32",
-        "logit_offset": 0.0,
-    }
-    (classifier_dir / "transformer.json").write_text(json.dumps(settings))
-    info = ModelInfo(
-        kind="transformer",
-        labels=("Upheld", "Overturned"),
-        split="dwc",
-        base_model=str(tiny_bert),
-        max_length=64,
-        data_fingerprint="tiny-fingerprint",
-        trained_groups=0,
-        config_name="tiny",
-        explainer="integrated_gradients",
-        created=ModelInfo.now(),
+    return write_untrained_transformer(
+        tiny_bert, tmp_path_factory.mktemp("transformer"), fingerprint="tiny-fingerprint"
     )
-    model = CalibratedModel(
-        TransformerClassifier.load(classifier_dir), IdentityCalibrator(), 0.5, info
-    )
-    return model.save(folder / "model")
 
 
 def test_the_tiny_transformer_serves_predictions_with_evidence(transformer_dir: Path) -> None:

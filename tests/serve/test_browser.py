@@ -6,10 +6,8 @@ Skipped when Playwright or ``/usr/bin/chromium`` is missing, unless
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
 import socket
 import threading
 import time
@@ -23,11 +21,9 @@ import uvicorn
 
 from imr_outcome.serve.api import create_app
 from imr_outcome.serve.api_limits import ServeSettings
-from imr_outcome.train.artifact import CalibratedModel, ModelInfo
-from imr_outcome.train.calibration import IdentityCalibrator
-from imr_outcome.train.transformer import TransformerClassifier
 
 from conftest import LETTER_FIXTURES
+from model_factory import write_untrained_transformer
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -69,34 +65,7 @@ def _browser_or_skip() -> Any:
 @pytest.fixture(scope="module")
 def model_dir(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained tiny-BERT transformer model directory (64-token windows)."""
-    folder = tmp_path_factory.mktemp("browser-model")
-    classifier_dir = Path(shutil.copytree(tiny_bert, folder / "encoder"))
-    settings = {
-        "format_version": 1,
-        "base_model": str(tiny_bert),
-        "max_length": 64,
-        "stride": 16,
-        "aggregation": "mean",
-        "precision": "fp32",
-        "logit_offset": 0.0,
-    }
-    (classifier_dir / "transformer.json").write_text(json.dumps(settings))
-    info = ModelInfo(
-        kind="transformer",
-        labels=("Upheld", "Overturned"),
-        split="dwc",
-        base_model=str(tiny_bert),
-        max_length=64,
-        data_fingerprint="tiny",
-        trained_groups=0,
-        config_name="tiny",
-        explainer="integrated_gradients",
-        created=ModelInfo.now(),
-    )
-    model = CalibratedModel(
-        TransformerClassifier.load(classifier_dir), IdentityCalibrator(), 0.5, info
-    )
-    return model.save(folder / "model")
+    return write_untrained_transformer(tiny_bert, tmp_path_factory.mktemp("browser-model"))
 
 
 def _free_port() -> int:

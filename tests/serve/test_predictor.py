@@ -33,8 +33,7 @@ from imr_outcome.serve.predictor import (
     windows_warning,
 )
 from imr_outcome.serve.schemas import EvidenceSpan
-from imr_outcome.train.artifact import CalibratedModel, ModelInfo
-from imr_outcome.train.calibration import IdentityCalibrator
+from imr_outcome.train.artifact import CalibratedModel
 from imr_outcome.train.config import load_config
 from imr_outcome.train.encoders import encode_windows, load_tokenizer
 from imr_outcome.train.ood import MahalanobisOod
@@ -42,6 +41,7 @@ from imr_outcome.train.run import TrainResult, train
 from imr_outcome.train.transformer import TransformerClassifier
 
 from dataset_factory import OVERTURNED_CUE, UPHELD_CUE, write_dataset
+from model_factory import write_untrained_transformer
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
@@ -440,34 +440,9 @@ def test_input_source_prefers_the_declared_one() -> None:
 @pytest.fixture(scope="module")
 def transformer_dir(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained tiny-BERT transformer model directory (64-token windows)."""
-    folder = tmp_path_factory.mktemp("transformer")
-    classifier_dir = Path(shutil.copytree(tiny_bert, folder / "encoder"))
-    settings = {
-        "format_version": 1,
-        "base_model": str(tiny_bert),
-        "max_length": 64,
-        "stride": 16,
-        "aggregation": "mean",
-        "precision": "fp32",
-        "logit_offset": 0.0,
-    }
-    (classifier_dir / "transformer.json").write_text(json.dumps(settings))
-    info = ModelInfo(
-        kind="transformer",
-        labels=("Upheld", "Overturned"),
-        split="dwc",
-        base_model=str(tiny_bert),
-        max_length=64,
-        data_fingerprint="test",
-        trained_groups=0,
-        config_name="tiny",
-        explainer="integrated_gradients",
-        created=ModelInfo.now(),
+    return write_untrained_transformer(
+        tiny_bert, tmp_path_factory.mktemp("transformer"), fingerprint="test"
     )
-    model = CalibratedModel(
-        TransformerClassifier.load(classifier_dir), IdentityCalibrator(), 0.5, info
-    )
-    return model.save(folder / "model")
 
 
 def test_windows_are_counted_with_the_model_s_tokenizer(

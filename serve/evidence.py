@@ -29,7 +29,7 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Field = Literal["request", "summary"]
+C = TypeVar("C")
 
 #: Longest phrase, in words, that adjacent same-sign words are merged into.
 MAX_SPAN_WORDS = 8
@@ -132,6 +133,16 @@ def _check_input(model_input: ModelInput, request: str, summary: str) -> None:
             "was not built from the request and summary passed with it, so evidence offsets "
             "would not index them; build it with build_model_input(request, summary, metadata)",
         )
+
+
+def _classifier_of(model: CalibratedModel, kind: type[C], method: str) -> C:
+    """``model.classifier`` if it is a ``kind``, else IncompatibleModelError naming both."""
+    classifier = model.classifier
+    if not isinstance(classifier, kind):
+        raise IncompatibleModelError(
+            f"{method} needs a {kind.__name__}, found {type(classifier).__name__}"
+        )
+    return classifier
 
 
 def _check_positive(name: str, value: int) -> None:
@@ -267,12 +278,7 @@ def _top_spans(
 def _transformer(model: CalibratedModel) -> TransformerClassifier:
     from imr_outcome.train.transformer import TransformerClassifier
 
-    classifier = model.classifier
-    if not isinstance(classifier, TransformerClassifier):
-        raise IncompatibleModelError(
-            f"integrated gradients needs a TransformerClassifier, found {type(classifier).__name__}"
-        )
-    return classifier
+    return _classifier_of(model, TransformerClassifier, "the integrated-gradients explainer")
 
 
 def _check_completeness(totals: npt.NDArray[Any], errors: npt.NDArray[Any], n_steps: int) -> None:
@@ -458,12 +464,7 @@ def _ig_spans(
 def _tfidf(model: CalibratedModel) -> TfidfLogReg:
     from imr_outcome.train.baselines import TfidfLogReg
 
-    classifier = model.classifier
-    if not isinstance(classifier, TfidfLogReg):
-        raise IncompatibleModelError(
-            f"tfidf coefficients need a TfidfLogReg, found {type(classifier).__name__}"
-        )
-    return classifier
+    return _classifier_of(model, TfidfLogReg, "the tfidf-coefficients explainer")
 
 
 def ngram_occurrences(classifier: TfidfLogReg, model_input: ModelInput) -> list[Attribution]:

@@ -1,14 +1,30 @@
-"""An untrained tiny-BERT transformer model directory, for tests of loading and serving."""
+"""Models for tests: an untrained tiny-BERT model directory, a registered TF-IDF store, and
+the tiny BERT fitted on a toy set (cached per session)."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from imr_outcome.data.model_input import ModelInput
 from imr_outcome.train.artifact import CalibratedModel, ModelInfo
 from imr_outcome.train.calibration import IdentityCalibrator
+from imr_outcome.train.config import ModelConfig, TrainingConfig, load_config
+from imr_outcome.train.run import TrainResult, train
 from imr_outcome.train.transformer import TransformerClassifier
+
+from dataset_factory import write_dataset
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 
 def write_untrained_transformer(tiny_bert: Path, folder: Path, fingerprint: str = "tiny") -> Path:
@@ -41,3 +57,65 @@ def write_untrained_transformer(tiny_bert: Path, folder: Path, fingerprint: str 
         TransformerClassifier.load(classifier_dir), IdentityCalibrator(), 0.5, info
     )
     return model.save(folder / "model")
+
+
+@contextlib.contextmanager
+def registered_tfidf_store(root: Path) -> Iterator[TrainResult]:
+    """Train the TF-IDF baseline on the invented learnable dataset and register it
+    (``imr-outcome`` version 1, @champion) in a SQLite store under ``root``.
+
+    While the context is open the working directory is ``root`` and
+    ``MLFLOW_TRACKING_URI`` is ``sqlite:///<root>/mlflow.db``; both are restored on exit
+    (artifact locations are absolute, so the store stays loadable through the URI).
+    """
+    dataset = write_dataset(root / "dataset")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        config = load_config(
+            EXPERIMENTS / "tfidf_lr.yaml",
+            [f"data.dataset_dir={dataset}", "evaluation.bootstrap=100", "model.min_df=1"],
+        )
+        result = train(config, models_dir=root / "models", register_model=True)
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+        yield result
+
+
+def fit_toy_transformer(
+    tiny_bert: Path, inputs: list[ModelInput], labels: npt.NDArray[np.int64]
+) -> TransformerClassifier:
+    """The tiny BERT fine-tuned until it fits ``inputs`` exactly (20 epochs, lr 5e-3, fp32).
+
+    The fit is saved under ``tiny_bert``'s session temp folder, named by a fingerprint of
+    the training data and settings, so test modules training on the same toy set share one
+    fit per session and a module training anything else fits its own.
+
+    Raises:
+        AssertionError: the fit does not reproduce every training label.
+    """
+    training = TrainingConfig(
+        epochs=20,
+        batch_size=8,
+        learning_rate=5e-3,
+        windows_per_item=None,
+        precision="fp32",
+        torch_threads=2,
+    )
+    config = ModelConfig(base_model=str(tiny_bert), max_length=64, stride=16)
+    recipe = [
+        [(i.text, i.text_pair, i.request_offset) for i in inputs],
+        labels.tolist(),
+        config.model_dump(mode="json"),
+        training.model_dump(mode="json"),
+    ]
+    digest = hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:16]
+    saved = tiny_bert.parent / f"toy-transformer-{digest}"
+    if (saved / "transformer.json").is_file():
+        return TransformerClassifier.load(saved)
+    classifier = TransformerClassifier(config, training).fit(inputs, labels)
+    logits = classifier.logits(inputs)
+    learned = ((logits[:, 1] > logits[:, 0]) == labels).mean()
+    assert learned == 1.0, f"the toy transformer did not learn the cue (accuracy {learned})"
+    classifier.save(saved)
+    return classifier

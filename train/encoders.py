@@ -394,11 +394,37 @@ def autocast(precision: Precision, device: torch.device) -> AbstractContextManag
 # ----------------------------------------------------------------------- aggregation
 
 
-def _mean_by_item(values: FloatArray, item_index: IntArray, n_items: int) -> FloatArray:
+def mean_by_item(values: FloatArray, item_index: IntArray, n_items: int) -> FloatArray:
+    """Mean of window rows per item.
+
+    Args:
+        values: shape ``(w, k)``, one row per window.
+        item_index: shape ``(w,)``, the item of each window, in ``[0, n_items)``.
+        n_items: number of items; every item must own at least one window.
+
+    Returns:
+        Shape ``(n_items, k)``.
+    """
     sums = np.zeros((n_items, values.shape[1]), dtype=np.float64)
     np.add.at(sums, item_index, values)
     counts = np.bincount(item_index, minlength=n_items).astype(np.float64)
     result: FloatArray = sums / counts[:, None]
+    return result
+
+
+def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> FloatArray:
+    """Mean of each window's hidden states over its real tokens (mask 1), as float64.
+
+    Args:
+        hidden: shape ``(b, t, d)``.
+        attention_mask: shape ``(b, t)``, 1 for real tokens, 0 for padding.
+
+    Returns:
+        Shape ``(b, d)``.
+    """
+    mask = attention_mask.unsqueeze(-1).float()  # (b, t, 1)
+    means = (hidden.float() * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+    result: FloatArray = means.cpu().numpy().astype(np.float64)
     return result
 
 
@@ -436,7 +462,7 @@ def aggregate(
     if empty.size:
         raise InvalidInputError("item_index", f"item {int(empty[0])} has no window")
     if how == "mean":
-        return _mean_by_item(logits, index, n_items)
+        return mean_by_item(logits, index, n_items)
     if how == "max":
         margin = logits[:, 1] - logits[:, 0]
         order = np.lexsort((-margin, index))  # by item, then margin descending (stable)
@@ -473,11 +499,9 @@ def pooled_embeddings(
     with torch.no_grad(), autocast(precision, device):
         for chosen, batch in iter_batches(windows, batch_size, pad_id):
             batch = {key: value.to(device) for key, value in batch.items()}
-            hidden = encoder(**batch).last_hidden_state.float()  # (b, t, hidden)
-            mask = batch["attention_mask"].unsqueeze(-1).float()  # (b, t, 1)
-            means = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-            pooled[chosen] = means.cpu().numpy()
-    return _mean_by_item(pooled, windows.item_index, windows.n_items)
+            hidden = encoder(**batch).last_hidden_state  # (b, t, hidden)
+            pooled[chosen] = masked_mean(hidden, batch["attention_mask"])
+    return mean_by_item(pooled, windows.item_index, windows.n_items)
 
 
 def load_encoder(name_or_path: str) -> PreTrainedModel:

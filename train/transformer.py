@@ -54,6 +54,8 @@ from imr_outcome.train.encoders import (
     from_pretrained,
     iter_batches,
     load_tokenizer,
+    masked_mean,
+    mean_by_item,
 )
 from imr_outcome.train.metrics import as_labels
 from imr_outcome.train.ood import MIN_ITEMS as OOD_MIN_ITEMS
@@ -425,9 +427,7 @@ class TransformerClassifier:
                 output = model(**batch, output_hidden_states=pooled)
                 scores[chosen] = output.logits.float().cpu().numpy()
                 if hidden is not None:
-                    mask = batch["attention_mask"].unsqueeze(-1).float()  # (b, t, 1)
-                    summed = (output.hidden_states[-1].float() * mask).sum(dim=1)
-                    hidden[chosen] = (summed / mask.sum(dim=1).clamp(min=1)).cpu().numpy()
+                    hidden[chosen] = masked_mean(output.hidden_states[-1], batch["attention_mask"])
         return windows, scores, hidden
 
     def logits_and_ood_distances(
@@ -445,7 +445,7 @@ class TransformerClassifier:
         items[:, 1] -= self.logit_offset
         if hidden is None or self.ood is None:
             return items, None
-        return items, self.ood.distances(_item_means(hidden, windows.item_index, len(inputs)))
+        return items, self.ood.distances(mean_by_item(hidden, windows.item_index, len(inputs)))
 
     def calibrate_ood(self, inputs: Sequence[ModelInput]) -> None:
         """Set the OOD threshold from items the encoder was not trained on (a validation
@@ -464,7 +464,7 @@ class TransformerClassifier:
         """
         windows, _, hidden = self._window_outputs(inputs, None, pooled=True)
         assert hidden is not None
-        return _item_means(hidden, windows.item_index, len(inputs))
+        return mean_by_item(hidden, windows.item_index, len(inputs))
 
     def logits(
         self, inputs: Sequence[ModelInput], metadata: Sequence[dict[str, Any]] | None = None
@@ -557,14 +557,6 @@ class TransformerClassifier:
         if (directory / OOD_FILE).is_file():
             classifier.ood = MahalanobisOod.load(directory / OOD_FILE)
         return classifier
-
-
-def _item_means(hidden: FloatArray, item_index: npt.NDArray[np.int64], n_items: int) -> FloatArray:
-    """Mean of window rows ``(w, d)`` per item -> ``(n_items, d)``."""
-    sums = np.zeros((n_items, hidden.shape[1]), dtype=np.float64)
-    np.add.at(sums, item_index, hidden)
-    counts = np.bincount(item_index, minlength=n_items).astype(np.float64)
-    return sums / np.maximum(counts, 1.0)[:, None]
 
 
 def _read_json(directory: Path, name: str) -> dict[str, Any]:

@@ -28,12 +28,11 @@ from imr_outcome.serve.api_limits import InFlightGate, Saturated, ServeSettings
 from imr_outcome.serve.predictor import PredictInput, Predictor
 from imr_outcome.serve.schemas import Prediction
 from imr_outcome.train.artifact import CalibratedModel
-from imr_outcome.train.config import load_config
-from imr_outcome.train.run import TrainResult, train
+from imr_outcome.train.run import TrainResult
 
 from conftest import LETTER_FIXTURES
-from dataset_factory import OVERTURNED_CUE, write_dataset
-from model_factory import write_untrained_transformer
+from dataset_factory import OVERTURNED_CUE
+from model_factory import registered_tfidf_store, write_untrained_transformer
 from pdf_factory import make_letter_pdf
 
 SUMMARY = (
@@ -43,7 +42,6 @@ SUMMARY = (
     "exercise program. The physician requested physical therapy for the lumbar spine. "
 )
 REQUEST = "Physical therapy 6 sessions for the lumbar spine"
-EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 LETTER = LETTER_FIXTURES / "mixed_multi.txt"
 EXPECTED = json.loads((LETTER_FIXTURES / "EXPECTED.json").read_text(encoding="utf-8"))
 #: Small limits, so that every limit is cheap to cross.
@@ -76,19 +74,9 @@ def served_store(tmp_path_factory: pytest.TempPathFactory) -> ServedStore:
     locations are absolute, so loading needs only ``MLFLOW_TRACKING_URI``.
     """
     root = tmp_path_factory.mktemp("served-store")
-    dataset = write_dataset(root / "dataset")
-    tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)
-        patch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
-        config = load_config(
-            EXPERIMENTS / "tfidf_lr.yaml",
-            [f"data.dataset_dir={dataset}", "evaluation.bootstrap=100", "model.min_df=1"],
-        )
-        result = train(config, models_dir=root / "models", register_model=True)
-        while mlflow.active_run() is not None:
-            mlflow.end_run()
-    return ServedStore(tracking_uri, result)
+    with registered_tfidf_store(root) as result:
+        pass
+    return ServedStore(f"sqlite:///{root / 'mlflow.db'}", result)
 
 
 def _wait_ready(client: TestClient, timeout_s: float = 60.0) -> None:

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -26,12 +25,11 @@ from imr_outcome.cli import app
 from imr_outcome.errors import InvalidInputError
 from imr_outcome.serve.batch import OUTPUT_COLUMNS, ScoreSummary, parts_dir, score_file
 from imr_outcome.serve.predictor import PredictInput, Predictor
-from imr_outcome.train.config import load_config
-from imr_outcome.train.run import TrainResult, train
+from imr_outcome.train.run import TrainResult
 
-from dataset_factory import OVERTURNED_CUE, UPHELD_CUE, write_dataset
+from dataset_factory import OVERTURNED_CUE, UPHELD_CUE
+from model_factory import registered_tfidf_store
 
-EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 MODEL_URI = "models:/imr-outcome@champion"
 #: Text limit of the test predictor, in characters (keeps oversize rows small).
 LIMIT = 2000
@@ -52,18 +50,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainResult]:
     """A tfidf model trained and registered (@champion) in a temporary SQLite store."""
-    root = tmp_path_factory.mktemp("store")
-    dataset = write_dataset(root / "dataset")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-        config = load_config(
-            EXPERIMENTS / "tfidf_lr.yaml",
-            [f"data.dataset_dir={dataset}", "evaluation.bootstrap=100", "model.min_df=1"],
-        )
-        result = train(config, models_dir=root / "models", register_model=True)
-        while mlflow.active_run() is not None:
-            mlflow.end_run()
+    with registered_tfidf_store(tmp_path_factory.mktemp("store")) as result:
         yield result
 
 

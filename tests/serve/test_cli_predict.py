@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -18,13 +17,11 @@ from imr_outcome.data.model_input import MetadataValue, ModelInput, build_model_
 from imr_outcome.data.schema import Letter
 from imr_outcome.serve.schemas import EvidenceSpan
 from imr_outcome.train.artifact import CalibratedModel
-from imr_outcome.train.config import load_config
-from imr_outcome.train.run import TrainResult, train
+from imr_outcome.train.run import TrainResult
 
 from conftest import LETTER_FIXTURES
-from dataset_factory import write_dataset
+from model_factory import registered_tfidf_store
 
-EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 LETTER = LETTER_FIXTURES / "mixed_multi.txt"
 #: A wide console, so that Rich does not wrap what the tests look for.
 WIDE = {"COLUMNS": "250"}
@@ -35,18 +32,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainResult]:
     """A tfidf model trained and registered (@champion) in a temporary SQLite store."""
-    root = tmp_path_factory.mktemp("store")
-    dataset = write_dataset(root / "dataset")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-        config = load_config(
-            EXPERIMENTS / "tfidf_lr.yaml",
-            [f"data.dataset_dir={dataset}", "evaluation.bootstrap=100", "model.min_df=1"],
-        )
-        result = train(config, models_dir=root / "models", register_model=True)
-        while mlflow.active_run() is not None:
-            mlflow.end_run()
+    with registered_tfidf_store(tmp_path_factory.mktemp("store")) as result:
         yield result
 
 

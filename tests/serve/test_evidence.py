@@ -1,8 +1,6 @@
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import re
 from pathlib import Path
 
@@ -31,6 +29,8 @@ from imr_outcome.train.calibration import make_calibrator
 from imr_outcome.train.config import ModelConfig, TrainingConfig
 from imr_outcome.train.encoders import encode_windows
 from imr_outcome.train.transformer import TransformerClassifier
+
+from model_factory import fit_toy_transformer
 
 IntArray = npt.NDArray[np.int64]
 
@@ -85,37 +85,10 @@ def _wrap(classifier: TransformerClassifier | TfidfLogReg, explainer: str) -> Ca
 
 
 def toy_transformer(tiny_bert: Path) -> TransformerClassifier:
-    """The toy transformer, fitted once per session and shared by the serve test modules.
-
-    The fit is saved under ``tiny_bert``'s session temp folder, named by a fingerprint of
-    the training data and settings, so a module training anything else fits its own.
-    """
+    """The tiny BERT fitted on the toy set (one fit per session, see
+    :func:`model_factory.fit_toy_transformer`)."""
     inputs, labels = _toy_set()
-    training = TrainingConfig(
-        epochs=20,
-        batch_size=8,
-        learning_rate=5e-3,
-        windows_per_item=None,
-        precision="fp32",
-        torch_threads=2,
-    )
-    config = ModelConfig(base_model=str(tiny_bert), max_length=64, stride=16)
-    recipe = [
-        [(i.text, i.text_pair, i.request_offset) for i in inputs],
-        labels.tolist(),
-        config.model_dump(mode="json"),
-        training.model_dump(mode="json"),
-    ]
-    digest = hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:16]
-    saved = tiny_bert.parent / f"toy-transformer-{digest}"
-    if (saved / "transformer.json").is_file():
-        return TransformerClassifier.load(saved)
-    classifier = TransformerClassifier(config, training).fit(inputs, labels)
-    logits = classifier.logits(inputs)
-    learned = ((logits[:, 1] > logits[:, 0]) == labels).mean()
-    assert learned == 1.0, f"the toy transformer did not learn the cue (accuracy {learned})"
-    classifier.save(saved)
-    return classifier
+    return fit_toy_transformer(tiny_bert, inputs, labels)
 
 
 @pytest.fixture(scope="module")

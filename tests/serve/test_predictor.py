@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pytest
 
@@ -34,16 +33,13 @@ from imr_outcome.serve.predictor import (
 )
 from imr_outcome.serve.schemas import EvidenceSpan
 from imr_outcome.train.artifact import CalibratedModel
-from imr_outcome.train.config import load_config
 from imr_outcome.train.encoders import encode_windows, load_tokenizer
 from imr_outcome.train.ood import MahalanobisOod
-from imr_outcome.train.run import TrainResult, train
+from imr_outcome.train.run import TrainResult
 from imr_outcome.train.transformer import TransformerClassifier
 
-from dataset_factory import OVERTURNED_CUE, UPHELD_CUE, write_dataset
-from model_factory import write_untrained_transformer
-
-EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+from dataset_factory import OVERTURNED_CUE, UPHELD_CUE
+from model_factory import registered_tfidf_store, write_untrained_transformer
 
 SUMMARY = (
     "The injured worker is a 44 year old male with chronic low back pain radiating to the "
@@ -64,17 +60,7 @@ class Store:
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     """A tfidf model trained and registered (@champion) in a temporary SQLite store."""
     root = tmp_path_factory.mktemp("store")
-    dataset = write_dataset(root / "dataset")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-        config = load_config(
-            EXPERIMENTS / "tfidf_lr.yaml",
-            [f"data.dataset_dir={dataset}", "evaluation.bootstrap=100", "model.min_df=1"],
-        )
-        result = train(config, models_dir=root / "models", register_model=True)
-        while mlflow.active_run() is not None:
-            mlflow.end_run()
+    with registered_tfidf_store(root) as result:
         yield Store(root, result)
 
 

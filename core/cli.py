@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
 from imr_outcome.cli_serve import serve_command
+from imr_outcome.console import console, err_console
+from imr_outcome.console import fail as _fail
 from imr_outcome.errors import ImrOutcomeError
 
 app = typer.Typer(
@@ -31,9 +32,6 @@ download_app = typer.Typer(help="Download public IMR data.")
 app.add_typer(data_app, name="data")
 data_app.add_typer(download_app, name="download")
 app.command("serve")(serve_command)
-
-console = Console()
-err_console = Console(stderr=True)
 
 
 @app.callback()
@@ -52,11 +50,6 @@ def main(
         format="%(message)s",
         handlers=[RichHandler(console=err_console, show_path=False)],
     )
-
-
-def _fail(exc: ImrOutcomeError) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {exc}")
-    return typer.Exit(code=2)
 
 
 def _print_card(card: dict[str, Any]) -> None:

@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from imr_outcome.console import fail
+
 #: Defaults of the serving limits (see ``imr_outcome.serve.api_limits.ServeSettings``).
 _MAX_CHARS = 100_000
 _MAX_UPLOAD_BYTES = 10 * 1024 * 1024
@@ -74,8 +76,7 @@ def serve_command(
             max_upload_bytes=max_upload_bytes,
         )
     except InvalidInputError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from exc
+        raise fail(exc) from exc
 
     server: uvicorn.Server | None = None
 
@@ -89,5 +90,4 @@ def serve_command(
     server.run()
     error = app.state.server.error
     if error is not None:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(code=2)
+        raise fail(error)

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from imr_outcome.data.model_input import MetadataValue, ModelInput, build_model_input
-from imr_outcome.data.schema import LABELS
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError
 from imr_outcome.serve.evidence import (
     Attribution,
@@ -23,26 +22,18 @@ from imr_outcome.serve.evidence import (
     word_scores,
 )
 from imr_outcome.serve.schemas import EvidenceSpan
-from imr_outcome.train.artifact import CalibratedModel, ModelInfo
+from imr_outcome.train.artifact import CalibratedModel
 from imr_outcome.train.baselines import TfidfLogReg
-from imr_outcome.train.calibration import make_calibrator
 from imr_outcome.train.config import ModelConfig, TrainingConfig
 from imr_outcome.train.encoders import encode_windows
 from imr_outcome.train.transformer import TransformerClassifier
 
-from model_factory import fit_toy_transformer
+from toy_cue import CUE, FILLER, REQUEST, toy_inputs, toy_items, toy_transformer
+from toy_cue import toy_info as _info
+from toy_cue import wrap_toy as _wrap
 
 IntArray = npt.NDArray[np.int64]
 
-FILLER = [
-    "Lumbar pain persists.",
-    "Medications include ibuprofen.",
-    "Seen in follow-up today.",
-    "Gait is normal.",
-]
-#: The only difference between the classes: one word ("functional" vs "without"), same length.
-CUE = {1: "Functional improvement documented.", 0: "Without improvement documented."}
-REQUEST = "Physical therapy x 12 visits"
 METADATA: dict[str, MetadataValue] = {
     "patient_age": 48,
     "patient_sex": "Female",
@@ -53,42 +44,8 @@ METADATA: dict[str, MetadataValue] = {
 def _toy_set(
     n: int = 24, seed: int = 0, metadata: dict[str, MetadataValue] | None = None
 ) -> tuple[list[ModelInput], IntArray]:
-    """Invented, separable items: Overturned summaries say "Functional", Upheld ones "Without"."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n, dtype=np.int64) % 2
-    inputs = [
-        build_model_input(REQUEST, " ".join(rng.choice(FILLER, 2)) + " " + CUE[int(y)], metadata)
-        for y in labels
-    ]
-    return inputs, labels
-
-
-def _info(kind: str, explainer: str) -> ModelInfo:
-    return ModelInfo(
-        kind=kind,
-        labels=LABELS,
-        split="dwc",
-        base_model="tiny",
-        max_length=64,
-        data_fingerprint="toy",
-        trained_groups=24,
-        config_name="toy",
-        explainer=explainer,
-        created=ModelInfo.now(),
-    )
-
-
-def _wrap(classifier: TransformerClassifier | TfidfLogReg, explainer: str) -> CalibratedModel:
-    inputs, labels = _toy_set(4)
-    calibrator = make_calibrator("none").fit(classifier.logits(inputs), labels)
-    return CalibratedModel(classifier, calibrator, 0.5, _info(classifier.kind, explainer))
-
-
-def toy_transformer(tiny_bert: Path) -> TransformerClassifier:
-    """The tiny BERT fitted on the toy set (one fit per session, see
-    :func:`model_factory.fit_toy_transformer`)."""
-    inputs, labels = _toy_set()
-    return fit_toy_transformer(tiny_bert, inputs, labels)
+    items, labels = toy_items(n, seed, metadata=metadata)
+    return toy_inputs(items), labels
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,9 @@ import math
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 
-from imr_outcome.data.model_input import MetadataValue, ModelInput, build_model_input
+from imr_outcome.data.model_input import build_model_input
 from imr_outcome.data.schema import LABELS
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError
 from imr_outcome.serve.faithfulness import (
@@ -18,67 +17,15 @@ from imr_outcome.serve.faithfulness import (
     pooled,
     rationale_sizes,
 )
-from imr_outcome.train.artifact import CalibratedModel, ModelInfo
+from imr_outcome.train.artifact import CalibratedModel
 from imr_outcome.train.baselines import TfidfLogReg
-from imr_outcome.train.calibration import make_calibrator
 from imr_outcome.train.config import ModelConfig, TrainingConfig
 from imr_outcome.train.pipeline import Rows
-from imr_outcome.train.transformer import TransformerClassifier
 
-from model_factory import fit_toy_transformer
-
-IntArray = npt.NDArray[np.int64]
-Item = tuple[str, str, dict[str, MetadataValue] | None]
-
-FILLER = [
-    "Lumbar pain persists.",
-    "Medications include ibuprofen.",
-    "Seen in follow-up today.",
-    "Gait is normal.",
-]
-#: The only difference between the classes: one word, the same number of tokens.
-CUE = {1: "Functional improvement documented.", 0: "Without improvement documented."}
-REQUEST = "Physical therapy x 12 visits"
-
-
-def _items(n: int, seed: int, n_filler: int = 2) -> tuple[list[Item], IntArray]:
-    """Invented, separable items: Overturned summaries say "Functional", Upheld "Without"."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n, dtype=np.int64) % 2
-    items: list[Item] = [
-        (REQUEST, " ".join(rng.choice(FILLER, n_filler)) + " " + CUE[int(y)], None) for y in labels
-    ]
-    return items, labels
-
-
-def _inputs(items: list[Item]) -> list[ModelInput]:
-    return [build_model_input(request, summary, metadata) for request, summary, metadata in items]
-
-
-def _wrap(classifier: TransformerClassifier | TfidfLogReg, explainer: str) -> CalibratedModel:
-    items, labels = _items(4, seed=1)
-    calibrator = make_calibrator("none").fit(classifier.logits(_inputs(items)), labels)
-    info = ModelInfo(
-        kind=classifier.kind,
-        labels=LABELS,
-        split="dwc",
-        base_model="tiny",
-        max_length=64,
-        data_fingerprint="toy",
-        trained_groups=24,
-        config_name="toy",
-        explainer=explainer,
-        created=ModelInfo.now(),
-    )
-    return CalibratedModel(classifier, calibrator, 0.5, info)
-
-
-def toy_transformer(tiny_bert: Path) -> TransformerClassifier:
-    """The tiny BERT fitted on the toy set (one fit per session, see
-    :func:`model_factory.fit_toy_transformer`)."""
-    items, labels = _items(24, seed=0)
-    inputs = _inputs(items)
-    return fit_toy_transformer(tiny_bert, inputs, labels)
+from toy_cue import CUE, Item, toy_transformer
+from toy_cue import toy_inputs as _inputs
+from toy_cue import toy_items as _items
+from toy_cue import wrap_toy as _wrap
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from imr_outcome import cli
 from imr_outcome.cli import app
+from imr_outcome.console import console
 from imr_outcome.data.dataset import load_dataset
 from imr_outcome.errors import InvalidInputError, ModelNotFoundError
 from imr_outcome.serve.predictor import Predictor
@@ -394,8 +394,8 @@ def test_cli_retrain_with_a_tiny_bert_force_and_models_list(
     store: Store, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # one table line per model version, whatever the terminal
-    monkeypatch.setattr(cli.console, "_width", 200)
-    monkeypatch.setattr(cli.console, "_height", 50)
+    monkeypatch.setattr(console, "_width", 200)
+    monkeypatch.setattr(console, "_height", 50)
     letters = store.work / "new"
     write_letters(letters, 0, 24, new_cues=False)
     runner = CliRunner()

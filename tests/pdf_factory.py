@@ -147,14 +147,7 @@ def make_letter_pdf(
                 new_x=XPos.LMARGIN,
                 new_y=YPos.NEXT,
             )
-    if encrypt:
-        pdf.set_encryption(
-            owner_password=OWNER_PASSWORD,
-            user_password="",
-            encryption_method=EncryptionMethod.AES_128,
-        )
-    pdf.output(str(path))
-    return path
+    return _save(pdf, path, encrypt)
 
 
 def _scan_image(width_px: int = 850, height_px: int = 1100) -> Image.Image:
@@ -209,6 +202,12 @@ def make_scanned_pdf(path: Path, *, pages: int = 1, encrypt: bool = False) -> Pa
         pdf.line(x1=30, y1=pdf.h - 40, x2=90, y2=pdf.h - 34)
         pdf.set_fill_color(200, 200, 200)
         pdf.ellipse(x=pdf.w - 62, y=22, w=12, h=12, style="DF")
+    return _save(pdf, path, encrypt)
+
+
+def _save(pdf: FPDF, path: Path, encrypt: bool) -> Path:
+    """Write ``pdf`` to ``path``, AES-128 encrypted with an empty user password when
+    ``encrypt`` (as the real DWC letters are)."""
     if encrypt:
         pdf.set_encryption(
             owner_password=OWNER_PASSWORD,

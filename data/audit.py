@@ -11,6 +11,10 @@ Two ways a model can learn the answer instead of the case:
    two letters of one patient) must share a fold. :func:`near_duplicate_groups` finds
    them with MinHash LSH (Broder 1997, "On the resemblance and containment of
    documents"; ``datasketch``) so the dataset builder can merge their groups first.
+
+DMHC summaries are also checked sentence by sentence for the reviewer's reasoning
+(:func:`audit_dmhc_reasoning`), with the same cue list the DMHC splitter uses
+(:data:`imr_outcome.data.reasoning_cues.CUES`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from dataclasses import dataclass
 
 from datasketch import MinHash, MinHashLSH
 
+from imr_outcome.data.dmhc_findings import split_sentences
 from imr_outcome.data.model_input import record_model_input
+from imr_outcome.data.reasoning_cues import find_cues
 from imr_outcome.data.schema import ItemRecord
 
 #: Outcome language that must never appear in model input (name, pattern).
@@ -69,14 +75,52 @@ class LeakageFinding:
     end: int
 
 
+def audit_dmhc_reasoning(records: Sequence[ItemRecord]) -> list[LeakageFinding]:
+    """Scan the summary of every DMHC row for reviewer-reasoning cues, sentence by sentence.
+
+    The summary is split with the splitter's own sentence splitter; its first sentence is
+    the request sentence, which (like a sentence stating a party's position) may hold
+    judgement and literature words but no section or connective cue (see
+    :func:`imr_outcome.data.reasoning_cues.find_cues`). Rows of other sources are skipped.
+
+    Args:
+        records: dataset rows.
+
+    Returns:
+        One finding per cue hit, pattern ``"DMHC reasoning cue '<name>'"``, segment
+        ``"text_pair"``, offsets in the summary; empty when the summaries are clean.
+    """
+    findings: list[LeakageFinding] = []
+    for record in records:
+        if record.source != "dmhc" or not record.summary:
+            continue
+        cursor = 0
+        for i, sentence in enumerate(split_sentences(record.summary)):
+            offset = record.summary.find(sentence, cursor)
+            offset = cursor if offset < 0 else offset
+            cursor = offset + len(sentence)
+            for hit in find_cues(sentence, position=i == 0):
+                findings.append(
+                    LeakageFinding(
+                        record.id,
+                        "text_pair",
+                        f"DMHC reasoning cue '{hit.name}'",
+                        offset + hit.start,
+                        offset + hit.end,
+                    )
+                )
+    return findings
+
+
 def audit_outcome_language(records: Sequence[ItemRecord]) -> list[LeakageFinding]:
-    """Scan every model input for outcome language.
+    """Scan every model input for outcome language, and DMHC summaries for reasoning.
 
     Args:
         records: dataset rows; each is rendered with ``record_model_input``.
 
     Returns:
-        One finding per match, in row order; empty when the inputs are clean.
+        One finding per match of :data:`OUTCOME_PATTERNS`, in row order, then the
+        findings of :func:`audit_dmhc_reasoning`; empty when the inputs are clean.
     """
     findings: list[LeakageFinding] = []
     for record in records:
@@ -85,7 +129,7 @@ def audit_outcome_language(records: Sequence[ItemRecord]) -> list[LeakageFinding
             for name, pattern in OUTCOME_PATTERNS:
                 for m in pattern.finditer(text):
                     findings.append(LeakageFinding(record.id, segment, name, m.start(), m.end()))
-    return findings
+    return findings + audit_dmhc_reasoning(records)
 
 
 def _shingles(text: str, k: int = 5) -> set[bytes]:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from imr_outcome.data.dataset import DATASET_FORMAT_VERSION, BuiltDataset
+from imr_outcome.data.dmhc_findings import FindingsStats
 from imr_outcome.data.ingest import IngestReport
 from imr_outcome.data.schema import LABELS
 
@@ -33,19 +34,28 @@ def _length_stats(texts: list[str]) -> dict[str, Any]:
     }
 
 
-def build_card(built: BuiltDataset, report: IngestReport, sources: list[str]) -> dict[str, Any]:
+def build_card(
+    built: BuiltDataset,
+    report: IngestReport,
+    sources: list[str],
+    dmhc_findings: FindingsStats | None = None,
+) -> dict[str, Any]:
     """Assemble the dataset card as a JSON-ready dict.
 
     Args:
         built: the built dataset.
         report: what ingestion saw (files, failures, exclusions).
         sources: the source paths given to the build.
+        dmhc_findings: the counts of the DMHC ``Findings`` split, summed over the DMHC
+            files read (``DmhcLoadResult.findings``), or None when not collected.
 
     Returns:
-        The card: ``fingerprint``, ``sources``, ``ingest``, per-split ``splits`` (items,
-        groups, label counts and Overturned rate, partial authorizations, metadata
-        coverage, text-length percentiles in words and characters, per-fold counts,
-        time-split counts) and ``leakage_audit``.
+        The card: ``fingerprint``, ``sources``, ``ingest`` (with ``excluded_by_reason``),
+        per-split ``splits`` (items, groups, items with a summary, label counts and
+        Overturned rate, partial authorizations, metadata coverage, text-length
+        percentiles in words and characters, per-fold counts, time-split counts),
+        ``leakage_audit``, and ``dmhc_findings`` when given (rows kept, excluded by
+        reason, sentences kept and dropped by label, background-word percentiles).
     """
     splits: dict[str, Any] = {}
     for name, data in built.dataset.items():
@@ -60,6 +70,7 @@ def build_card(built: BuiltDataset, report: IngestReport, sources: list[str]) ->
         splits[name] = {
             "items": n,
             "groups": len(set(data["group_id"])),
+            "with_summary": int(sum(bool(text) for text in data["summary"])),
             "fold_groups": len(set(data["fold_group"])),
             "labels": {label: counts.get(label, 0) for label in LABELS},
             "overturned_rate": round(counts.get("Overturned", 0) / n, 4) if n else None,
@@ -93,6 +104,9 @@ def build_card(built: BuiltDataset, report: IngestReport, sources: list[str]) ->
             "failures": len(report.failures),
             "skipped_files": len(report.skipped),
             "excluded_table_rows": len(report.excluded_rows),
+            "excluded_by_reason": dict(
+                sorted(Counter(row["reason"] for row in report.excluded_rows).items())
+            ),
         },
         "splits": splits,
         "leakage_audit": {
@@ -101,7 +115,7 @@ def build_card(built: BuiltDataset, report: IngestReport, sources: list[str]) ->
             "groups_straddling_folds": 0,
             "passed": True,
         },
-    }
+    } | ({"dmhc_findings": dmhc_findings.to_json()} if dmhc_findings is not None else {})
 
 
 def render_markdown(card: dict[str, Any]) -> str:
@@ -142,12 +156,35 @@ def render_markdown(card: dict[str, Any]) -> str:
             f"| {s['partial_authorizations']} | {s['request_length']['words']['p50']} "
             f"| {s['summary_length']['words']['p50']} / {s['summary_length']['words']['p95']} |"
         )
+    lines += _findings_markdown(card.get("dmhc_findings"))
     for name, s in card["splits"].items():
         lines += ["", f"## {name}: folds", "", "| fold | items | Overturned |", "|---|---|---|"]
         lines += [f"| {k} | {v['items']} | {v['Overturned']} |" for k, v in s["folds"].items()]
         known = ", ".join(f"{k} {v}/{s['items']}" for k, v in s["metadata_known"].items())
         lines += ["", f"Metadata known: {known}. Time split: {s['time_split']}."]
     return "\n".join(lines) + "\n"
+
+
+def _findings_markdown(findings: dict[str, Any] | None) -> list[str]:
+    """The DMHC Findings section of the Markdown card (empty when not collected)."""
+    if not findings:
+        return []
+    words = findings["background_words"]
+    lines = [
+        "",
+        "## dmhc: Findings split (background kept, reviewer reasoning dropped)",
+        "",
+        f"- Rows with Findings: {findings['rows_with_findings']}; kept "
+        f"{findings['rows_kept']} ({findings['rows_request_only']} with the request "
+        "sentence only)",
+        f"- Sentences kept {findings['sentences_kept']}, dropped "
+        f"{findings['sentences_dropped']}: "
+        + ", ".join(f"{k} {v}" for k, v in findings["sentences_dropped_by_label"].items()),
+        f"- Background words p5/p25/p50/p75/p95/max: {words['p5']}/{words['p25']}/"
+        f"{words['p50']}/{words['p75']}/{words['p95']}/{words['max']}",
+    ]
+    lines += [f"- Excluded ({n}): {reason}" for reason, n in findings["rows_excluded"].items()]
+    return lines
 
 
 def write_card(card: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:

@@ -12,10 +12,17 @@ Two schemas are read, told apart by the header line:
 - ``"portal"``: the current portal CSV, ``,``-separated and quoted, columns ``ReferenceID``,
   ``ReportYear``, ..., ``Findings``; encoded Windows-1252, with HTML entities and mojibake.
 
-Only the pre-decision background of ``Findings`` (the "Nature of Statutory Criteria/Case
-Summary:" paragraph) becomes ``summary``; the reviewer's findings and result are outcome
-text and are cut off. A portal row whose background cannot be isolated safely is excluded
-and reported in :attr:`DmhcLoadResult.excluded`, never guessed.
+Only the pre-decision background of ``Findings`` becomes ``summary``: the request
+sentence and the facts about this patient up to the reviewer's first evaluative sentence,
+split sentence by sentence by :func:`imr_outcome.data.dmhc_findings.split_findings`; the
+reviewer's guideline quotes, judgements, verdict and credentials are dropped. A portal
+row without a request sentence is excluded and reported in
+:attr:`DmhcLoadResult.excluded`, never guessed.
+
+Text rows (portal) and no-text rows (2016 snapshot) are one source, ``"dmhc"``, and so
+one split of the dataset: the same population (the full portal export covers
+2001-present and is the 2016 snapshot plus ``Findings``), the same label and the same
+pre-filing metadata; a row without text simply has ``summary == ""``.
 """
 
 from __future__ import annotations
@@ -24,16 +31,14 @@ import csv
 import html
 import io
 import logging
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
-import ftfy
-import ftfy.bad_codecs  # registers the "sloppy-windows-1252" codec
-import ftfy.fixes
+import ftfy.bad_codecs  # noqa: F401  (registers the "sloppy-windows-1252" codec)
 import pandas as pd
 
+from imr_outcome.data.dmhc_findings import FindingsStats, fix_text, split_findings
 from imr_outcome.data.schema import LABELS, ItemRecord
 from imr_outcome.errors import InvalidInputError, ParseError
 
@@ -95,55 +100,16 @@ _RECORD_COLUMNS: Final[tuple[str, ...]] = (
     "age_range",
     "patient_gender",
 )
-#: A UTF-8 lead byte then a continuation byte (0x80-0xBF), read as Windows-1252 or Latin-1.
-_CONTINUATION_BYTES: Final = bytes(range(0x80, 0xC0))
-_MOJIBAKE_HINT_RE: Final = re.compile(
-    "[\u00c2-\u00f4]["
-    + re.escape(
-        _CONTINUATION_BYTES.decode("sloppy-windows-1252") + _CONTINUATION_BYTES.decode("latin-1")
-    )
-    + "]"
-)
-#: A run of non-blank characters holding at least one non-ASCII character.
-_NON_ASCII_TOKEN_RE: Final = re.compile(r"[^ \t\r\n]*[^\x00-\x7f][^ \t\r\n]*")
 _SEXES: Final[frozenset[str]] = frozenset({"female", "male"})
-
-#: Start of the pre-decision background inside ``Findings``.
-_START_RE: Final = re.compile(r"nature\s+of\s+statutory\s+criteria\s*/\s*case\s+summary\s*:", re.I)
-#: Phrases that open the reviewer's findings or result; the background ends at the first.
-END_MARKERS: Final[tuple[str, ...]] = (
-    "Findings:",
-    "The physician reviewer found",
-    "The reviewer found",
-    "Final Result",
-    "The reviewer determined",
-    "reviewers determined",
-    "Credentials/Qualifications",
-)
-_END_RE: Final = re.compile(
-    r"\b(?:" + "|".join(r"\s+".join(map(re.escape, m.split())) for m in END_MARKERS) + ")",
-    re.I,
-)
-#: Words that always state an outcome.
-_OUTCOME_RE: Final = re.compile(r"\b(?:overturn(?:s|ed|ing)?|upheld|uphold(?:s|ing)?)\b", re.I)
-#: Phrases that state an outcome unless the sentence attributes them to a party.
-_SOFT_OUTCOME_RE: Final = re.compile(r"\b(?:should\s+(?:not\s+)?be|medically\s+necessary)\b", re.I)
-_ATTRIBUTION_RE: Final = re.compile(
-    r"\b(?:(?:health|the)\s+plan(?:'s|s)?|denied|denies|deny|denial|believes?|contends?"
-    r"|asserts?|argues?|states?|stated|stating|maintains?|indicated|indicates|according"
-    r"|recommended|recommends)\b",
-    re.I,
-)
-_SENTENCE_SPLIT_RE: Final = re.compile(r"(?<=[.!?])\s+")
 
 
 @dataclass(frozen=True)
 class ExcludedRow:
-    """A portal row left out of the records because its background could not be isolated.
+    """A row left out of the records, with the reason.
 
     Attributes:
         reference_id: the row's DMHC reference id, e.g. ``"MN16-22639"``.
-        reason: why no background was isolated, e.g. ``"no end marker ..."``.
+        reason: why, e.g. :data:`imr_outcome.data.dmhc_findings.NO_REQUEST_REASON`.
     """
 
     reference_id: str
@@ -158,65 +124,25 @@ class DmhcLoadResult:
         records: one :class:`ItemRecord` per kept row, in file order.
         excluded: the rows left out, in file order.
         schema: ``"2016-structured"`` or ``"portal"``, detected from the header.
+        findings: counts of the ``Findings`` split (rows kept and excluded by reason,
+            sentences kept and dropped, background lengths); all zero for the 2016
+            schema, which has no ``Findings``.
     """
 
     records: list[ItemRecord]
     excluded: list[ExcludedRow]
     schema: DmhcSchema
-
-
-def _isolate_background(findings: str) -> tuple[str | None, str]:
-    """Return ``(background, "")``, or ``(None, reason)`` when none can be isolated."""
-    if not findings.strip():
-        return None, "Findings is empty"
-    start = _START_RE.search(findings)
-    if start is None:
-        return None, "no 'Nature of Statutory Criteria/Case Summary:' marker in Findings"
-    end = _END_RE.search(findings, start.end())
-    if end is None:
-        return None, (
-            "no end marker (e.g. 'Findings:' or 'Final Result') after the case summary, "
-            "so the decision may be inside it"
-        )
-    background = _fix_text(findings[start.end() : end.start()])
-    if not background:
-        return None, "the case summary is empty"
-    hit = _OUTCOME_RE.search(background)  # conclusive in any sentence
-    if hit is None and _SOFT_OUTCOME_RE.search(background):
-        for sentence in _SENTENCE_SPLIT_RE.split(background):
-            hit = _SOFT_OUTCOME_RE.search(sentence)
-            if hit is not None and not _ATTRIBUTION_RE.search(sentence):
-                break
-            hit = None
-    if hit is not None:
-        phrase = hit.group(0).lower()
-        return None, f"the case summary states an outcome ('{phrase}' in a conclusive sentence)"
-    return background, ""
+    findings: FindingsStats = field(default_factory=FindingsStats)
 
 
 def extract_background(findings: str) -> str | None:
-    """Isolate the pre-decision background from a DMHC ``Findings`` narrative.
+    """The kept background of one ``Findings`` text, or None when the row is excluded.
 
-    The background is the text after "Nature of Statutory Criteria/Case Summary:" and
-    before the earliest of :data:`END_MARKERS` (case-insensitive, any of them may be
-    missing), with whitespace collapsed to single spaces.
-
-    A sentence of the background is conclusive, and the background is rejected, when it
-    contains "overturn(ed)", "upheld" or "uphold", or when it contains "should (not) be" or
-    "medically necessary" without attributing it to a party (the health plan, a denial,
-    or someone who believes/states/recommends it). So "The health plan denied the request
-    as not medically necessary." is kept; "The requested surgery is medically necessary."
-    is not.
-
-    Args:
-        findings: the ``Findings`` text of one row, already decoded and unescaped.
-
-    Returns:
-        The background (non-empty, single-spaced), or None when the start marker is
-        missing, no end marker follows it (the verdict might be inside), the background is
-        empty, or it contains a conclusive outcome sentence.
+    Shorthand for :func:`imr_outcome.data.dmhc_findings.split_findings` ``.background``:
+    the request sentence, then the facts about this patient up to the reviewer's first
+    evaluative sentence, single-spaced.
     """
-    return _isolate_background(findings)[0]
+    return split_findings(findings).background
 
 
 def _decode(raw: bytes) -> tuple[str, str]:
@@ -246,25 +172,6 @@ def _detect_schema(header: str, source: Path) -> DmhcSchema:
     )
 
 
-def _fix_token(match: re.Match[str]) -> str:
-    token = match.group(0)
-    if _MOJIBAKE_HINT_RE.search(token):
-        return ftfy.fix_text(token, unescape_html=False)
-    return ftfy.fixes.uncurl_quotes(token)
-
-
-def _fix_text(value: str) -> str:
-    """Repair mojibake (ftfy), straighten curly quotes and collapse whitespace.
-
-    ftfy costs about 2 ms per kilobyte, so it runs only on the space-delimited tokens that
-    hold a UTF-8 lead character followed by a continuation character, the mark of UTF-8
-    read as Windows-1252; other non-ASCII tokens only have their quotes straightened.
-    """
-    if not value.isascii():
-        value = _NON_ASCII_TOKEN_RE.sub(_fix_token, value)
-    return " ".join(value.split())
-
-
 def _read_frame(path: Path) -> tuple[pd.DataFrame, DmhcSchema]:
     """Read, decode and clean the file; columns renamed to internal names."""
     text, encoding = _decode(path.read_bytes())
@@ -289,12 +196,9 @@ def _read_frame(path: Path) -> tuple[pd.DataFrame, DmhcSchema]:
     frame.columns = [str(c).strip().lstrip("\ufeff") for c in frame.columns]
     frame = frame.rename(columns=_COLUMNS[schema])
     used = [*_RECORD_COLUMNS, "report_year", "determination"]
-    if schema == "portal":
-        # Entities decode everywhere; Findings is cleaned after the background is cut out.
-        frame = frame[[*used, "findings"]].map(lambda v: html.unescape(v) if "&" in v else v)
-    else:
-        frame = frame[used]
-    frame[used] = frame[used].map(_fix_text)
+    # Findings is cleaned by split_findings, sentence by sentence.
+    frame = frame[[*used, "findings"]] if schema == "portal" else frame[used]
+    frame[used] = frame[used].map(lambda v: fix_text(html.unescape(v) if "&" in v else v))
     logger.info("read %d rows (%s schema, %s) from %s", len(frame), schema, encoding, path)
     return frame, schema
 
@@ -363,10 +267,11 @@ def load_dmhc(path: str | Path) -> DmhcLoadResult:
 
     Each row becomes one :class:`ItemRecord` with ``id = group_id =`` the reference id,
     ``source = "dmhc"``, ``label`` 0 (Upheld) or 1 (Overturned), ``request`` =
-    ``"TreatmentCategory: TreatmentSubCategory"``, ``summary`` = the isolated background
-    (``""`` for the 2016 schema, which has no Findings), ``age_range`` with the ``11_20``
-    typo written ``11-20``, ``patient_sex`` ``"female"``/``"male"``/None, ``imr_type``
-    from ``Type``, ``request_category`` = TreatmentCategory, ``report_year`` (2001-...), and
+    ``"TreatmentCategory: TreatmentSubCategory"``, ``summary`` = the kept background of
+    ``Findings`` (request sentence first; ``""`` for the 2016 schema, which has none),
+    ``age_range`` with the ``11_20`` typo written ``11-20``, ``patient_sex``
+    ``"female"``/``"male"``/None, ``imr_type`` from ``Type``, ``request_category`` =
+    TreatmentCategory, ``report_year`` (2001-...), and
     ``event_date = "<year>-12-31"``: only the year is published, so the last day of the
     report year stands in for the decision date. Empty strings become None.
 
@@ -374,9 +279,11 @@ def load_dmhc(path: str | Path) -> DmhcLoadResult:
         path: the CSV file, UTF-8 or Windows-1252.
 
     Returns:
-        The kept records and the excluded rows, each with a reason: portal rows whose
-        background cannot be isolated (see :func:`extract_background`), and rows of either
-        schema with neither a treatment category nor a subcategory (no request to predict).
+        The kept records, the excluded rows, each with a reason (portal rows whose
+        ``Findings`` have no request sentence, see
+        :func:`~imr_outcome.data.dmhc_findings.split_findings`, and rows of either schema
+        with neither a treatment category nor a subcategory: no request to predict), and
+        the counts of the ``Findings`` split.
 
     Raises:
         InvalidInputError: ``path`` does not exist.
@@ -397,10 +304,13 @@ def load_dmhc(path: str | Path) -> DmhcLoadResult:
     labels = _labels(frame, path)
     years = _years(frame, path, names["report_year"])
     frame["age_range"] = frame["age_range"].str.replace(r"^(\d+)_(\d+)$", r"\1-\2", regex=True)
+    stats = FindingsStats()
+    isolated: list[tuple[str | None, str]] = [("", "")] * len(frame)
     if schema == "portal":
-        isolated = [_isolate_background(text) for text in frame["findings"]]
-    else:
-        isolated = [("", "")] * len(frame)
+        for i, text in enumerate(frame["findings"]):
+            split = split_findings(text)
+            stats.add(split)
+            isolated[i] = (split.background, split.reason)
 
     records: list[ItemRecord] = []
     excluded: list[ExcludedRow] = []
@@ -436,10 +346,5 @@ def load_dmhc(path: str | Path) -> DmhcLoadResult:
                 report_year=years[i],
             )
         )
-    logger.info(
-        "loaded %d DMHC records from %s (%d excluded: no isolable background)",
-        len(records),
-        path,
-        len(excluded),
-    )
-    return DmhcLoadResult(records=records, excluded=excluded, schema=schema)
+    logger.info("loaded %d DMHC records from %s (%d excluded)", len(records), path, len(excluded))
+    return DmhcLoadResult(records=records, excluded=excluded, schema=schema, findings=stats)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from imr_outcome.data.dmhc import ExcludedRow, extract_background, load_dmhc
+from imr_outcome.data.dmhc_findings import EMPTY_REASON, NO_REQUEST_REASON
 from imr_outcome.data.schema import ItemRecord
 from imr_outcome.errors import InvalidInputError, ParseError
 
@@ -45,10 +46,7 @@ START = "Nature of Statutory Criteria/Case Summary:"
 )
 def test_background_ends_at_each_marker(end: str) -> None:
     findings = f"{START} An enrollee has requested an MRI of the knee. {end} that it helps."
-    expected = "An enrollee has requested an MRI of the knee."
-    if end.startswith("Three"):
-        expected += " Three physician"
-    assert extract_background(findings) == expected
+    assert extract_background(findings) == "An enrollee has requested an MRI of the knee."
 
 
 def test_background_ends_at_the_earliest_marker_present() -> None:
@@ -60,7 +58,7 @@ def test_background_ends_at_the_earliest_marker_present() -> None:
     assert extract_background(findings) == "An enrollee, aged 40, has requested an MRI."
 
 
-def test_background_keeps_the_plans_position() -> None:
+def test_background_keeps_the_parties_positions() -> None:
     findings = (
         f"{START} An enrollee has requested an MRI. The health plan denied the request as not "
         "medically necessary. Her physician believes the MRI should be done now. "
@@ -73,20 +71,47 @@ def test_background_keeps_the_plans_position() -> None:
 
 
 @pytest.mark.parametrize(
+    ("findings", "background"),
+    [
+        (
+            "An enrollee has requested an MRI. Findings: The reviewer found it appropriate.",
+            "An enrollee has requested an MRI.",
+        ),
+        (  # a general statement: dropped, the row kept
+            f"{START} An enrollee has requested an MRI. The MRI is appropriate.",
+            "An enrollee has requested an MRI.",
+        ),
+        (
+            f"{START} An enrollee has requested an MRI. The denial was overturned. Findings: x",
+            "An enrollee has requested an MRI.",
+        ),
+        (
+            f"{START} An enrollee has requested an MRI. It was upheld on appeal. Findings: x",
+            "An enrollee has requested an MRI.",
+        ),
+        (
+            f"{START} An enrollee has requested an MRI. The MRI should be covered. Findings: x",
+            "An enrollee has requested an MRI.",
+        ),
+        (
+            f"{START} An enrollee has requested an MRI. It is medically necessary. Findings: x",
+            "An enrollee has requested an MRI.",
+        ),
+    ],
+)
+def test_outcome_sentences_are_dropped_and_the_request_kept(findings: str, background: str) -> None:
+    assert extract_background(findings) == background
+
+
+@pytest.mark.parametrize(
     "findings",
     [
         "",
         "   ",
-        "An enrollee has requested an MRI. Findings: The reviewer found it appropriate.",
-        f"{START} An enrollee has requested an MRI. The MRI is appropriate.",
         f"{START}   Findings: The physician reviewer found the MRI appropriate.",
-        f"{START} An enrollee has requested an MRI. The denial was overturned. Findings: x",
-        f"{START} An enrollee has requested an MRI. It was upheld on appeal. Findings: x",
-        f"{START} An enrollee has requested an MRI. The MRI should be covered. Findings: x",
-        f"{START} An enrollee has requested an MRI. It is medically necessary. Findings: x",
     ],
 )
-def test_background_is_none_when_it_cannot_be_isolated(findings: str) -> None:
+def test_background_is_none_without_a_request_sentence(findings: str) -> None:
     assert extract_background(findings) is None
 
 
@@ -197,6 +222,13 @@ def test_load_portal_schema_decodes_and_isolates_backgrounds() -> None:
             "cancer. His urologist states that the scan should be covered because a bone scan "
             'was negative. The plan called the scan "investigational."',
         ),
+        ("MN22-90003", 1, "An enrollee has requested physical therapy for low back pain."),
+        (
+            "MN22-90004",
+            1,
+            "An enrollee has requested reimbursement for a three-day hospital admission.",
+        ),
+        ("UR21-90005", 1, "An enrollee has requested knee arthroscopy for a locked knee."),
         (
             "MN21-90006",
             0,
@@ -223,20 +255,8 @@ def test_load_portal_schema_reports_excluded_rows_with_reasons() -> None:
     result = load_dmhc(FIXTURES / "imr_portal_small.csv")
 
     assert result.excluded == [
-        ExcludedRow(
-            "MN22-90003", "no 'Nature of Statutory Criteria/Case Summary:' marker in Findings"
-        ),
-        ExcludedRow(
-            "MN22-90004",
-            "no end marker (e.g. 'Findings:' or 'Final Result') after the case summary, "
-            "so the decision may be inside it",
-        ),
-        ExcludedRow(
-            "UR21-90005",
-            "the case summary states an outcome ('medically necessary' in a conclusive sentence)",
-        ),
-        ExcludedRow("MN20-90007", "Findings is empty"),
-        ExcludedRow("MN20-90008", "the case summary is empty"),
+        ExcludedRow("MN20-90007", EMPTY_REASON),
+        ExcludedRow("MN20-90008", NO_REQUEST_REASON),
     ]
     kept = {r.id for r in result.records}
     assert kept.isdisjoint(row.reference_id for row in result.excluded)

@@ -218,6 +218,52 @@ def download_dmhc(
     )
 
 
+@download_app.command("dwc")
+def download_dwc(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the letter PDFs.")] = Path(
+        "artifacts/downloads/dwc-letters"
+    ),
+    case: Annotated[
+        list[str] | None, typer.Option("--case", help="A case number, e.g. CM16-0213037.")
+    ] = None,
+    cases_file: Annotated[
+        Path | None, typer.Option(help="A file of case numbers (lines or commas).")
+    ] = None,
+    decided_from: Annotated[
+        str | None, typer.Option("--from", help="Decided on or after (YYYY-MM-DD).")
+    ] = None,
+    decided_to: Annotated[
+        str | None, typer.Option("--to", help="Decided on or before (YYYY-MM-DD).")
+    ] = None,
+    search_url: Annotated[str | None, typer.Option(help="Override the DWC search URL.")] = None,
+    delay: Annotated[float, typer.Option(help="Seconds between requests.")] = 2.0,
+) -> None:
+    """Download DWC IMR final determination letters (resumes; skips letters already saved)."""
+    from rich.markup import escape
+
+    from imr_outcome.data import dwc_download as dwc
+
+    try:
+        report = dwc.download_dwc_letters(
+            out,
+            case_numbers=[
+                *(case or []),
+                *(dwc.read_case_numbers(cases_file) if cases_file else []),
+            ],
+            decided_from=dwc.parse_decision_date(decided_from, "--from") if decided_from else None,
+            decided_to=dwc.parse_decision_date(decided_to, "--to") if decided_to else None,
+            search_url=search_url or dwc.DWC_SEARCH_URL,
+            delay_s=delay,
+        )
+    except ImrOutcomeError as exc:
+        raise _fail(exc) from exc
+    for number, reason in report.failed:
+        err_console.print(f"[bold red]failed:[/] {number}: {escape(reason)}", soft_wrap=True)
+    console.print(f"{out}: {report.summary()}", soft_wrap=True)
+    if report.failed:
+        raise typer.Exit(code=1)
+
+
 models_app = typer.Typer(help="The MLflow model registry.")
 app.add_typer(models_app, name="models")
 

@@ -15,7 +15,7 @@ REQUEST = "The patient has requested authorization and coverage for an insulin p
 
 
 def _dmhc(n: int, summary: str, label: int = 0) -> ItemRecord:
-    return make_record(
+    record: ItemRecord = make_record(
         n,
         source="dmhc",
         id=f"MN24-{n:05d}",
@@ -24,6 +24,7 @@ def _dmhc(n: int, summary: str, label: int = 0) -> ItemRecord:
         label=label,
         request="Durable Medical Equipment: Insulin Pump",
     )
+    return record
 
 
 def test_clean_dmhc_summary_has_no_finding() -> None:

@@ -50,7 +50,7 @@ def build_card(
             files read (``DmhcLoadResult.findings``), or None when not collected.
 
     Returns:
-        The card: ``fingerprint``, ``sources``, ``ingest`` (with ``excluded_by_reason``),
+        The card: ``fingerprint``, ``sources``, ``ingest``, ``excluded_rows_by_reason``,
         per-split ``splits`` (items, groups, items with a summary, label counts and
         Overturned rate, partial authorizations, metadata coverage, text-length
         percentiles in words and characters, per-fold counts, time-split counts),
@@ -104,10 +104,10 @@ def build_card(
             "failures": len(report.failures),
             "skipped_files": len(report.skipped),
             "excluded_table_rows": len(report.excluded_rows),
-            "excluded_by_reason": dict(
-                sorted(Counter(row["reason"] for row in report.excluded_rows).items())
-            ),
         },
+        "excluded_rows_by_reason": dict(
+            sorted(Counter(row["reason"] for row in report.excluded_rows).items())
+        ),
         "splits": splits,
         "leakage_audit": {
             "outcome_language_findings": len(built.leakage),

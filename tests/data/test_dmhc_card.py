@@ -34,7 +34,7 @@ def test_card_counts_text_and_no_text_rows_in_one_dmhc_split() -> None:
         len(portal.records) + len(table.records),
         len(portal.records),
     )
-    assert card["ingest"]["excluded_by_reason"] == {
+    assert card["excluded_rows_by_reason"] == {
         EMPTY_REASON: 1,
         NO_REQUEST_REASON: 1,
         "no treatment category or subcategory": 1,

@@ -38,7 +38,7 @@ from typing import Final, Literal
 import ftfy.bad_codecs  # noqa: F401  (registers the "sloppy-windows-1252" codec)
 import pandas as pd
 
-from imr_outcome.data.dmhc_findings import FindingsStats, fix_text, split_findings
+from imr_outcome.data.dmhc_findings import FindingsStats, fix_text, split_findings, split_many
 from imr_outcome.data.schema import LABELS, ItemRecord
 from imr_outcome.errors import InvalidInputError, ParseError
 
@@ -258,7 +258,7 @@ def _request(category: str, subcategory: str) -> str:
     return category or subcategory
 
 
-def load_dmhc(path: str | Path) -> DmhcLoadResult:
+def load_dmhc(path: str | Path, *, n_jobs: int | None = None) -> DmhcLoadResult:
     """Load a DMHC IMR determinations export into item records.
 
     Source: DMHC "Independent Medical Review (IMR) Determinations, Trend", CHHS Open Data
@@ -277,6 +277,9 @@ def load_dmhc(path: str | Path) -> DmhcLoadResult:
 
     Args:
         path: the CSV file, UTF-8 or Windows-1252.
+        n_jobs: processes splitting ``Findings`` (see
+            :func:`~imr_outcome.data.dmhc_findings.split_many`; None: all cores from
+            2,000 rows on).
 
     Returns:
         The kept records, the excluded rows, each with a reason (portal rows whose
@@ -307,8 +310,7 @@ def load_dmhc(path: str | Path) -> DmhcLoadResult:
     stats = FindingsStats()
     isolated: list[tuple[str | None, str]] = [("", "")] * len(frame)
     if schema == "portal":
-        for i, text in enumerate(frame["findings"]):
-            split = split_findings(text)
+        for i, split in enumerate(split_many(frame["findings"].tolist(), n_jobs)):
             stats.add(split)
             isolated[i] = (split.background, split.reason)
 

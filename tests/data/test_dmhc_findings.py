@@ -353,6 +353,14 @@ def test_request_sentence_may_name_a_benefit_or_a_study() -> None:
     )
 
 
+def test_parallel_split_gives_the_same_records_and_counts() -> None:
+    one, two = load_dmhc(FIXTURE, n_jobs=1), load_dmhc(FIXTURE, n_jobs=2)
+
+    assert two.records == one.records
+    assert two.excluded == one.excluded
+    assert two.findings == one.findings
+
+
 def test_stats_merge_and_empty_json() -> None:
     a, b = FindingsStats(), FindingsStats()
     a.add(split_findings(f"{START} An enrollee has requested an MRI. The patient fell."))

@@ -293,7 +293,7 @@ def _classify(sentences: list[str]) -> tuple[list[Sentence], str]:
         return [Sentence(s, "before_request") for s in sentences], NO_REQUEST_REASON
     labelled = [Sentence(s, "before_request") for s in sentences[:request_at]]
     request = _capitalized(sentences[request_at])
-    bad = [h for h in find_cues(request, position=True)]
+    bad = find_cues(request, position=True)
     labelled.append(Sentence(request, "request", bad[0].name if bad else None))
     if bad:
         return labelled, REQUEST_CUE_REASON

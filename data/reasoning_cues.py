@@ -26,11 +26,14 @@ Cue kinds, and what the splitter does with a sentence that has one:
 - ``"judgement"``: necessity, benefit, criteria-met and missing-documentation
   judgements ("medically necessary", "would not benefit", "does not meet", "no
   documented"). Dropped; the background ends when the sentence is about this patient
-  or the request, otherwise it is a general statement and is dropped. A sentence that
-  reports a party's own position (the health plan's denial, the treating physician's
-  statement) may hold judgement words: that dispute is pre-filing information.
+  or the request, otherwise it is a general statement and is dropped.
 - ``"literature"``: guideline, literature and criteria statements ("Per ASAM criteria",
   "current guidelines recommend", "Researchers explain"). Dropped.
+
+The request sentence, and a sentence that reports a party's own position (the health
+plan's denial, the treating physician's statement; :data:`PARTY_POSITION_RE`), may hold
+judgement and literature words: the dispute itself is pre-filing information. Section
+and connective cues count everywhere.
 """
 
 from __future__ import annotations

@@ -100,6 +100,7 @@ CUES: Final[tuple[Cue, ...]] = (
         r"\b(?:one|two|three|all|both|each|majority)\s+(?:of\s+the\s+)?(?:\w+\s+)?"
         r"(?:physician\s+)?reviewers?\b|\breviewer\s*#?\s*\d",
     ),
+    _cue("reviewer", "section", r"\breviewers?\b"),
     _cue("decision word", "section", r"\b(?:upheld|uphold|overturn(?:ed|s|ing)?)\b"),
     _cue("health plan's denial should", "section", r"\bdenial\s+(?:should|must|is|was)\b"),
     # --- connective: evaluative connectives -------------------------------------
@@ -167,6 +168,7 @@ CUES: Final[tuple[Cue, ...]] = (
         r"\bsupport(?:s|ed|ing)?\s+(?:the\s+|a\s+|an\s+)?(?:use|need|request|indication"
         r"|diagnosis|medical)\b|\b(?:rationale|compelling|extenuating|considered)\b",
     ),
+    _cue("candidate", "judgement", r"\bcandidates?\b"),
     # --- literature: guideline, literature and criteria statements --------------
     _cue(
         "guideline / criteria",
@@ -188,6 +190,12 @@ CUES: Final[tuple[Cue, ...]] = (
         "literature",
         r"\b(?:FDA|food\s+and\s+drug\s+administration|federal\s+agency)\b"
         r"|\b(?:approved|indicated)\s+(?:only\s+)?for\b",
+    ),
+    _cue(
+        "shown / line of therapy",
+        "literature",
+        r"\b(?:been|was|were|is|are)\s+shown\s+to\b|\bsupported\s+by\b"
+        r"|\b(?:first|second|third)[-\s]line\b",
     ),
     _cue("quotation", "literature", r"[\"\u201c\u201d]"),
 )

@@ -35,6 +35,7 @@ REASONING = [
     ("section", "reviewer finding", "The physician reviewer found that surgery is indicated."),
     ("section", "reviewer count", "Two of the three physician reviewers agreed."),
     ("section", "reviewer count", "Reviewer #2 agreed."),
+    ("section", "reviewer", "The reviewer notes a prior fusion at C5-C6."),
     ("section", "decision word", "The denial is overturned."),
     ("section", "health plan's denial should", "Thus the Health Plan's denial should stand."),
     ("connective", "therefore", "Therefore, the MRI is needed."),
@@ -79,6 +80,10 @@ REASONING = [
     ("literature", "literature", "A study showed a 14.9% weight loss over 68 weeks."),
     ("literature", "literature", "A meta-analysis showed fewer fractures."),
     ("literature", "approved / indicated for", "The FDA has approved tofacitinib for colitis."),
+    ("judgement", "candidate", "The patient is a good candidate for a knee replacement."),
+    ("literature", "shown / line of therapy", "Metformin is the first-line therapy for diabetes."),
+    ("literature", "shown / line of therapy", "Proton therapy has been shown to spare tissue."),
+    ("literature", "shown / line of therapy", "This use is supported by two trials."),
     ("literature", "quotation", 'Experts noted, "Imaging is rarely needed."'),
 ]
 

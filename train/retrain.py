@@ -48,10 +48,11 @@ from imr_outcome.data.card import build_card, write_card
 from imr_outcome.data.dataset import BuiltDataset, build_dataset, save_dataset
 from imr_outcome.data.schema import LABELS
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
-from imr_outcome.train.artifact import ARTIFACT_FILE, CalibratedModel
+from imr_outcome.train.artifact import ARTIFACT_FILE
 from imr_outcome.train.config import RunConfig, load_config, save_config
 from imr_outcome.train.evaluate import Evaluation, evaluate_model
 from imr_outcome.train.metrics import flatten_metrics
+from imr_outcome.train.model import OutcomeModel
 from imr_outcome.train.pipeline import Rows, fit_calibrated, rows_from_dataset
 from imr_outcome.train.promotion import Comparison, Decision, compare, decide, describe_rule
 from imr_outcome.train.retrain_data import (
@@ -88,11 +89,11 @@ class Champion:
     """The current champion: its registry entry, loaded model and the letters it saw."""
 
     ref: VersionRef
-    model: CalibratedModel
+    model: OutcomeModel
     letters: frozenset[str]
 
 
-def _load_champion_model(ref: VersionRef, target: Path) -> tuple[CalibratedModel, Path]:
+def _load_champion_model(ref: VersionRef, target: Path) -> tuple[OutcomeModel, Path]:
     """Download the champion's artifact into ``target``; returns the model and its folder.
 
     Raises:
@@ -117,13 +118,13 @@ def _load_champion_model(ref: VersionRef, target: Path) -> tuple[CalibratedModel
         )
     directory = found[0].parent
     try:
-        return CalibratedModel.load(directory), directory
+        return OutcomeModel.load(directory), directory
     except IncompatibleModelError as exc:
         raise IncompatibleModelError(f"champion {uri}: {exc}") from exc
 
 
 def _champion_letters(
-    ref: VersionRef, model_dir: Path, model: CalibratedModel, snapshot: Snapshot
+    ref: VersionRef, model_dir: Path, model: OutcomeModel, snapshot: Snapshot
 ) -> frozenset[str]:
     """The letter ids the champion was fitted and calibrated on (see the module docstring).
 
@@ -167,7 +168,7 @@ def _fingerprint_at(dataset_dir: Path) -> str | None:
         return None
 
 
-def _check_task(config: RunConfig, ref: VersionRef, model: CalibratedModel) -> None:
+def _check_task(config: RunConfig, ref: VersionRef, model: OutcomeModel) -> None:
     if model.info.split != config.data.split or tuple(model.info.labels) != LABELS:
         raise InvalidInputError(
             "data.split",

@@ -21,11 +21,10 @@ import mlflow
 from transformers import TrainerCallback
 
 if TYPE_CHECKING:
-    from imr_outcome.serve.faithfulness import FaithfulnessReport
+    from imr_outcome.train.faithfulness import FaithfulnessReport
 
 from imr_outcome.data.dataset import load_dataset
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.train.artifact import CalibratedModel
 from imr_outcome.train.config import RunConfig, save_config
 from imr_outcome.train.evaluate import (
     Evaluation,
@@ -34,6 +33,7 @@ from imr_outcome.train.evaluate import (
     holdout_split,
 )
 from imr_outcome.train.metrics import flatten_metrics
+from imr_outcome.train.model import OutcomeModel
 from imr_outcome.train.pipeline import Rows, fit_calibrated, rows_from_dataset
 from imr_outcome.train.plots import plot_all
 from imr_outcome.train.tracking import (
@@ -141,7 +141,7 @@ class TrainResult:
     """What ``train`` produced."""
 
     evaluation: Evaluation
-    model: CalibratedModel
+    model: OutcomeModel
     model_dir: Path
     model_uri: str
     run_id: str
@@ -205,20 +205,20 @@ def evaluate(config: RunConfig) -> EvaluateResult:
 
     With ``evaluation.faithfulness_items`` > 0 (and an explainer), each fold model of the
     first repeat also has its explainer's ERASER faithfulness measured on that many of
-    its held-out items (:mod:`imr_outcome.serve.faithfulness`); the pooled figures are
+    its held-out items (:mod:`imr_outcome.train.faithfulness`); the pooled figures are
     logged as ``faithfulness.*`` metrics.
     """
     data = load_training_data(config)
     reports: list[FaithfulnessReport] = []
 
-    def measure_faithfulness(repeat: int, fold: int, model: CalibratedModel, rows: Rows) -> None:
-        from imr_outcome.serve.faithfulness import faithfulness, items_of
+    def measure_faithfulness(repeat: int, fold: int, model: OutcomeModel, rows: Rows) -> None:
+        from imr_outcome.train.faithfulness import faithfulness, items_of
 
         if repeat > 0:
             return
         seed = config.training.seed + fold
         items = items_of(rows, config.evaluation.faithfulness_items, seed)
-        steps = config.evaluation.faithfulness_steps
+        steps = config.ig_steps
         reports.append(faithfulness(model, items, seed=seed, n_steps=steps))
 
     wants_faithfulness = config.evaluation.faithfulness_items > 0 and config.explainer != "none"
@@ -241,7 +241,7 @@ def evaluate(config: RunConfig) -> EvaluateResult:
 
 
 def _log_faithfulness(reports: list[FaithfulnessReport]) -> FaithfulnessReport:
-    from imr_outcome.serve.faithfulness import pooled
+    from imr_outcome.train.faithfulness import pooled
 
     report = pooled(reports)
     log_metrics(

@@ -32,8 +32,8 @@ from imr_outcome.serve.predictor import (
     windows_warning,
 )
 from imr_outcome.serve.schemas import EvidenceSpan
-from imr_outcome.train.artifact import CalibratedModel
 from imr_outcome.train.encoders import encode_windows, load_tokenizer
+from imr_outcome.train.model import OutcomeModel
 from imr_outcome.train.ood import MahalanobisOod
 from imr_outcome.train.run import TrainResult
 from imr_outcome.train.transformer import TransformerClassifier
@@ -494,7 +494,7 @@ def test_evidence_comes_from_the_evidence_module_only_when_asked(
     )
 
     def fake_explain(
-        model: CalibratedModel,
+        model: OutcomeModel,
         model_input: ModelInput,
         request: str,
         summary: str,

@@ -27,6 +27,7 @@ from typing import Literal
 from imr_outcome.data.model_input import MetadataValue
 
 #: Summaries with fewer whitespace-separated words than this get :data:`WARN_SHORT_SUMMARY`.
+MIN_SUMMARY_WORDS = 30
 #: Distinct clinical terms (see :func:`clinical_terms`) a request needs; requests are short
 #: ("Norco 10/325mg #90", "TENS unit"), so one is enough.
 MIN_REQUEST_CLINICAL_TERMS = 1

@@ -18,7 +18,7 @@ import pytest
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.train.artifact import ModelInfo
 from imr_outcome.train.calibration import IdentityCalibrator
-from imr_outcome.train.config import ModelConfig, TrainingConfig, load_config
+from imr_outcome.train.config import TrainingConfig, TransformerConfig, load_config
 from imr_outcome.train.model import OutcomeModel
 from imr_outcome.train.run import TrainResult, train
 from imr_outcome.train.transformer import TransformerClassifier
@@ -103,7 +103,7 @@ def fit_toy_transformer(
         precision="fp32",
         torch_threads=2,
     )
-    config = ModelConfig(base_model=str(tiny_bert), max_length=64, stride=16)
+    config = TransformerConfig(base_model=str(tiny_bert), max_length=64, stride=16)
     recipe = [
         [(i.text, i.text_pair, i.request_offset) for i in inputs],
         labels.tolist(),

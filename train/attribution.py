@@ -587,10 +587,10 @@ def _nothing(
 
 
 StretchFunction = Callable[
-    [OutcomeModel, ModelInput, str, str, int, float | None], list[Attribution]
+    ["OutcomeModel", ModelInput, str, str, int, float | None], list[Attribution]
 ]
 WordFunction = Callable[
-    [OutcomeModel, ModelInput, str, str, int, float | None], list[WordAttribution]
+    ["OutcomeModel", ModelInput, str, str, int, float | None], list[WordAttribution]
 ]
 
 

@@ -46,7 +46,13 @@ from imr_outcome.data.model_input import ModelInput
 from imr_outcome.data.schema import LABELS, PREFILING_FIELDS
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
 from imr_outcome.train.base import ItemScores, Logits, single_windows
-from imr_outcome.train.config import ModelConfig, TrainingConfig
+from imr_outcome.train.config import (
+    MetadataConfig,
+    ModelConfig,
+    TfidfConfig,
+    TrainingConfig,
+    model_config,
+)
 from imr_outcome.train.metrics import as_labels
 
 logger = logging.getLogger(__name__)
@@ -102,7 +108,9 @@ def _check_training_set(
     return y
 
 
-def _logistic_regression(model: ModelConfig, training: TrainingConfig) -> LogisticRegression:
+def _logistic_regression(
+    model: TfidfConfig | MetadataConfig, training: TrainingConfig
+) -> LogisticRegression:
     """L2-regularized logistic regression (lbfgs), see the scikit-learn user guide §1.1.11.
 
     ``class_weight="balanced"`` weights class k by ``n / (2 * n_k)``, so both classes
@@ -332,7 +340,7 @@ class _SklearnClassifier:
                 f"reads {FORMAT_VERSION}; retrain or install the matching imr-outcome version"
             )
         try:
-            model = ModelConfig.model_validate(description["model"])
+            model = model_config(description["model"])
             training = TrainingConfig.model_validate(description["training"])
         except (KeyError, ValidationError) as exc:
             raise IncompatibleModelError(

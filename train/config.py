@@ -7,11 +7,12 @@ the model and logged to MLflow as flat dot-keys (:func:`flatten`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from imr_outcome.errors import InvalidInputError
 from imr_outcome.train.attribution import EXPLAINERS, IG_STEPS
@@ -44,16 +45,13 @@ class DataConfig(_Section):
     )
 
 
-class ModelConfig(_Section):
-    """The classifier and its hyper-parameters."""
+class _WindowedConfig(_Section):
+    """Fields of the kinds that read text through a pretrained encoder in token windows."""
 
-    kind: Literal["majority", "tfidf_lr", "frozen_encoder_lr", "transformer", "metadata_lr"] = (
-        Field("transformer", description="Classifier kind.")
-    )
     base_model: str = Field(
         OFFLINE_MINILM,
-        description="Encoder for transformer kinds: a hub name (e.g. "
-        "emilyalsentzer/Bio_ClinicalBERT), a local path, or 'offline:minilm'.",
+        description="Encoder: a hub name (e.g. emilyalsentzer/Bio_ClinicalBERT), a local "
+        "path, or 'offline:minilm'.",
     )
     max_length: int = Field(
         256, ge=16, le=512, description="Tokens per window (request + summary chunk)."
@@ -61,21 +59,88 @@ class ModelConfig(_Section):
     stride: int = Field(
         64, ge=0, description="Tokens of overlap between consecutive summary windows."
     )
-    aggregation: Literal["mean", "max"] = Field(
-        "mean", description="How window logits are combined into one item logit."
-    )
-    ngram_max: int = Field(2, ge=1, le=3, description="TF-IDF: longest word n-gram.")
-    min_df: int = Field(2, ge=1, description="TF-IDF: minimum document frequency.")
-    c: float = Field(1.0, gt=0, description="Logistic regression inverse regularization C.")
 
     @model_validator(mode="after")
-    def _stride_fits(self) -> ModelConfig:
+    def _stride_fits(self) -> Self:
         if self.stride >= self.max_length // 2:
             raise ValueError(
                 f"model.stride ({self.stride}) must be below half of model.max_length "
                 f"({self.max_length}); lower --set model.stride"
             )
         return self
+
+
+class TransformerConfig(_WindowedConfig):
+    """A fine-tuned encoder with a classification head (``kind: transformer``)."""
+
+    kind: Literal["transformer"] = Field("transformer", description="Classifier kind.")
+    aggregation: Literal["mean", "max"] = Field(
+        "mean", description="How window logits are combined into one item logit."
+    )
+
+
+class FrozenEncoderConfig(_WindowedConfig):
+    """Frozen encoder embeddings + logistic regression (``kind: frozen_encoder_lr``)."""
+
+    kind: Literal["frozen_encoder_lr"] = Field("frozen_encoder_lr", description="Classifier kind.")
+    c: float = Field(1.0, gt=0, description="Logistic regression inverse regularization C.")
+
+
+class TfidfConfig(_Section):
+    """TF-IDF n-grams + logistic regression (``kind: tfidf_lr``)."""
+
+    kind: Literal["tfidf_lr"] = Field("tfidf_lr", description="Classifier kind.")
+    ngram_max: int = Field(2, ge=1, le=3, description="Longest word n-gram.")
+    min_df: int = Field(2, ge=1, description="Minimum document frequency.")
+    c: float = Field(1.0, gt=0, description="Logistic regression inverse regularization C.")
+
+
+class MetadataConfig(_Section):
+    """One-hot pre-filing metadata + logistic regression (``kind: metadata_lr``)."""
+
+    kind: Literal["metadata_lr"] = Field("metadata_lr", description="Classifier kind.")
+    c: float = Field(1.0, gt=0, description="Logistic regression inverse regularization C.")
+
+
+class MajorityConfig(_Section):
+    """The training prior for every item (``kind: majority``)."""
+
+    kind: Literal["majority"] = Field("majority", description="Classifier kind.")
+
+
+#: The classifier and its hyper-parameters: one section per kind, chosen by ``kind``.
+ModelConfig = Annotated[
+    TransformerConfig | FrozenEncoderConfig | TfidfConfig | MetadataConfig | MajorityConfig,
+    Field(discriminator="kind"),
+]
+#: Kinds that read text in token windows of a pretrained encoder.
+WindowedConfig = _WindowedConfig
+
+
+def model_config(fields: Mapping[str, Any]) -> ModelConfig:
+    """The model section for ``fields`` (``kind`` defaults to ``"transformer"``).
+
+    Keys that the kind does not have are dropped: models saved before the sections were
+    split per kind recorded every field of every kind.
+
+    Raises:
+        pydantic.ValidationError: an unknown kind or an invalid value.
+    """
+    kind = fields.get("kind", "transformer")
+    section = _KIND_SECTIONS.get(str(kind))
+    if section is None:
+        return TypeAdapter(ModelConfig).validate_python(dict(fields))
+    known = {key: value for key, value in fields.items() if key in section.model_fields}
+    return section.model_validate(known)
+
+
+_KIND_SECTIONS: dict[str, type[_Section]] = {
+    "transformer": TransformerConfig,
+    "frozen_encoder_lr": FrozenEncoderConfig,
+    "tfidf_lr": TfidfConfig,
+    "metadata_lr": MetadataConfig,
+    "majority": MajorityConfig,
+}
 
 
 class TrainingConfig(_Section):
@@ -201,7 +266,7 @@ class RunConfig(_Section):
 
     name: str = Field(..., min_length=1, description="Run name, usually the config file stem.")
     data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    model: ModelConfig = Field(default_factory=TransformerConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
@@ -217,6 +282,14 @@ class RunConfig(_Section):
         description="Integrated-gradients quadrature points, for serving (saved with the "
         "model) and for the faithfulness evaluation.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_kind(cls, data: Any) -> Any:
+        model = data.get("model") if isinstance(data, dict) else None
+        if isinstance(model, dict) and "kind" not in model:
+            data = {**data, "model": {**model, "kind": "transformer"}}
+        return data
 
     @model_validator(mode="after")
     def _explainer_fits_kind(self) -> RunConfig:
@@ -276,10 +349,17 @@ def load_config(path: Path | None, overrides: list[str] | None = None) -> RunCon
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(f"{_location(err['loc'])}: {err['msg']}" for err in exc.errors())
         raise InvalidInputError("config", problems) from exc
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location as dot-keys, without the union tag pydantic inserts
+    after ``model`` (``model.transformer.layers`` -> ``model.layers``)."""
+    parts = [str(part) for part in loc]
+    if len(parts) > 2 and parts[0] == "model" and parts[1] in _KIND_SECTIONS:
+        del parts[1]
+    return ".".join(parts)
 
 
 def flatten(config: RunConfig) -> dict[str, str]:

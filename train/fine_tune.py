@@ -38,7 +38,7 @@ from transformers import (
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.data.schema import LABELS
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.train.config import ModelConfig, TrainingConfig
+from imr_outcome.train.config import TrainingConfig, TransformerConfig
 from imr_outcome.train.encoders import (
     Windows,
     collate,
@@ -257,7 +257,7 @@ class FineTuned:
 
 
 def fine_tune(
-    config: ModelConfig,
+    config: TransformerConfig,
     training: TrainingConfig,
     inputs: Sequence[ModelInput],
     labels: npt.NDArray[np.int64],

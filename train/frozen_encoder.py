@@ -28,7 +28,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
 from imr_outcome.train.base import ItemScores, Logits, single_windows
-from imr_outcome.train.config import ModelConfig, TrainingConfig
+from imr_outcome.train.config import FrozenEncoderConfig, TrainingConfig
 from imr_outcome.train.encoders import load_encoder, load_tokenizer, pooled_embeddings
 from imr_outcome.train.hardware import machine_precision
 from imr_outcome.train.metrics import as_labels
@@ -62,7 +62,7 @@ class FrozenEncoderLogReg:
     #: Windows per encoder forward pass.
     batch_size: ClassVar[int] = 32
 
-    def __init__(self, model: ModelConfig, training: TrainingConfig) -> None:
+    def __init__(self, model: FrozenEncoderConfig, training: TrainingConfig) -> None:
         self.model_config = model
         self.training_config = training
         self._encoder: PreTrainedModel | None = None
@@ -215,8 +215,7 @@ class FrozenEncoderLogReg:
                     f"{paths[0]}: format_version {settings.get('format_version')!r}, this "
                     f"version reads {FORMAT_VERSION}; retrain the model"
                 )
-            model = ModelConfig(
-                kind="frozen_encoder_lr",
+            model = FrozenEncoderConfig(
                 base_model=settings["base_model"],
                 max_length=settings["max_length"],
                 stride=settings["stride"],

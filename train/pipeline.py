@@ -24,7 +24,7 @@ from imr_outcome.errors import InvalidInputError
 from imr_outcome.train.artifact import ModelInfo
 from imr_outcome.train.base import Classifier, classifier_class
 from imr_outcome.train.calibration import make_calibrator
-from imr_outcome.train.config import RunConfig
+from imr_outcome.train.config import RunConfig, WindowedConfig
 from imr_outcome.train.hardware import machine_precision
 from imr_outcome.train.model import OutcomeModel
 from imr_outcome.train.threshold import choose_threshold
@@ -192,19 +192,19 @@ def fit_calibrated(
         objective=config.threshold.objective,
         cost_ratio=config.threshold.cost_ratio,
     )
-    transformer_kind = config.model.kind in ("transformer", "frozen_encoder_lr")
+    windowed = config.model if isinstance(config.model, WindowedConfig) else None
     info = ModelInfo(
         kind=config.model.kind,
         labels=LABELS,
         split=config.data.split,
-        base_model=config.model.base_model if transformer_kind else "",
-        max_length=config.model.max_length if transformer_kind else 0,
+        base_model=windowed.base_model if windowed else "",
+        max_length=windowed.max_length if windowed else 0,
         data_fingerprint=data_fingerprint,
         trained_groups=len(set(rows.groups)),
         config_name=config.name,
         explainer=config.explainer,
         created=ModelInfo.now(),
-        precision=machine_precision(config.training.precision) if transformer_kind else "",
+        precision=machine_precision(config.training.precision) if windowed else "",
         ig_steps=config.ig_steps,
     )
     return OutcomeModel(classifier, calibrator, threshold, info)

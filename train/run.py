@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 from imr_outcome.data.dataset import load_dataset
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.train.config import RunConfig, save_config
+from imr_outcome.train.config import RunConfig, WindowedConfig, save_config
 from imr_outcome.train.evaluate import (
     Evaluation,
     cross_validate,
@@ -304,9 +304,7 @@ def write_report(
         "config": config.name,
         "kind": config.model.kind,
         "base_model": (
-            config.model.base_model
-            if config.model.kind in ("transformer", "frozen_encoder_lr")
-            else None
+            config.model.base_model if isinstance(config.model, WindowedConfig) else None
         ),
         "split": config.data.split,
         "folds": config.evaluation.folds,

@@ -30,7 +30,7 @@ from imr_outcome.data.model_input import ModelInput
 from imr_outcome.data.schema import LABELS
 from imr_outcome.errors import IncompatibleModelError, ModelNotFoundError
 from imr_outcome.train.base import ItemScores, Logits
-from imr_outcome.train.config import ModelConfig, TrainingConfig
+from imr_outcome.train.config import TrainingConfig, TransformerConfig
 from imr_outcome.train.encoders import (
     Windows,
     aggregate,
@@ -83,7 +83,7 @@ class TransformerClassifier:
 
     def __init__(
         self,
-        model: ModelConfig,
+        model: TransformerConfig,
         training: TrainingConfig,
         callbacks: list[TrainerCallback] | None = None,
     ) -> None:
@@ -292,8 +292,7 @@ class TransformerClassifier:
             )
         check_label_map(directory)
         try:
-            model = ModelConfig(
-                kind="transformer",
+            model = TransformerConfig(
                 base_model=settings["base_model"],
                 max_length=settings["max_length"],
                 stride=settings["stride"],

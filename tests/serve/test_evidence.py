@@ -23,7 +23,7 @@ from imr_outcome.train.attribution import (
     word_scores,
 )
 from imr_outcome.train.baselines import TfidfLogReg
-from imr_outcome.train.config import ModelConfig, TrainingConfig
+from imr_outcome.train.config import TfidfConfig, TrainingConfig
 from imr_outcome.train.encoders import encode_windows
 from imr_outcome.train.model import OutcomeModel
 from imr_outcome.train.transformer import TransformerClassifier
@@ -66,7 +66,7 @@ def tfidf() -> TfidfLogReg:
         )
         for y in labels
     ]
-    model = ModelConfig(kind="tfidf_lr", ngram_max=2, min_df=1)
+    model = TfidfConfig(ngram_max=2, min_df=1)
     return TfidfLogReg(model, TrainingConfig()).fit(inputs, labels)
 
 

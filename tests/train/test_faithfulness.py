@@ -10,7 +10,7 @@ from imr_outcome.data.model_input import build_model_input
 from imr_outcome.data.schema import LABELS
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError
 from imr_outcome.train.baselines import TfidfLogReg
-from imr_outcome.train.config import ModelConfig, TrainingConfig
+from imr_outcome.train.config import TfidfConfig, TrainingConfig
 from imr_outcome.train.faithfulness import (
     FaithfulnessReport,
     erase,
@@ -36,7 +36,7 @@ def transformer(tiny_bert: Path) -> OutcomeModel:
 @pytest.fixture(scope="module")
 def tfidf() -> TfidfLogReg:
     items, labels = _items(24, seed=0)
-    model = ModelConfig(kind="tfidf_lr", ngram_max=1, min_df=1)
+    model = TfidfConfig(ngram_max=1, min_df=1)
     return TfidfLogReg(model, TrainingConfig()).fit(_inputs(items), labels)
 
 

@@ -18,7 +18,7 @@ from transformers import TrainerCallback
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.data.schema import LABELS
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
-from imr_outcome.train.config import ModelConfig, TrainingConfig
+from imr_outcome.train.config import TrainingConfig, TransformerConfig
 from imr_outcome.train.encoders import aggregate
 from imr_outcome.train.fine_tune import class_weights, sample_training_windows, window_loss
 from imr_outcome.train.transformer import TransformerClassifier
@@ -49,8 +49,8 @@ def _toy_set(n: int = 40, seed: int = 0) -> tuple[list[ModelInput], IntArray]:
     return inputs, labels
 
 
-def _model_config(tiny_bert: Path, **overrides: Any) -> ModelConfig:
-    return ModelConfig(base_model=str(tiny_bert), max_length=64, stride=16, **overrides)
+def _model_config(tiny_bert: Path, **overrides: Any) -> TransformerConfig:
+    return TransformerConfig(base_model=str(tiny_bert), max_length=64, stride=16, **overrides)
 
 
 @pytest.fixture(scope="module")

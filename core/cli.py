@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from imr_outcome.cli_serve import serve_command
@@ -220,9 +221,24 @@ SetOption = Annotated[
 
 
 def _load_run_config(config: Path | None, overrides: list[str] | None) -> Any:
-    from imr_outcome.train.config import load_config
+    """Load the run config and print it, fully resolved, on stderr (it is also logged to
+    the MLflow run as params and ``config.json``)."""
+    import yaml
 
-    return load_config(config, overrides)
+    from imr_outcome.train.config import load_config
+    from imr_outcome.train.hardware import cpu_flags, machine_precision
+
+    run_config = load_config(config, overrides)
+    resolved = yaml.safe_dump(run_config.model_dump(mode="json"), sort_keys=False)
+    precision = machine_precision(run_config.training.precision)
+    err_console.print(f"[bold]config {run_config.name}[/] (resolved)", highlight=False)
+    err_console.print(escape(resolved.rstrip()), highlight=False, soft_wrap=True)
+    err_console.print(
+        f"precision: {run_config.training.precision} -> {precision} "
+        f"(cpu: {cpu_flags().describe()})",
+        highlight=False,
+    )
+    return run_config
 
 
 def _print_evaluation(title: str, evaluation: Any) -> None:

@@ -32,6 +32,7 @@ from imr_outcome.train.evaluate import (
     evaluate_model,
     holdout_split,
 )
+from imr_outcome.train.hardware import machine_precision
 from imr_outcome.train.metrics import flatten_metrics
 from imr_outcome.train.model import OutcomeModel
 from imr_outcome.train.pipeline import Rows, fit_calibrated, rows_from_dataset
@@ -123,17 +124,39 @@ def _log_evaluation(prefix: str, evaluation: Evaluation) -> None:
         mlflow.log_artifacts(str(out), artifact_path="evaluation")
 
 
-def _log_inputs(config: RunConfig, data: LoadedData) -> None:
-    frame = data.split.select_columns(["id", "group_id", "fold", "label"]).to_pandas()
+def log_inputs(
+    config: RunConfig, split: datasets.Dataset, dataset_dir: Path, fingerprint: str
+) -> None:
+    """Log the training split (ids, letters, folds, labels) and the dataset card, and the
+    precision this machine resolves ``training.precision`` to (``resolved.precision``)."""
+    frame = split.select_columns(["id", "group_id", "fold", "label"]).to_pandas()
     log_dataset(
         frame,
         name=f"imr-{config.data.split}",
-        source=str(config.data.dataset_dir.resolve()),
-        fingerprint=data.fingerprint,
+        source=str(dataset_dir.resolve()),
+        fingerprint=fingerprint,
     )
     for name in ("card.md", "card.json"):
-        if (data.card_dir / name).is_file():
-            mlflow.log_artifact(str(data.card_dir / name), artifact_path="dataset")
+        if (dataset_dir / name).is_file():
+            mlflow.log_artifact(str(dataset_dir / name), artifact_path="dataset")
+    mlflow.log_param("resolved.precision", machine_precision(config.training.precision))
+
+
+def fit_and_log(config: RunConfig, rows: Rows, *, fingerprint: str) -> OutcomeModel:
+    """:func:`fit_calibrated` with the training loss logged to the active MLflow run."""
+    return fit_calibrated(
+        config, rows, data_fingerprint=fingerprint, callbacks=[MlflowLossCallback()]
+    )
+
+
+def save_and_log(
+    model: OutcomeModel, config: RunConfig, models_dir: Path, run_id: str
+) -> tuple[Path, str]:
+    """Save ``model`` and its config under ``models_dir/run_id`` and log it as the run's
+    pyfunc model; returns the model directory and the logged model's URI."""
+    model_dir = model.save(models_dir / run_id)
+    save_config(config, model_dir / "config.yaml")
+    return model_dir, log_model(model_dir)
 
 
 @dataclass(frozen=True)
@@ -162,19 +185,12 @@ def train(config: RunConfig, *, models_dir: Path, register_model: bool) -> Train
     data = load_training_data(config)
     train_rows, test_rows = holdout_split(data.rows, data.folds, config.data.holdout_fold)
     with tracked_run(config, "train") as run:
-        _log_inputs(config, data)
-        model = fit_calibrated(
-            config,
-            train_rows,
-            data_fingerprint=data.fingerprint,
-            callbacks=[MlflowLossCallback()],
-        )
+        log_inputs(config, data.split, data.card_dir, data.fingerprint)
+        model = fit_and_log(config, train_rows, fingerprint=data.fingerprint)
         evaluation = evaluate_model(config, model, test_rows)
         _log_evaluation("test", evaluation)
         log_metrics({"threshold": model.threshold})
-        model_dir = model.save(models_dir / run.info.run_id)
-        save_config(config, model_dir / "config.yaml")
-        model_uri = log_model(model_dir)
+        model_dir, model_uri = save_and_log(model, config, models_dir, run.info.run_id)
         registration = None
         if register_model:
             registration = register(
@@ -223,7 +239,7 @@ def evaluate(config: RunConfig) -> EvaluateResult:
 
     wants_faithfulness = config.evaluation.faithfulness_items > 0 and config.explainer != "none"
     with tracked_run(config, "evaluate") as run:
-        _log_inputs(config, data)
+        log_inputs(config, data.split, data.card_dir, data.fingerprint)
         evaluation, per_repeat = cross_validate(
             config,
             data.rows,

@@ -101,6 +101,7 @@ def tracked_run(config: RunConfig, run_kind: str) -> Iterator[Run]:
     try:
         mlflow.set_tags({"run_kind": run_kind, "git_commit": git_commit(), "config": config.name})
         mlflow.log_params(flatten(config))
+        mlflow.log_dict(config.model_dump(mode="json"), "config.json")
         yield run
         status = "FINISHED"
     finally:

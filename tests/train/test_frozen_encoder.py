@@ -32,9 +32,7 @@ def _toy_set(n: int = 30) -> tuple[list[ModelInput], IntArray]:
 
 
 def _classifier(tiny_bert: Path, weighted: bool = True) -> FrozenEncoderLogReg:
-    model = FrozenEncoderConfig(
-        base_model=str(tiny_bert), max_length=64, stride=16, c=0.5
-    )
+    model = FrozenEncoderConfig(base_model=str(tiny_bert), max_length=64, stride=16, c=0.5)
     return FrozenEncoderLogReg(model, TrainingConfig(class_weighted_loss=weighted))
 
 

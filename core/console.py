@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import typer
 from rich.console import Console
@@ -41,13 +41,13 @@ def exits_on_errors(command: F) -> F:
         except ImrOutcomeError as exc:
             raise fail(exc) from exc
 
-    return run  # type: ignore[return-value]
+    return cast(F, run)
 
 
 class CliTyper(typer.Typer):
     """A :class:`typer.Typer` whose commands all exit through :func:`exits_on_errors`."""
 
-    def command(self, *args: Any, **kwargs: Any) -> Callable[[F], F]:  # type: ignore[override]
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[F], F]:
         """Register a command as :meth:`typer.Typer.command` does, wrapped."""
         register = super().command(*args, **kwargs)
 

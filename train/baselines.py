@@ -26,7 +26,7 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self, cast
 
 import joblib
 import numpy as np
@@ -54,6 +54,9 @@ from imr_outcome.train.config import (
     model_config,
 )
 from imr_outcome.train.metrics import as_labels
+
+if TYPE_CHECKING:
+    from imr_outcome.train.ood import MahalanobisOod
 
 logger = logging.getLogger(__name__)
 
@@ -211,7 +214,7 @@ class _SklearnClassifier:
     reads_request: ClassVar[bool] = True
     reads_summary: ClassVar[bool] = True
     #: No out-of-distribution detector for linear baselines.
-    ood: ClassVar[None] = None
+    ood: MahalanobisOod | None = None
     #: Whether :meth:`fit` needs both labels present.
     _needs_both_classes: ClassVar[bool] = True
     #: The type :meth:`load` expects to unpickle.
@@ -448,8 +451,8 @@ class TfidfLogReg(_SklearnClassifier):
         return TfidfVectorizer(
             lowercase=True,
             token_pattern=TOKEN_PATTERN,
-            ngram_range=(1, self.model.ngram_max),
-            min_df=self.model.min_df,
+            ngram_range=(1, cast(TfidfConfig, self.model).ngram_max),
+            min_df=cast(TfidfConfig, self.model).min_df,
             sublinear_tf=True,
         )
 
@@ -474,9 +477,10 @@ class TfidfLogReg(_SklearnClassifier):
             raise InvalidInputError(
                 "model.min_df",
                 f"no n-gram is left in the vocabulary ({exc}); lower model.min_df "
-                f"(now {self.model.min_df}) or train on more items",
+                f"(now {cast(TfidfConfig, self.model).min_df}) or train on more items",
             ) from exc
-        logreg = _logistic_regression(self.model, self.training).fit(matrix, y)
+        logreg = _logistic_regression(cast(TfidfConfig, self.model), self.training)
+        logreg = logreg.fit(matrix, y)
         logger.debug("tf-idf vocabulary: %d features", matrix.shape[1])
         return Pipeline([("tfidf", tfidf), ("logreg", logreg)])
 
@@ -579,7 +583,10 @@ class MetadataLogReg(_SklearnClassifier):
             handle_unknown="ignore", feature_name_combiner=_metadata_feature_name
         )
         pipeline = Pipeline(
-            [("onehot", encoder), ("logreg", _logistic_regression(self.model, self.training))]
+            [
+                ("onehot", encoder),
+                ("logreg", _logistic_regression(cast(MetadataConfig, self.model), self.training)),
+            ]
         )
         return pipeline.fit(features, y)
 

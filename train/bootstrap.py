@@ -3,9 +3,9 @@
 The bootstrap uses the point-metric formulas written for integer item weights (a resample
 is "item i drawn w_i times"), which makes 1000 resamples a few matrix products; the tests
 check both paths agree exactly. scikit-learn's metrics with ``sample_weight`` give the same
-numbers but take about 0.2 s per resample for the 14 metrics on 450 items (2-core AMD EPYC,
-AVX2, no AVX-512: ``experiments/bench_metrics.py``), i.e. minutes per 1000 resamples and
-hours for a 5x5 cross-validation, so the vectorised path stays.
+numbers but took 235 s per 1,000 resamples of the 14 metrics on 450 items against 0.74 s
+here (2-core AMD EPYC, avx2, no avx512*/amx, shared; ``experiments/bench_metrics.py``), and
+a 5x5 cross-validation runs 25 of them, so the vectorised path stays.
 """
 
 from __future__ import annotations

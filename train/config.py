@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
@@ -131,7 +131,7 @@ def model_config(fields: Mapping[str, Any]) -> ModelConfig:
     if section is None:
         return TypeAdapter(ModelConfig).validate_python(dict(fields))
     known = {key: value for key, value in fields.items() if key in section.model_fields}
-    return section.model_validate(known)
+    return cast(ModelConfig, section.model_validate(known))
 
 
 _KIND_SECTIONS: dict[str, type[_Section]] = {

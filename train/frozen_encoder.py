@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import joblib
 import numpy as np
@@ -32,6 +32,9 @@ from imr_outcome.train.config import FrozenEncoderConfig, TrainingConfig
 from imr_outcome.train.encoders import load_encoder, load_tokenizer, pooled_embeddings
 from imr_outcome.train.hardware import machine_precision
 from imr_outcome.train.metrics import as_labels
+
+if TYPE_CHECKING:
+    from imr_outcome.train.ood import MahalanobisOod
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +61,7 @@ class FrozenEncoderLogReg:
     kind: ClassVar[str] = "frozen_encoder_lr"
     reads_request: ClassVar[bool] = True
     reads_summary: ClassVar[bool] = True
-    ood: ClassVar[None] = None
+    ood: MahalanobisOod | None = None
     #: Windows per encoder forward pass.
     batch_size: ClassVar[int] = 32
 

@@ -28,7 +28,8 @@ from mlflow.exceptions import MlflowException
 
 from imr_outcome.errors import ModelNotFoundError
 from imr_outcome.train.config import RunConfig, flatten
-from imr_outcome.train.pyfunc import ARTIFACT_KEY, SIGNATURE
+from imr_outcome.train.model_uri import ARTIFACT_KEY
+from imr_outcome.train.pyfunc import SIGNATURE
 
 logger = logging.getLogger(__name__)
 

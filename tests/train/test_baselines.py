@@ -412,7 +412,7 @@ def test_save_then_load_gives_identical_logits(kind: str, tmp_path: Path) -> Non
     assert description["kind"] == kind
     assert description["format_version"] == 1
     # Each kind saves only its own model fields (the config is one section per kind).
-    assert description["model"] == classifier.model.model_dump(mode="json")
+    assert description["model"] == _configs(kind=kind)[0].model_dump(mode="json")
     assert description["model"]["kind"] == kind
     assert ("min_df" in description["model"]) == (kind == "tfidf_lr")
 

@@ -36,6 +36,8 @@ run: dataset
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	# Import layers (pyproject [tool.importlinter]): cli -> serve -> train -> data.
+	$(BIN)/lint-imports
 
 # mypy skips symlinked files, so the modules are named explicitly (found via the link tree).
 typecheck: install

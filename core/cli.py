@@ -14,21 +14,20 @@ from typing import Annotated, Any
 
 import typer
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from imr_outcome.cli_serve import serve_command
-from imr_outcome.console import console, err_console
-from imr_outcome.console import fail as _fail
-from imr_outcome.errors import ImrOutcomeError
+from imr_outcome.console import CliTyper, console, err_console
 
-app = typer.Typer(
+app = CliTyper(
     name="imr-outcome",
     help="Predict California IMR outcomes (Upheld / Overturned) with evidence.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-data_app = typer.Typer(help="Parse letters and tables into an itemized dataset.")
-download_app = typer.Typer(help="Download public IMR data.")
+data_app = CliTyper(help="Parse letters and tables into an itemized dataset.")
+download_app = CliTyper(help="Download public IMR data.")
 app.add_typer(data_app, name="data")
 data_app.add_typer(download_app, name="download")
 app.command("serve")(serve_command)
@@ -116,14 +115,11 @@ def data_build(
             f"[bold red]error:[/] --time-split-cutoff: expected [SOURCE=]YYYY-MM-DD ({exc})"
         )
         raise typer.Exit(code=2) from exc
-    try:
-        config = BuildConfig(n_folds=folds, seed=seed, time_split_cutoffs=cutoffs)
-        report = ingest(sources)
-        report_path = out / "ingest_report.json"
-        report.write(report_path)
-        built = build_dataset(report.records, config)
-    except ImrOutcomeError as exc:
-        raise _fail(exc) from exc
+    config = BuildConfig(n_folds=folds, seed=seed, time_split_cutoffs=cutoffs)
+    report = ingest(sources)
+    report_path = out / "ingest_report.json"
+    report.write(report_path)
+    built = build_dataset(report.records, config)
     save_dataset(built, out)
     card = build_card(built, report, [str(s) for s in sources])
     json_path, md_path = write_card(card, out)
@@ -144,10 +140,7 @@ def data_parse(
     """Parse one letter and show its header fields and items (not the rationales)."""
     from imr_outcome.data.letters import parse_letter_file
 
-    try:
-        parsed = parse_letter_file(letter)
-    except ImrOutcomeError as exc:
-        raise _fail(exc) from exc
+    parsed = parse_letter_file(letter)
 
     def value(field: Any) -> Any:
         return None if field is None else str(field.value)
@@ -208,10 +201,7 @@ def download_dmhc(
         def progress(done: int, total: int | None) -> None:
             bar.update(task, completed=done, total=total)
 
-        try:
-            result = download(url or DMHC_EXPORT_URL, out, sha256=sha256, progress=progress)
-        except ImrOutcomeError as exc:
-            raise _fail(exc) from exc
+        result = download(url or DMHC_EXPORT_URL, out, sha256=sha256, progress=progress)
     console.print(
         f"saved {result.path} ({result.bytes} bytes, sha256 {result.sha256}"
         f"{', resumed' if result.resumed else ''})"
@@ -239,24 +229,19 @@ def download_dwc(
     delay: Annotated[float, typer.Option(help="Seconds between requests.")] = 2.0,
 ) -> None:
     """Download DWC IMR final determination letters (resumes; skips letters already saved)."""
-    from rich.markup import escape
-
     from imr_outcome.data import dwc_download as dwc
 
-    try:
-        report = dwc.download_dwc_letters(
-            out,
-            case_numbers=[
-                *(case or []),
-                *(dwc.read_case_numbers(cases_file) if cases_file else []),
-            ],
-            decided_from=dwc.parse_decision_date(decided_from, "--from") if decided_from else None,
-            decided_to=dwc.parse_decision_date(decided_to, "--to") if decided_to else None,
-            search_url=search_url or dwc.DWC_SEARCH_URL,
-            delay_s=delay,
-        )
-    except ImrOutcomeError as exc:
-        raise _fail(exc) from exc
+    report = dwc.download_dwc_letters(
+        out,
+        case_numbers=[
+            *(case or []),
+            *(dwc.read_case_numbers(cases_file) if cases_file else []),
+        ],
+        decided_from=dwc.parse_decision_date(decided_from, "--from") if decided_from else None,
+        decided_to=dwc.parse_decision_date(decided_to, "--to") if decided_to else None,
+        search_url=search_url or dwc.DWC_SEARCH_URL,
+        delay_s=delay,
+    )
     for number, reason in report.failed:
         err_console.print(f"[bold red]failed:[/] {number}: {escape(reason)}", soft_wrap=True)
     console.print(f"{out}: {report.summary()}", soft_wrap=True)
@@ -264,7 +249,7 @@ def download_dwc(
         raise typer.Exit(code=1)
 
 
-models_app = typer.Typer(help="The MLflow model registry.")
+models_app = CliTyper(help="The MLflow model registry.")
 app.add_typer(models_app, name="models")
 
 ConfigOption = Annotated[
@@ -277,12 +262,24 @@ SetOption = Annotated[
 
 
 def _load_run_config(config: Path | None, overrides: list[str] | None) -> Any:
-    from imr_outcome.train.config import load_config
+    """Load the run config and print it, fully resolved, on stderr (it is also logged to
+    the MLflow run as params and ``config.json``)."""
+    import yaml
 
-    try:
-        return load_config(config, overrides)
-    except ImrOutcomeError as exc:
-        raise _fail(exc) from exc
+    from imr_outcome.train.config import load_config
+    from imr_outcome.train.hardware import cpu_flags, machine_precision
+
+    run_config = load_config(config, overrides)
+    resolved = yaml.safe_dump(run_config.model_dump(mode="json"), sort_keys=False)
+    precision = machine_precision(run_config.training.precision)
+    err_console.print(f"[bold]config {run_config.name}[/] (resolved)", highlight=False)
+    err_console.print(escape(resolved.rstrip()), highlight=False, soft_wrap=True)
+    err_console.print(
+        f"precision: {run_config.training.precision} -> {precision} "
+        f"(cpu: {cpu_flags().describe()})",
+        highlight=False,
+    )
+    return run_config
 
 
 def _print_evaluation(title: str, evaluation: Any) -> None:
@@ -319,10 +316,7 @@ def train_command(
     from imr_outcome.train.run import train
 
     run_config = _load_run_config(config, overrides)
-    try:
-        result = train(run_config, models_dir=models_dir, register_model=register)
-    except ImrOutcomeError as exc:
-        raise _fail(exc) from exc
+    result = train(run_config, models_dir=models_dir, register_model=register)
     _print_evaluation(
         f"{run_config.name}: held-out fold {run_config.data.holdout_fold} "
         f"(threshold {result.model.threshold:.3f})",
@@ -351,10 +345,7 @@ def evaluate_command(
 
     run_config = _load_run_config(config, overrides)
     started = time.perf_counter()
-    try:
-        result = evaluate(run_config)
-    except ImrOutcomeError as exc:
-        raise _fail(exc) from exc
+    result = evaluate(run_config)
     if report is not None:
         write_report(report, run_config, result, time.perf_counter() - started)
     _print_evaluation(
@@ -422,18 +413,15 @@ def retrain_command(
         err_console.print("[bold red]error:[/] --reason: only with --force")
         raise typer.Exit(code=2)
     run_config = _load_run_config(config, overrides)
-    try:
-        result = retrain(
-            run_config,
-            given,
-            models_dir=models_dir,
-            datasets_dir=datasets_dir,
-            dry_run=dry_run,
-            force=force,
-            force_reason=reason,
-        )
-    except ImrOutcomeError as exc:
-        raise _fail(exc) from exc
+    result = retrain(
+        run_config,
+        given,
+        models_dir=models_dir,
+        datasets_dir=datasets_dir,
+        dry_run=dry_run,
+        force=force,
+        force_reason=reason,
+    )
     c, champion = result.comparison, result.champion
     console.print(
         f"dataset {result.dataset_dir} (fingerprint {result.fingerprint[:12]}): "
@@ -522,10 +510,7 @@ def models_promote(
     from imr_outcome.train.tracking import configure, set_alias
 
     configure("imr-outcome")
-    try:
-        set_alias(name, version, alias)
-    except ImrOutcomeError as exc:
-        raise _fail(exc) from exc
+    set_alias(name, version, alias)
     console.print(f"models:/{name}@{alias} -> version {version}")
 
 
@@ -547,10 +532,7 @@ EVIDENCE_STYLES = {"Overturned": "bold black on green3", "Upheld": "bold white o
 def _load_predictor(model: str) -> Any:
     from imr_outcome.serve.predictor import Predictor
 
-    try:
-        return Predictor.load(model)
-    except ImrOutcomeError as exc:
-        raise _fail(exc) from exc
+    return Predictor.load(model)
 
 
 def _highlighted(text: str, spans: list[Any], field: str) -> Any:
@@ -626,40 +608,35 @@ def predict_command(
     if letter is not None and (summary is not None or summary_file is not None):
         err_console.print("[bold red]error:[/] --letter brings its own case summary")
         raise typer.Exit(code=2)
-    try:
-        cases: list[tuple[PredictInput, str | None]] = []
-        if letter is not None:
-            from imr_outcome.data.letters import parse_letter_file
+    cases: list[tuple[PredictInput, str | None]] = []
+    if letter is not None:
+        from imr_outcome.data.letters import parse_letter_file
+        from imr_outcome.data.model_input import prefiling_metadata
 
-            parsed = parse_letter_file(letter)
-            metadata = {
-                "patient_age": parsed.patient_age.value if parsed.patient_age else None,
-                "patient_sex": parsed.patient_sex.value if parsed.patient_sex else None,
-            }
-            for item in parsed.items:
-                cases.append(
-                    (
-                        PredictInput.of(
-                            item.request.value, parsed.summary.value, metadata, source="dwc"
-                        ),
-                        item.outcome.decision.value.value,
-                    )
+        parsed = parse_letter_file(letter)
+        metadata = prefiling_metadata(parsed)
+        for item in parsed.items:
+            cases.append(
+                (
+                    PredictInput.of(
+                        item.request.value, parsed.summary.value, metadata, source="dwc"
+                    ),
+                    item.outcome.decision.value.value,
                 )
-        else:
-            if summary_file is not None:
-                try:
-                    summary = summary_file.read_text(encoding="utf-8")
-                except (OSError, UnicodeDecodeError) as exc:
-                    raise InvalidInputError(
-                        "--summary-file", f"cannot read {summary_file} ({exc})"
-                    ) from exc
-            cases.append((PredictInput.of(request, summary or ""), None))
-        predictor = _load_predictor(model)
-        predictions = predictor.predict_batch(
-            [case for case, _ in cases], explain=not no_evidence, top_k=top_k
-        )
-    except ImrOutcomeError as exc:
-        raise _fail(exc) from exc
+            )
+    else:
+        if summary_file is not None:
+            try:
+                summary = summary_file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise InvalidInputError(
+                    "--summary-file", f"cannot read {summary_file} ({exc})"
+                ) from exc
+        cases.append((PredictInput.of(request, summary or ""), None))
+    predictor = _load_predictor(model)
+    predictions = predictor.predict_batch(
+        [case for case, _ in cases], explain=not no_evidence, top_k=top_k
+    )
     if as_json:
         payload = [
             {"item": n, "request": case.request, "actual": actual, **p.model_dump()}
@@ -768,23 +745,20 @@ def score_command(
             else:
                 bar.update(task, completed=done)
 
-        try:
-            summary = score_file(
-                input_path,
-                out,
-                predictor,
-                id_column=id_column,
-                request_column=request_column,
-                summary_column=summary_column,
-                metadata_columns=metadata,
-                chunk_size=chunk_size,
-                resume=resume,
-                explain=explain,
-                progress=progress,
-                overwrite=overwrite,
-            )
-        except ImrOutcomeError as exc:
-            raise _fail(exc) from exc
+        summary = score_file(
+            input_path,
+            out,
+            predictor,
+            id_column=id_column,
+            request_column=request_column,
+            summary_column=summary_column,
+            metadata_columns=metadata,
+            chunk_size=chunk_size,
+            resume=resume,
+            explain=explain,
+            progress=progress,
+            overwrite=overwrite,
+        )
     failed = summary.failed + summary.failed_existing
     console.print(
         f"{summary.total} rows: {summary.scored} scored, {summary.failed} failed, "

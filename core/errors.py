@@ -58,3 +58,7 @@ class ModelNotFoundError(ImrOutcomeError):
 
 class IncompatibleModelError(ImrOutcomeError):
     """A model artifact exists but cannot be used by this version of the code."""
+
+
+class DeadlineExceededError(ImrOutcomeError):
+    """Work a caller bounded in time (evidence for one item) ran past its deadline."""

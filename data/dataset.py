@@ -31,6 +31,7 @@ from imr_outcome.data.audit import (
     near_duplicate_groups,
 )
 from imr_outcome.data.categories import request_category
+from imr_outcome.data.model_input import prefiling_metadata
 from imr_outcome.data.schema import LABELS, ItemRecord, Letter
 from imr_outcome.errors import InvalidInputError, LeakageError
 
@@ -110,8 +111,7 @@ def records_from_letter(letter: Letter) -> list[ItemRecord]:
                 summary=letter.summary.value,
                 label=item.outcome.decision.value.label_id,
                 partial_authorization=item.partial_authorization,
-                patient_age=letter.patient_age.value if letter.patient_age else None,
-                patient_sex=letter.patient_sex.value if letter.patient_sex else None,
+                **prefiling_metadata(letter),
                 request_category=request_category(item.request.value),
                 reviewer_specialty=(
                     letter.reviewer.specialties[0] if letter.reviewer.specialties else None

@@ -10,11 +10,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypedDict
 
-from imr_outcome.data.schema import PREFILING_FIELDS, ItemRecord
+from imr_outcome.data.schema import PREFILING_FIELDS, ItemRecord, Letter
 from imr_outcome.errors import InvalidInputError, LeakageError
 
 MetadataValue = str | int | None
+
+
+class LetterMetadata(TypedDict):
+    """The pre-filing metadata a DWC letter states."""
+
+    patient_age: int | None
+    patient_sex: str | None
+
+
+def prefiling_metadata(letter: Letter) -> LetterMetadata:
+    """A DWC letter's pre-filing metadata: the patient's age (years) and sex stated in
+    its case summary; None where the letter does not say."""
+    return LetterMetadata(
+        patient_age=letter.patient_age.value if letter.patient_age else None,
+        patient_sex=letter.patient_sex.value if letter.patient_sex else None,
+    )
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ Usage:
         [--config experiments/default.yaml] [--items 40] [--steps 16 32]
 
 Scores items of the config's held-out fold (``data.holdout_fold``: the fold ``imr-outcome
-train`` kept out of training) with :func:`imr_outcome.serve.faithfulness.faithfulness`,
+train`` kept out of training) with :func:`imr_outcome.train.faithfulness.faithfulness`,
 once per integrated-gradients quadrature setting in ``--steps``, and prints
 comprehensiveness and sufficiency against the random-word baseline with the wall time.
 The model must have been trained on the same dataset build (its data fingerprint is
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from imr_outcome.serve.faithfulness import faithfulness, items_of
 from imr_outcome.serve.predictor import Predictor
 from imr_outcome.train.config import load_config
 from imr_outcome.train.evaluate import holdout_split
+from imr_outcome.train.faithfulness import faithfulness, items_of
 from imr_outcome.train.run import load_training_data
 
 

@@ -16,9 +16,10 @@ import numpy.typing as npt
 import pytest
 
 from imr_outcome.data.model_input import ModelInput
-from imr_outcome.train.artifact import CalibratedModel, ModelInfo
+from imr_outcome.train.artifact import ModelInfo
 from imr_outcome.train.calibration import IdentityCalibrator
-from imr_outcome.train.config import ModelConfig, TrainingConfig, load_config
+from imr_outcome.train.config import TrainingConfig, TransformerConfig, load_config
+from imr_outcome.train.model import OutcomeModel
 from imr_outcome.train.run import TrainResult, train
 from imr_outcome.train.transformer import TransformerClassifier
 
@@ -53,7 +54,7 @@ def write_untrained_transformer(tiny_bert: Path, folder: Path, fingerprint: str 
         explainer="integrated_gradients",
         created=ModelInfo.now(),
     )
-    model = CalibratedModel(
+    model = OutcomeModel(
         TransformerClassifier.load(classifier_dir), IdentityCalibrator(), 0.5, info
     )
     return model.save(folder / "model")
@@ -102,7 +103,7 @@ def fit_toy_transformer(
         precision="fp32",
         torch_threads=2,
     )
-    config = ModelConfig(base_model=str(tiny_bert), max_length=64, stride=16)
+    config = TransformerConfig(base_model=str(tiny_bert), max_length=64, stride=16)
     recipe = [
         [(i.text, i.text_pair, i.request_offset) for i in inputs],
         labels.tolist(),

@@ -15,15 +15,16 @@ import numpy.typing as npt
 
 from imr_outcome.data.model_input import MetadataValue, ModelInput, build_model_input
 from imr_outcome.data.schema import LABELS
-from imr_outcome.train.artifact import CalibratedModel, ModelInfo
+from imr_outcome.train.artifact import ModelInfo
 from imr_outcome.train.baselines import TfidfLogReg
 from imr_outcome.train.calibration import make_calibrator
+from imr_outcome.train.model import OutcomeModel
 from imr_outcome.train.transformer import TransformerClassifier
 
 from model_factory import fit_toy_transformer
 
 IntArray = npt.NDArray[np.int64]
-#: (request, summary, metadata or None), as :func:`imr_outcome.serve.faithfulness` takes.
+#: (request, summary, metadata or None), as :func:`imr_outcome.train.faithfulness` takes.
 Item = tuple[str, str, dict[str, MetadataValue] | None]
 
 FILLER = [
@@ -73,11 +74,11 @@ def toy_info(kind: str, explainer: str) -> ModelInfo:
     )
 
 
-def wrap_toy(classifier: TransformerClassifier | TfidfLogReg, explainer: str) -> CalibratedModel:
+def wrap_toy(classifier: TransformerClassifier | TfidfLogReg, explainer: str) -> OutcomeModel:
     """``classifier`` with an identity calibrator and threshold 0.5."""
     items, labels = toy_items(4, seed=1)
     calibrator = make_calibrator("none").fit(classifier.logits(toy_inputs(items)), labels)
-    return CalibratedModel(classifier, calibrator, 0.5, toy_info(classifier.kind, explainer))
+    return OutcomeModel(classifier, calibrator, 0.5, toy_info(classifier.kind, explainer))
 
 
 def toy_transformer(tiny_bert: Path) -> TransformerClassifier:

@@ -1,4 +1,4 @@
-"""The saved model: classifier + calibrator + threshold + label map, in one folder.
+"""The layout of a saved model directory and what it records about the model.
 
 Layout of a model directory::
 
@@ -8,26 +8,16 @@ Layout of a model directory::
     classifier/        the classifier's own files (see each kind's save())
 
 The label map, threshold and calibrator travel with the model: inference reads them from
-here only (``imr_outcome.serve`` never re-derives them).
+here only (``imr_outcome.serve`` never re-derives them). The model object that reads and
+writes a directory is :class:`imr_outcome.train.model.OutcomeModel`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
-import numpy as np
-import numpy.typing as npt
-
-from imr_outcome.data.model_input import ModelInput
-from imr_outcome.data.schema import LABELS
-from imr_outcome.errors import IncompatibleModelError, ModelNotFoundError
-from imr_outcome.train.base import Classifier, classifier_class
-from imr_outcome.train.calibration import Calibrator, calibrator_from_dict
+from imr_outcome.train.attribution import IG_STEPS
 
 ARTIFACT_FILE = "imr_model.json"
 #: Bump when the layout of a model directory changes incompatibly.
@@ -49,6 +39,9 @@ class ModelInfo:
         config_name: the run config's name.
         explainer: the evidence method configured for it.
         created: ISO 8601 UTC time of training.
+        precision: the numeric precision it was trained in on its training machine
+            (``"fp32"``/``"bf16"``; ``""`` in older models). Inference resolves its own.
+        ig_steps: integrated-gradients quadrature points for its evidence.
     """
 
     kind: str
@@ -61,94 +54,10 @@ class ModelInfo:
     config_name: str
     explainer: str
     created: str
+    precision: str = ""
+    ig_steps: int = IG_STEPS
 
     @staticmethod
     def now() -> str:
         """The current UTC time, ISO 8601, seconds resolution."""
         return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-@dataclass
-class CalibratedModel:
-    """A classifier with its calibrator and decision threshold.
-
-    Attributes:
-        classifier: the fitted classifier (raw logits).
-        calibrator: maps logits to calibrated probabilities.
-        threshold: P(Overturned) at or above which the label is Overturned, in [0, 1];
-            chosen on the validation slice of the training folds.
-        info: provenance and settings.
-    """
-
-    classifier: Classifier
-    calibrator: Calibrator
-    threshold: float
-    info: ModelInfo
-
-    def predict_proba(
-        self, inputs: Sequence[ModelInput], metadata: Sequence[dict[str, Any]] | None = None
-    ) -> npt.NDArray[np.float64]:
-        """Calibrated probabilities, shape ``(n, 2)`` in :data:`LABELS` order; rows sum to 1."""
-        if not inputs:
-            return np.zeros((0, 2))
-        return self.calibrator.predict_proba(self.classifier.logits(inputs, metadata))
-
-    def predict(
-        self, inputs: Sequence[ModelInput], metadata: Sequence[dict[str, Any]] | None = None
-    ) -> list[str]:
-        """Predicted label names at the saved threshold."""
-        p = self.predict_proba(inputs, metadata)[:, 1]
-        return [self.info.labels[int(x >= self.threshold)] for x in p]
-
-    def save(self, directory: Path) -> Path:
-        """Write the model directory (see the module docstring); returns ``directory``."""
-        directory.mkdir(parents=True, exist_ok=True)
-        self.classifier.save(directory / "classifier")
-        payload = {
-            "format_version": FORMAT_VERSION,
-            "threshold": self.threshold,
-            "calibrator": self.calibrator.to_dict(),
-            "info": asdict(self.info),
-        }
-        (directory / ARTIFACT_FILE).write_text(json.dumps(payload, indent=2) + "\n")
-        return directory
-
-    @classmethod
-    def load(cls, directory: Path) -> CalibratedModel:
-        """Read a model directory written by :meth:`save`.
-
-        Raises:
-            ModelNotFoundError: no ``imr_model.json`` in ``directory``.
-            IncompatibleModelError: another format version, unknown kind, or a label map
-                other than :data:`LABELS`; the message names the directory and the reason.
-        """
-        path = directory / ARTIFACT_FILE
-        if not path.is_file():
-            raise ModelNotFoundError(f"{directory}: no {ARTIFACT_FILE}; not an imr-outcome model")
-        try:
-            payload = json.loads(path.read_text())
-            version = payload["format_version"]
-            info = ModelInfo(**{**payload["info"], "labels": tuple(payload["info"]["labels"])})
-        except (ValueError, KeyError, TypeError) as exc:
-            raise IncompatibleModelError(
-                f"{directory}: unreadable {ARTIFACT_FILE} ({exc})"
-            ) from exc
-        if version != FORMAT_VERSION:
-            raise IncompatibleModelError(
-                f"{directory}: format version {version}, this code reads {FORMAT_VERSION}; "
-                "retrain the model or install the matching imr-outcome version"
-            )
-        if info.labels != LABELS:
-            raise IncompatibleModelError(
-                f"{directory}: label map {list(info.labels)} differs from {list(LABELS)}"
-            )
-        try:
-            classifier = classifier_class(info.kind).load(directory / "classifier")
-        except IncompatibleModelError as exc:
-            raise IncompatibleModelError(f"{directory}: {exc}") from exc
-        return cls(
-            classifier=classifier,
-            calibrator=calibrator_from_dict(payload["calibrator"]),
-            threshold=float(payload["threshold"]),
-            info=info,
-        )

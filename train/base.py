@@ -2,7 +2,7 @@
 
 A classifier maps model inputs (:class:`imr_outcome.data.model_input.ModelInput`, built
 only from pre-filing text) to two-class logits. Calibration and the decision threshold
-are applied on top by :class:`imr_outcome.train.artifact.CalibratedModel`, so a
+are applied on top by :class:`imr_outcome.train.model.OutcomeModel`, so a
 classifier only has to produce scores that rank well.
 """
 
@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -19,8 +20,33 @@ import numpy.typing as npt
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.errors import IncompatibleModelError
 
+if TYPE_CHECKING:
+    from imr_outcome.train.ood import MahalanobisOod
+
 Logits = npt.NDArray[np.float64]
 """Shape ``(n, 2)``: unnormalized scores for [Upheld, Overturned] (label-id order)."""
+
+
+@dataclass(frozen=True)
+class ItemScores:
+    """What one inference pass of a classifier gives per item.
+
+    Attributes:
+        logits: shape ``(n, 2)``, see :data:`Logits`.
+        windows: shape ``(n,)``, token windows each item was cut into (1 for kinds that
+            do not window).
+        ood_distance: shape ``(n,)``, each item's distance from the training items as the
+            classifier's :attr:`Classifier.ood` detector measures it; None without one.
+    """
+
+    logits: Logits
+    windows: npt.NDArray[np.int64]
+    ood_distance: npt.NDArray[np.float64] | None
+
+
+def single_windows(logits: Logits) -> ItemScores:
+    """:class:`ItemScores` of a kind that neither windows nor detects OOD inputs."""
+    return ItemScores(logits, np.ones(len(logits), dtype=np.int64), None)
 
 
 class Classifier(Protocol):
@@ -32,6 +58,12 @@ class Classifier(Protocol):
 
     #: Name of the kind, as written in configs and in ``imr_model.json``.
     kind: ClassVar[str]
+    #: Whether the kind reads the request / the case summary (warnings about text a
+    #: model ignores are noise).
+    reads_request: ClassVar[bool]
+    reads_summary: ClassVar[bool]
+    #: Out-of-distribution detector fitted on the training items, or None.
+    ood: MahalanobisOod | None
 
     def fit(
         self,
@@ -56,6 +88,12 @@ class Classifier(Protocol):
         self, inputs: Sequence[ModelInput], metadata: Sequence[dict[str, Any]] | None = None
     ) -> Logits:
         """Scores for each input, shape ``(n, 2)``; softmax of a row is the raw probability."""
+        ...
+
+    def score_items(
+        self, inputs: Sequence[ModelInput], metadata: Sequence[dict[str, Any]] | None = None
+    ) -> ItemScores:
+        """Logits, windows per item and OOD distances from one inference pass."""
         ...
 
     def save(self, directory: Path) -> None:

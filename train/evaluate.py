@@ -22,14 +22,10 @@ import numpy.typing as npt
 from sklearn.model_selection import StratifiedGroupKFold
 
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.train.artifact import CalibratedModel
+from imr_outcome.train.bootstrap import FoldPredictions, fold_averaged_ci
 from imr_outcome.train.config import RunConfig
-from imr_outcome.train.metrics import (
-    METRIC_NAMES,
-    FoldPredictions,
-    fold_averaged_ci,
-    subgroup_metrics,
-)
+from imr_outcome.train.metrics import METRIC_NAMES, subgroup_metrics
+from imr_outcome.train.model import OutcomeModel
 from imr_outcome.train.pipeline import Rows, fit_calibrated
 
 logger = logging.getLogger(__name__)
@@ -75,7 +71,6 @@ def _evaluation(
 ) -> Evaluation:
     """Scores averaged over ``folds``; ``rows``/``p`` are the pooled out-of-fold results."""
     thresholds = [fold.threshold for fold in folds]
-    predicted = np.zeros(len(rows), dtype=np.int64)
     metrics = fold_averaged_ci(folds, n_boot=config.evaluation.bootstrap, seed=config.training.seed)
     # One threshold per fitted model; pooled subgroup precision/recall use their median.
     threshold = float(np.median(thresholds))
@@ -99,7 +94,7 @@ def _evaluation(
     )
 
 
-def evaluate_model(config: RunConfig, model: CalibratedModel, rows: Rows) -> Evaluation:
+def evaluate_model(config: RunConfig, model: OutcomeModel, rows: Rows) -> Evaluation:
     """Score a fitted model on held-out rows it never saw."""
     p = model.predict_proba(rows.inputs, rows.metadata)[:, 1]
     fold = FoldPredictions(rows.labels, p, rows.groups, model.threshold)
@@ -130,8 +125,7 @@ def cross_validate(
     rows: Rows,
     *,
     data_fingerprint: str,
-    on_fold: Callable[[int, int, Evaluation], None] | None = None,
-    on_fold_model: Callable[[int, int, CalibratedModel, Rows], None] | None = None,
+    on_fold_model: Callable[[int, int, OutcomeModel, Rows], None] | None = None,
 ) -> tuple[Evaluation, list[dict[str, Interval]]]:
     """Repeated grouped, stratified K-fold cross-validation.
 
@@ -139,7 +133,6 @@ def cross_validate(
         config: the run config (``evaluation.folds`` x ``evaluation.repeats``).
         rows: all rows of the split.
         data_fingerprint: recorded in each fitted model.
-        on_fold: called as ``on_fold(repeat, fold, evaluation)`` after each fold.
         on_fold_model: called as ``on_fold_model(repeat, fold, model, test_rows)`` with
             each fold's fitted model and the rows it never saw (e.g. for faithfulness).
 
@@ -173,8 +166,6 @@ def cross_validate(
             logger.info("repeat %d fold %d done", repeat, fold)
             if on_fold_model is not None:
                 on_fold_model(repeat, fold, model, test_rows)
-            if on_fold is not None:
-                on_fold(repeat, fold, _evaluation(config, test_rows, p[test_idx], folds[-1:]))
         evaluation = _evaluation(config, rows, p, folds)
         per_repeat.append(evaluation.metrics)
         if first is None:

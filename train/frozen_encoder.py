@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import joblib
 import numpy as np
@@ -27,14 +27,19 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
-from imr_outcome.train.base import Logits
-from imr_outcome.train.config import ModelConfig, TrainingConfig
+from imr_outcome.train.base import ItemScores, Logits, single_windows
+from imr_outcome.train.config import FrozenEncoderConfig, TrainingConfig
 from imr_outcome.train.encoders import load_encoder, load_tokenizer, pooled_embeddings
+from imr_outcome.train.hardware import machine_precision
 from imr_outcome.train.metrics import as_labels
+
+if TYPE_CHECKING:
+    from imr_outcome.train.ood import MahalanobisOod
 
 logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 
 #: Encoder settings (JSON) and the fitted scaler + logistic regression (joblib pickle).
 SETTINGS_FILE = "encoder.json"
@@ -54,10 +59,13 @@ class FrozenEncoderLogReg:
     """
 
     kind: ClassVar[str] = "frozen_encoder_lr"
+    reads_request: ClassVar[bool] = True
+    reads_summary: ClassVar[bool] = True
+    ood: MahalanobisOod | None = None
     #: Windows per encoder forward pass.
     batch_size: ClassVar[int] = 32
 
-    def __init__(self, model: ModelConfig, training: TrainingConfig) -> None:
+    def __init__(self, model: FrozenEncoderConfig, training: TrainingConfig) -> None:
         self.model_config = model
         self.training_config = training
         self._encoder: PreTrainedModel | None = None
@@ -73,6 +81,14 @@ class FrozenEncoderLogReg:
 
     def embed(self, inputs: Sequence[ModelInput]) -> FloatArray:
         """Item embeddings, shape ``(n, hidden_size)``; loads the encoder on first use.
+
+        Raises:
+            ModelNotFoundError, IncompatibleModelError: the encoder cannot be loaded.
+        """
+        return self._embed_and_count(inputs)[0]
+
+    def _embed_and_count(self, inputs: Sequence[ModelInput]) -> tuple[FloatArray, IntArray]:
+        """Item embeddings ``(n, hidden_size)`` and windows per item ``(n,)``.
 
         Raises:
             ModelNotFoundError, IncompatibleModelError: the encoder cannot be loaded.
@@ -139,12 +155,23 @@ class FrozenEncoderLogReg:
         Raises:
             NotFittedError: before :meth:`fit` or :meth:`load`.
         """
+        return self.score_items(inputs).logits
+
+    def score_items(
+        self, inputs: Sequence[ModelInput], metadata: Sequence[dict[str, Any]] | None = None
+    ) -> ItemScores:
+        """:meth:`logits` and the windows per item from one encoder pass; no OOD detector.
+
+        Raises:
+            NotFittedError: before :meth:`fit` or :meth:`load`.
+        """
         pipeline = self.pipeline
         if not inputs:
-            return np.zeros((0, 2), dtype=np.float64)
-        scores = np.asarray(pipeline.decision_function(self.embed(inputs)), dtype=np.float64)
-        result: Logits = np.column_stack([np.zeros_like(scores), scores])
-        return result
+            return single_windows(np.zeros((0, 2), dtype=np.float64))
+        embeddings, counts = self._embed_and_count(inputs)
+        scores = np.asarray(pipeline.decision_function(embeddings), dtype=np.float64)
+        logits: Logits = np.column_stack([np.zeros_like(scores), scores])
+        return ItemScores(logits, counts, None)
 
     def save(self, directory: Path) -> None:
         """Write ``encoder.json`` (encoder name and window settings) and the pipeline.
@@ -161,7 +188,7 @@ class FrozenEncoderLogReg:
             "max_length": config.max_length,
             "stride": config.stride,
             "c": config.c,
-            "precision": self.training_config.precision,
+            "precision": machine_precision(self.training_config.precision),
         }
         (directory / SETTINGS_FILE).write_text(json.dumps(settings, indent=2), encoding="utf-8")
         joblib.dump(self.pipeline, directory / PIPELINE_FILE)
@@ -191,14 +218,13 @@ class FrozenEncoderLogReg:
                     f"{paths[0]}: format_version {settings.get('format_version')!r}, this "
                     f"version reads {FORMAT_VERSION}; retrain the model"
                 )
-            model = ModelConfig(
-                kind="frozen_encoder_lr",
+            model = FrozenEncoderConfig(
                 base_model=settings["base_model"],
                 max_length=settings["max_length"],
                 stride=settings["stride"],
                 c=settings["c"],
             )
-            training = TrainingConfig(precision=settings["precision"])
+            training = TrainingConfig(precision="auto")  # resolved on this machine
         except (json.JSONDecodeError, AttributeError, KeyError, ValidationError) as exc:
             raise IncompatibleModelError(
                 f"{paths[0]}: invalid settings ({exc}); retrain the model"

@@ -21,10 +21,12 @@ from sklearn.model_selection import StratifiedGroupKFold
 from imr_outcome.data.model_input import ModelInput, build_model_input
 from imr_outcome.data.schema import LABELS, PREFILING_FIELDS
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.train.artifact import CalibratedModel, ModelInfo
+from imr_outcome.train.artifact import ModelInfo
 from imr_outcome.train.base import Classifier, classifier_class
 from imr_outcome.train.calibration import make_calibrator
-from imr_outcome.train.config import RunConfig
+from imr_outcome.train.config import RunConfig, WindowedConfig
+from imr_outcome.train.hardware import machine_precision
+from imr_outcome.train.model import OutcomeModel
 from imr_outcome.train.threshold import choose_threshold
 
 logger = logging.getLogger(__name__)
@@ -149,7 +151,7 @@ def fit_calibrated(
     *,
     data_fingerprint: str,
     callbacks: list[Any] | None = None,
-) -> CalibratedModel:
+) -> OutcomeModel:
     """Fit the classifier, the calibrator and the threshold on training rows only.
 
     The classifier is fitted on ``1 - training.validation_fraction`` of the letters; the
@@ -163,7 +165,7 @@ def fit_calibrated(
         callbacks: Trainer callbacks for transformer kinds (e.g. loss logging).
 
     Returns:
-        The :class:`CalibratedModel`.
+        The :class:`OutcomeModel`.
 
     Raises:
         InvalidInputError: when the validation slice cannot hold both classes.
@@ -190,17 +192,19 @@ def fit_calibrated(
         objective=config.threshold.objective,
         cost_ratio=config.threshold.cost_ratio,
     )
-    transformer_kind = config.model.kind in ("transformer", "frozen_encoder_lr")
+    windowed = config.model if isinstance(config.model, WindowedConfig) else None
     info = ModelInfo(
         kind=config.model.kind,
         labels=LABELS,
         split=config.data.split,
-        base_model=config.model.base_model if transformer_kind else "",
-        max_length=config.model.max_length if transformer_kind else 0,
+        base_model=windowed.base_model if windowed else "",
+        max_length=windowed.max_length if windowed else 0,
         data_fingerprint=data_fingerprint,
         trained_groups=len(set(rows.groups)),
         config_name=config.name,
         explainer=config.explainer,
         created=ModelInfo.now(),
+        precision=machine_precision(config.training.precision) if windowed else "",
+        ig_steps=config.ig_steps,
     )
-    return CalibratedModel(classifier, calibrator, threshold, info)
+    return OutcomeModel(classifier, calibrator, threshold, info)

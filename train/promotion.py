@@ -18,8 +18,9 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from imr_outcome.train.bootstrap import paired_bootstrap_auroc
 from imr_outcome.train.config import PromotionConfig
-from imr_outcome.train.metrics import expected_calibration_error, paired_bootstrap_auroc
+from imr_outcome.train.metrics import expected_calibration_error
 
 Outcome = Literal["promote", "keep", "force"]
 """``promote``: the rule passed; ``keep``: it failed; ``force``: promoted by hand."""

@@ -18,10 +18,8 @@ from mlflow.types.schema import ColSpec, Schema, TensorSpec
 from imr_outcome.data.model_input import build_model_input
 from imr_outcome.data.schema import LABELS, PREFILING_FIELDS
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.train.artifact import CalibratedModel
-
-#: Name of the pyfunc artifact that holds the model directory.
-ARTIFACT_KEY = "imr_model"
+from imr_outcome.train.model import OutcomeModel
+from imr_outcome.train.model_uri import ARTIFACT_KEY
 
 _INTEGER_FIELDS = {"patient_age"}
 
@@ -59,11 +57,11 @@ def _metadata(row: dict[str, Any]) -> dict[str, Any]:
 class ImrOutcomePyfunc(PythonModel):
     """Calibrated P(Upheld), P(Overturned) and the label at the saved threshold."""
 
-    model: CalibratedModel
+    model: OutcomeModel
 
     def load_context(self, context: PythonModelContext) -> None:
         """Load the model directory from the pyfunc artifacts."""
-        self.model = CalibratedModel.load(Path(context.artifacts[ARTIFACT_KEY]))
+        self.model = OutcomeModel.load(Path(context.artifacts[ARTIFACT_KEY]))
 
     def predict(
         self, context: PythonModelContext, model_input: pd.DataFrame, params: Any = None
@@ -92,11 +90,11 @@ class ImrOutcomePyfunc(PythonModel):
             build_model_input(str(row["request"]), str(row["summary"] or ""), meta)
             for row, meta in zip(rows, metadata, strict=True)
         ]
-        p = self.model.predict_proba(inputs, metadata)
+        scores = self.model.score(inputs, metadata)
         return pd.DataFrame(
             {
-                f"p_{LABELS[0].lower()}": p[:, 0],
-                f"p_{LABELS[1].lower()}": p[:, 1],
-                "label": [LABELS[int(x >= self.model.threshold)] for x in p[:, 1]],
+                f"p_{LABELS[0].lower()}": scores.proba[:, 0],
+                f"p_{LABELS[1].lower()}": scores.proba[:, 1],
+                "label": scores.labels,
             }
         )

@@ -48,11 +48,12 @@ from imr_outcome.data.card import build_card, write_card
 from imr_outcome.data.dataset import BuiltDataset, build_dataset, save_dataset
 from imr_outcome.data.schema import LABELS
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
-from imr_outcome.train.artifact import ARTIFACT_FILE, CalibratedModel
-from imr_outcome.train.config import RunConfig, load_config, save_config
+from imr_outcome.train.artifact import ARTIFACT_FILE
+from imr_outcome.train.config import RunConfig, load_config
 from imr_outcome.train.evaluate import Evaluation, evaluate_model
 from imr_outcome.train.metrics import flatten_metrics
-from imr_outcome.train.pipeline import Rows, fit_calibrated, rows_from_dataset
+from imr_outcome.train.model import OutcomeModel
+from imr_outcome.train.pipeline import Rows, rows_from_dataset
 from imr_outcome.train.promotion import Comparison, Decision, compare, decide, describe_rule
 from imr_outcome.train.retrain_data import (
     ComparisonSplit,
@@ -62,16 +63,14 @@ from imr_outcome.train.retrain_data import (
     load_snapshot,
     new_records,
 )
-from imr_outcome.train.run import MlflowLossCallback
+from imr_outcome.train.run import fit_and_log, log_inputs, save_and_log
 from imr_outcome.train.tracking import (
     CHAMPION,
     VersionRef,
     champion_version,
     configure,
     delete_version,
-    log_dataset,
     log_metrics,
-    log_model,
     register_version,
     set_alias,
     tracked_run,
@@ -88,11 +87,11 @@ class Champion:
     """The current champion: its registry entry, loaded model and the letters it saw."""
 
     ref: VersionRef
-    model: CalibratedModel
+    model: OutcomeModel
     letters: frozenset[str]
 
 
-def _load_champion_model(ref: VersionRef, target: Path) -> tuple[CalibratedModel, Path]:
+def _load_champion_model(ref: VersionRef, target: Path) -> tuple[OutcomeModel, Path]:
     """Download the champion's artifact into ``target``; returns the model and its folder.
 
     Raises:
@@ -117,13 +116,13 @@ def _load_champion_model(ref: VersionRef, target: Path) -> tuple[CalibratedModel
         )
     directory = found[0].parent
     try:
-        return CalibratedModel.load(directory), directory
+        return OutcomeModel.load(directory), directory
     except IncompatibleModelError as exc:
         raise IncompatibleModelError(f"champion {uri}: {exc}") from exc
 
 
 def _champion_letters(
-    ref: VersionRef, model_dir: Path, model: CalibratedModel, snapshot: Snapshot
+    ref: VersionRef, model_dir: Path, model: OutcomeModel, snapshot: Snapshot
 ) -> frozenset[str]:
     """The letter ids the champion was fitted and calibrated on (see the module docstring).
 
@@ -167,7 +166,7 @@ def _fingerprint_at(dataset_dir: Path) -> str | None:
         return None
 
 
-def _check_task(config: RunConfig, ref: VersionRef, model: CalibratedModel) -> None:
+def _check_task(config: RunConfig, ref: VersionRef, model: OutcomeModel) -> None:
     if model.info.split != config.data.split or tuple(model.info.labels) != LABELS:
         raise InvalidInputError(
             "data.split",
@@ -371,19 +370,8 @@ def _train_and_decide(
                 "retrain.sources": ", ".join(str(s) for s in sources)[:500],
             }
         )
-        frame = split.select_columns(["id", "group_id", "fold", "label"]).to_pandas()
-        log_dataset(
-            frame,
-            name=f"imr-{split_name}",
-            source=str(dataset_dir.resolve()),
-            fingerprint=built.fingerprint,
-        )
-        challenger = fit_calibrated(
-            config,
-            train_rows,
-            data_fingerprint=built.fingerprint,
-            callbacks=[MlflowLossCallback()],
-        )
+        log_inputs(config, split, dataset_dir, built.fingerprint)
+        challenger = fit_and_log(config, train_rows, fingerprint=built.fingerprint)
         champion_eval = evaluate_model(config, champion.model, held_rows)
         challenger_eval = evaluate_model(config, challenger, held_rows)
         comparison = compare(
@@ -444,9 +432,7 @@ def _train_and_decide(
             },
             TRAINING_GROUPS_ARTIFACT,
         )
-        model_dir = challenger.save(models_dir / run_id)
-        save_config(config, model_dir / "config.yaml")
-        model_uri = log_model(model_dir)
+        _, model_uri = save_and_log(challenger, config, models_dir, run_id)
         version = None if dry_run else _register(name, model_uri, tags, decision)
     return RetrainResult(
         decision=decision,

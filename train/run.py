@@ -21,19 +21,20 @@ import mlflow
 from transformers import TrainerCallback
 
 if TYPE_CHECKING:
-    from imr_outcome.serve.faithfulness import FaithfulnessReport
+    from imr_outcome.train.faithfulness import FaithfulnessReport
 
 from imr_outcome.data.dataset import load_dataset
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.train.artifact import CalibratedModel
-from imr_outcome.train.config import RunConfig, save_config
+from imr_outcome.train.config import RunConfig, WindowedConfig, save_config
 from imr_outcome.train.evaluate import (
     Evaluation,
     cross_validate,
     evaluate_model,
     holdout_split,
 )
+from imr_outcome.train.hardware import machine_precision
 from imr_outcome.train.metrics import flatten_metrics
+from imr_outcome.train.model import OutcomeModel
 from imr_outcome.train.pipeline import Rows, fit_calibrated, rows_from_dataset
 from imr_outcome.train.plots import plot_all
 from imr_outcome.train.tracking import (
@@ -123,17 +124,39 @@ def _log_evaluation(prefix: str, evaluation: Evaluation) -> None:
         mlflow.log_artifacts(str(out), artifact_path="evaluation")
 
 
-def _log_inputs(config: RunConfig, data: LoadedData) -> None:
-    frame = data.split.select_columns(["id", "group_id", "fold", "label"]).to_pandas()
+def log_inputs(
+    config: RunConfig, split: datasets.Dataset, dataset_dir: Path, fingerprint: str
+) -> None:
+    """Log the training split (ids, letters, folds, labels) and the dataset card, and the
+    precision this machine resolves ``training.precision`` to (``resolved.precision``)."""
+    frame = split.select_columns(["id", "group_id", "fold", "label"]).to_pandas()
     log_dataset(
         frame,
         name=f"imr-{config.data.split}",
-        source=str(config.data.dataset_dir.resolve()),
-        fingerprint=data.fingerprint,
+        source=str(dataset_dir.resolve()),
+        fingerprint=fingerprint,
     )
     for name in ("card.md", "card.json"):
-        if (data.card_dir / name).is_file():
-            mlflow.log_artifact(str(data.card_dir / name), artifact_path="dataset")
+        if (dataset_dir / name).is_file():
+            mlflow.log_artifact(str(dataset_dir / name), artifact_path="dataset")
+    mlflow.log_param("resolved.precision", machine_precision(config.training.precision))
+
+
+def fit_and_log(config: RunConfig, rows: Rows, *, fingerprint: str) -> OutcomeModel:
+    """:func:`fit_calibrated` with the training loss logged to the active MLflow run."""
+    return fit_calibrated(
+        config, rows, data_fingerprint=fingerprint, callbacks=[MlflowLossCallback()]
+    )
+
+
+def save_and_log(
+    model: OutcomeModel, config: RunConfig, models_dir: Path, run_id: str
+) -> tuple[Path, str]:
+    """Save ``model`` and its config under ``models_dir/run_id`` and log it as the run's
+    pyfunc model; returns the model directory and the logged model's URI."""
+    model_dir = model.save(models_dir / run_id)
+    save_config(config, model_dir / "config.yaml")
+    return model_dir, log_model(model_dir)
 
 
 @dataclass(frozen=True)
@@ -141,7 +164,7 @@ class TrainResult:
     """What ``train`` produced."""
 
     evaluation: Evaluation
-    model: CalibratedModel
+    model: OutcomeModel
     model_dir: Path
     model_uri: str
     run_id: str
@@ -162,19 +185,12 @@ def train(config: RunConfig, *, models_dir: Path, register_model: bool) -> Train
     data = load_training_data(config)
     train_rows, test_rows = holdout_split(data.rows, data.folds, config.data.holdout_fold)
     with tracked_run(config, "train") as run:
-        _log_inputs(config, data)
-        model = fit_calibrated(
-            config,
-            train_rows,
-            data_fingerprint=data.fingerprint,
-            callbacks=[MlflowLossCallback()],
-        )
+        log_inputs(config, data.split, data.card_dir, data.fingerprint)
+        model = fit_and_log(config, train_rows, fingerprint=data.fingerprint)
         evaluation = evaluate_model(config, model, test_rows)
         _log_evaluation("test", evaluation)
         log_metrics({"threshold": model.threshold})
-        model_dir = model.save(models_dir / run.info.run_id)
-        save_config(config, model_dir / "config.yaml")
-        model_uri = log_model(model_dir)
+        model_dir, model_uri = save_and_log(model, config, models_dir, run.info.run_id)
         registration = None
         if register_model:
             registration = register(
@@ -205,25 +221,25 @@ def evaluate(config: RunConfig) -> EvaluateResult:
 
     With ``evaluation.faithfulness_items`` > 0 (and an explainer), each fold model of the
     first repeat also has its explainer's ERASER faithfulness measured on that many of
-    its held-out items (:mod:`imr_outcome.serve.faithfulness`); the pooled figures are
+    its held-out items (:mod:`imr_outcome.train.faithfulness`); the pooled figures are
     logged as ``faithfulness.*`` metrics.
     """
     data = load_training_data(config)
     reports: list[FaithfulnessReport] = []
 
-    def measure_faithfulness(repeat: int, fold: int, model: CalibratedModel, rows: Rows) -> None:
-        from imr_outcome.serve.faithfulness import faithfulness, items_of
+    def measure_faithfulness(repeat: int, fold: int, model: OutcomeModel, rows: Rows) -> None:
+        from imr_outcome.train.faithfulness import faithfulness, items_of
 
         if repeat > 0:
             return
         seed = config.training.seed + fold
         items = items_of(rows, config.evaluation.faithfulness_items, seed)
-        steps = config.evaluation.faithfulness_steps
+        steps = config.ig_steps
         reports.append(faithfulness(model, items, seed=seed, n_steps=steps))
 
     wants_faithfulness = config.evaluation.faithfulness_items > 0 and config.explainer != "none"
     with tracked_run(config, "evaluate") as run:
-        _log_inputs(config, data)
+        log_inputs(config, data.split, data.card_dir, data.fingerprint)
         evaluation, per_repeat = cross_validate(
             config,
             data.rows,
@@ -241,7 +257,7 @@ def evaluate(config: RunConfig) -> EvaluateResult:
 
 
 def _log_faithfulness(reports: list[FaithfulnessReport]) -> FaithfulnessReport:
-    from imr_outcome.serve.faithfulness import pooled
+    from imr_outcome.train.faithfulness import pooled
 
     report = pooled(reports)
     log_metrics(
@@ -304,9 +320,7 @@ def write_report(
         "config": config.name,
         "kind": config.model.kind,
         "base_model": (
-            config.model.base_model
-            if config.model.kind in ("transformer", "frozen_encoder_lr")
-            else None
+            config.model.base_model if isinstance(config.model, WindowedConfig) else None
         ),
         "split": config.data.split,
         "folds": config.evaluation.folds,

@@ -28,7 +28,8 @@ from mlflow.exceptions import MlflowException
 
 from imr_outcome.errors import ModelNotFoundError
 from imr_outcome.train.config import RunConfig, flatten
-from imr_outcome.train.pyfunc import ARTIFACT_KEY, SIGNATURE
+from imr_outcome.train.model_uri import ARTIFACT_KEY
+from imr_outcome.train.pyfunc import SIGNATURE
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ def tracked_run(config: RunConfig, run_kind: str) -> Iterator[Run]:
     try:
         mlflow.set_tags({"run_kind": run_kind, "git_commit": git_commit(), "config": config.name})
         mlflow.log_params(flatten(config))
+        mlflow.log_dict(config.model_dump(mode="json"), "config.json")
         yield run
         status = "FINISHED"
     finally:

@@ -27,7 +27,7 @@ from imr_outcome.serve.api import STATIC_DIR, create_app
 from imr_outcome.serve.api_limits import InFlightGate, Saturated, ServeSettings
 from imr_outcome.serve.predictor import PredictInput, Predictor
 from imr_outcome.serve.schemas import Prediction
-from imr_outcome.train.artifact import CalibratedModel
+from imr_outcome.train.model import CalibratedModel
 from imr_outcome.train.run import TrainResult
 
 from conftest import LETTER_FIXTURES

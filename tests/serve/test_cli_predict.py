@@ -16,7 +16,7 @@ from imr_outcome.data.letters import parse_letter_file
 from imr_outcome.data.model_input import MetadataValue, ModelInput, build_model_input
 from imr_outcome.data.schema import Letter
 from imr_outcome.serve.schemas import EvidenceSpan
-from imr_outcome.train.artifact import CalibratedModel
+from imr_outcome.train.model import OutcomeModel
 from imr_outcome.train.run import TrainResult
 
 from conftest import LETTER_FIXTURES
@@ -45,7 +45,7 @@ def _flat(text: str) -> str:
     return " ".join(text.split())
 
 
-def _letter_probabilities(model: CalibratedModel, letter: Letter) -> list[float]:
+def _letter_probabilities(model: OutcomeModel, letter: Letter) -> list[float]:
     """P(Overturned) of each item from its request, the summary and age/sex only."""
     assert letter.patient_age is not None and letter.patient_sex is not None
     metadata: dict[str, MetadataValue] = {
@@ -108,7 +108,7 @@ def test_predict_a_letter_as_json(store: TrainResult, letter: Letter) -> None:
 
 
 def _fake_explain(
-    model: CalibratedModel,
+    model: OutcomeModel,
     model_input: ModelInput,
     request: str,
     summary: str,

@@ -11,21 +11,21 @@ import torch
 
 from imr_outcome.data.model_input import MetadataValue, ModelInput, build_model_input
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError
-from imr_outcome.serve.evidence import (
+from imr_outcome.serve.evidence import explain
+from imr_outcome.serve.schemas import EvidenceSpan
+from imr_outcome.train.attribution import (
     Attribution,
     TokenAttribution,
     WordAttribution,
-    explain,
     merge_overlapping,
     phrase_spans,
     token_attributions,
     word_scores,
 )
-from imr_outcome.serve.schemas import EvidenceSpan
-from imr_outcome.train.artifact import CalibratedModel
 from imr_outcome.train.baselines import TfidfLogReg
-from imr_outcome.train.config import ModelConfig, TrainingConfig
+from imr_outcome.train.config import TfidfConfig, TrainingConfig
 from imr_outcome.train.encoders import encode_windows
+from imr_outcome.train.model import OutcomeModel
 from imr_outcome.train.transformer import TransformerClassifier
 
 from toy_cue import CUE, FILLER, REQUEST, toy_inputs, toy_items, toy_transformer
@@ -49,7 +49,7 @@ def _toy_set(
 
 
 @pytest.fixture(scope="module")
-def transformer(tiny_bert: Path) -> CalibratedModel:
+def transformer(tiny_bert: Path) -> OutcomeModel:
     return _wrap(toy_transformer(tiny_bert), "integrated_gradients")
 
 
@@ -66,7 +66,7 @@ def tfidf() -> TfidfLogReg:
         )
         for y in labels
     ]
-    model = ModelConfig(kind="tfidf_lr", ngram_max=2, min_df=1)
+    model = TfidfConfig(ngram_max=2, min_df=1)
     return TfidfLogReg(model, TrainingConfig()).fit(inputs, labels)
 
 
@@ -104,7 +104,7 @@ ODD_TEXTS = {
 
 
 @pytest.mark.parametrize("case", sorted(ODD_TEXTS))
-def test_spans_index_the_callers_exact_strings(transformer: CalibratedModel, case: str) -> None:
+def test_spans_index_the_callers_exact_strings(transformer: OutcomeModel, case: str) -> None:
     request, summary = ODD_TEXTS[case]
     model_input = build_model_input(request, summary, METADATA)
 
@@ -124,7 +124,7 @@ def test_spans_index_the_callers_exact_strings(transformer: CalibratedModel, cas
 
 @pytest.mark.parametrize("case", sorted(ODD_TEXTS))
 def test_token_offsets_are_the_fields_own_tokens_without_the_metadata_prefix(
-    transformer: CalibratedModel, case: str
+    transformer: OutcomeModel, case: str
 ) -> None:
     request, summary = ODD_TEXTS[case]
     classifier = transformer.classifier
@@ -143,7 +143,7 @@ def test_token_offsets_are_the_fields_own_tokens_without_the_metadata_prefix(
 
 
 def test_directions_follow_the_sign_of_the_summed_token_attributions(
-    transformer: CalibratedModel,
+    transformer: OutcomeModel,
 ) -> None:
     classifier = transformer.classifier
     assert isinstance(classifier, TransformerClassifier)
@@ -173,7 +173,7 @@ def test_directions_follow_the_sign_of_the_summed_token_attributions(
     assert weights == sorted(weights, reverse=True)
 
 
-def test_top_k_keeps_the_strongest_spans_of_each_direction(transformer: CalibratedModel) -> None:
+def test_top_k_keeps_the_strongest_spans_of_each_direction(transformer: OutcomeModel) -> None:
     request, summary = ODD_TEXTS["odd_whitespace"]
     model_input = build_model_input(request, summary)
 
@@ -186,7 +186,7 @@ def test_top_k_keeps_the_strongest_spans_of_each_direction(transformer: Calibrat
     assert len(every) > len(top)
 
 
-def test_a_long_summary_is_explained_in_every_window(transformer: CalibratedModel) -> None:
+def test_a_long_summary_is_explained_in_every_window(transformer: OutcomeModel) -> None:
     classifier = transformer.classifier
     assert isinstance(classifier, TransformerClassifier)
     summary = " ".join(FILLER * 6) + " " + CUE[1]
@@ -210,7 +210,7 @@ def test_a_long_summary_is_explained_in_every_window(transformer: CalibratedMode
     assert late
 
 
-def test_overlapping_windows_average_their_attributions(transformer: CalibratedModel) -> None:
+def test_overlapping_windows_average_their_attributions(transformer: OutcomeModel) -> None:
     """A token's score is the mean over the windows holding it.
 
     Each window is re-attributed on its own, as an input whose summary is just that
@@ -259,7 +259,7 @@ def _margin_change(classifier: TransformerClassifier, model_input: ModelInput) -
     return float((logits[1] - logits[0]) - (baseline[1] - baseline[0]))
 
 
-def test_integrated_gradients_are_complete(transformer: CalibratedModel) -> None:
+def test_integrated_gradients_are_complete(transformer: OutcomeModel) -> None:
     """Sum of attributions = margin(input) - margin(baseline) (Sundararajan et al. 2017).
 
     Checked with n_steps=512 Gauss-Legendre points, to 2% of the margin change (plus 0.05
@@ -391,7 +391,7 @@ def test_the_none_explainer_gives_no_spans(tfidf: TfidfLogReg) -> None:
 
 
 def test_an_explainer_for_another_kind_is_incompatible(
-    tfidf: TfidfLogReg, transformer: CalibratedModel
+    tfidf: TfidfLogReg, transformer: OutcomeModel
 ) -> None:
     model_input = build_model_input(REQUEST, CUE[1])
 
@@ -400,7 +400,7 @@ def test_an_explainer_for_another_kind_is_incompatible(
         match=r"explainer 'integrated_gradients' does not fit classifier kind 'tfidf_lr'",
     ):
         explain(_wrap(tfidf, "integrated_gradients"), model_input, REQUEST, CUE[1])
-    mismatched = CalibratedModel(
+    mismatched = OutcomeModel(
         transformer.classifier,
         transformer.calibrator,
         0.5,

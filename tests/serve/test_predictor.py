@@ -6,8 +6,6 @@ import dataclasses
 import json
 import re
 import shutil
-import sys
-import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,8 +30,8 @@ from imr_outcome.serve.predictor import (
     windows_warning,
 )
 from imr_outcome.serve.schemas import EvidenceSpan
-from imr_outcome.train.artifact import CalibratedModel
 from imr_outcome.train.encoders import encode_windows, load_tokenizer
+from imr_outcome.train.model import OutcomeModel
 from imr_outcome.train.ood import MahalanobisOod
 from imr_outcome.train.run import TrainResult
 from imr_outcome.train.transformer import TransformerClassifier
@@ -494,7 +492,7 @@ def test_evidence_comes_from_the_evidence_module_only_when_asked(
     )
 
     def fake_explain(
-        model: CalibratedModel,
+        model: OutcomeModel,
         model_input: ModelInput,
         request: str,
         summary: str,
@@ -507,9 +505,7 @@ def test_evidence_comes_from_the_evidence_module_only_when_asked(
         calls.append((request, summary, top_k, n_steps))
         return [span]
 
-    module = types.ModuleType("imr_outcome.serve.evidence")
-    module.explain = fake_explain  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "imr_outcome.serve.evidence", module)
+    monkeypatch.setattr("imr_outcome.serve.evidence.explain", fake_explain)
 
     explained = predictor.predict(REQUEST, SUMMARY, top_k=3)
     plain = predictor.predict(REQUEST, SUMMARY, explain=False)

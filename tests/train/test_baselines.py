@@ -24,7 +24,7 @@ from imr_outcome.train.baselines import (
     TfidfLogReg,
     ngram_spans,
 )
-from imr_outcome.train.config import ModelConfig, TrainingConfig
+from imr_outcome.train.config import ModelConfig, TrainingConfig, model_config
 
 Labels = npt.NDArray[np.int64]
 
@@ -48,7 +48,8 @@ _UPHELD_SUMMARY = (
 
 
 def _configs(**model: Any) -> tuple[ModelConfig, TrainingConfig]:
-    return ModelConfig.model_validate({"min_df": 1, "ngram_max": 2, **model}), _training()
+    fields = {"kind": "tfidf_lr", "min_df": 1, "ngram_max": 2, **model}
+    return model_config(fields), _training()
 
 
 def _training(**overrides: Any) -> TrainingConfig:
@@ -410,7 +411,10 @@ def test_save_then_load_gives_identical_logits(kind: str, tmp_path: Path) -> Non
     assert np.array_equal(loaded.logits(inputs, metadata), classifier.logits(inputs, metadata))
     assert description["kind"] == kind
     assert description["format_version"] == 1
-    assert description["model"]["min_df"] == 1
+    # Each kind saves only its own model fields (the config is one section per kind).
+    assert description["model"] == _configs(kind=kind)[0].model_dump(mode="json")
+    assert description["model"]["kind"] == kind
+    assert ("min_df" in description["model"]) == (kind == "tfidf_lr")
 
 
 def test_load_rejects_another_kind_with_the_exact_message(tmp_path: Path) -> None:

@@ -5,7 +5,13 @@ from pathlib import Path
 import pytest
 
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.train.config import OFFLINE_MINILM, flatten, load_config, save_config
+from imr_outcome.train.config import (
+    OFFLINE_MINILM,
+    TransformerConfig,
+    flatten,
+    load_config,
+    save_config,
+)
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
@@ -20,6 +26,7 @@ def test_every_shipped_config_validates(path: Path) -> None:
 def test_default_config_is_the_offline_minilm() -> None:
     config = load_config(EXPERIMENTS / "default.yaml")
 
+    assert isinstance(config.model, TransformerConfig)
     assert (config.model.kind, config.model.base_model) == ("transformer", OFFLINE_MINILM)
     assert config.explainer == "integrated_gradients"
 
@@ -70,3 +77,32 @@ def test_flatten_and_save_round_trip(tmp_path: Path) -> None:
     assert flat["training.windows_per_item"] == "1"
     assert all(isinstance(v, str) for v in flat.values())
     assert load_config(tmp_path / "config.yaml") == config
+
+
+def test_an_explainer_that_does_not_fit_the_kind_names_both() -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        load_config(EXPERIMENTS / "default.yaml", ["model=" + "{kind: tfidf_lr}"])
+
+    assert "explainer 'integrated_gradients' does not fit model.kind 'tfidf_lr'" in str(
+        caught.value
+    )
+    assert "['none', 'tfidf_coefficients']" in str(caught.value)
+
+
+def test_each_kind_has_only_its_own_fields() -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        load_config(EXPERIMENTS / "tfidf_lr.yaml", ["model.base_model=offline:minilm"])
+
+    assert str(caught.value) == "config: model.base_model: Extra inputs are not permitted"
+
+
+def test_the_window_check_does_not_fire_for_tfidf() -> None:
+    config = load_config(EXPERIMENTS / "tfidf_lr.yaml")
+
+    assert config.model.kind == "tfidf_lr"
+    assert not hasattr(config.model, "stride")
+
+
+@pytest.mark.parametrize("path", sorted(EXPERIMENTS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_configs_resolve_precision_per_machine(path: Path) -> None:
+    assert load_config(path).training.precision == "auto"

@@ -11,7 +11,7 @@ from sklearn.exceptions import NotFittedError
 
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
-from imr_outcome.train.config import ModelConfig, TrainingConfig
+from imr_outcome.train.config import FrozenEncoderConfig, TrainingConfig
 from imr_outcome.train.frozen_encoder import FrozenEncoderLogReg
 
 IntArray = npt.NDArray[np.int64]
@@ -32,9 +32,7 @@ def _toy_set(n: int = 30) -> tuple[list[ModelInput], IntArray]:
 
 
 def _classifier(tiny_bert: Path, weighted: bool = True) -> FrozenEncoderLogReg:
-    model = ModelConfig(
-        kind="frozen_encoder_lr", base_model=str(tiny_bert), max_length=64, stride=16, c=0.5
-    )
+    model = FrozenEncoderConfig(base_model=str(tiny_bert), max_length=64, stride=16, c=0.5)
     return FrozenEncoderLogReg(model, TrainingConfig(class_weighted_loss=weighted))
 
 

@@ -9,14 +9,12 @@ import pytest
 from sklearn.calibration import calibration_curve
 
 from imr_outcome.errors import InvalidInputError
+from imr_outcome.train.bootstrap import _weighted_metrics, bootstrap_ci, paired_bootstrap_auroc
 from imr_outcome.train.metrics import (
     METRIC_NAMES,
-    _weighted_metrics,
     binary_metrics,
-    bootstrap_ci,
     expected_calibration_error,
     flatten_metrics,
-    paired_bootstrap_auroc,
     reliability_curve,
     subgroup_metrics,
 )

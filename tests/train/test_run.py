@@ -14,9 +14,9 @@ from mlflow import MlflowClient
 
 from imr_outcome.data.model_input import build_model_input
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.train.artifact import CalibratedModel
 from imr_outcome.train.config import RunConfig, load_config
 from imr_outcome.train.evaluate import holdout_split
+from imr_outcome.train.model import OutcomeModel
 from imr_outcome.train.pipeline import validation_split
 from imr_outcome.train.run import evaluate, load_training_data, train, write_report
 from imr_outcome.train.tracking import list_versions
@@ -79,7 +79,7 @@ def test_train_logs_everything_and_registers_the_first_version_as_champion(
         result.model.info.data_fingerprint[:32]
     ]
 
-    reloaded = CalibratedModel.load(result.model_dir)
+    reloaded = OutcomeModel.load(result.model_dir)
     assert reloaded.threshold == result.model.threshold
     assert reloaded.info.labels == ("Upheld", "Overturned")
 
@@ -120,7 +120,7 @@ def test_fine_tuned_transformer_end_to_end_with_a_tiny_bert(
     run = MlflowClient().get_run(result.run_id)
     assert "train.loss" in run.data.metrics
     assert run.data.params["model.base_model"] == str(tiny_bert)
-    reloaded = CalibratedModel.load(result.model_dir)
+    reloaded = OutcomeModel.load(result.model_dir)
     assert reloaded.info.kind == "transformer" and reloaded.info.max_length == 64
     inputs = [build_model_input("TENS unit", "Chronic knee pain after a fall. " * 40)]
     np.testing.assert_allclose(

@@ -18,14 +18,10 @@ from transformers import TrainerCallback
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.data.schema import LABELS
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
-from imr_outcome.train.config import ModelConfig, TrainingConfig
+from imr_outcome.train.config import TrainingConfig, TransformerConfig
 from imr_outcome.train.encoders import aggregate
-from imr_outcome.train.transformer import (
-    TransformerClassifier,
-    class_weights,
-    sample_training_windows,
-    window_loss,
-)
+from imr_outcome.train.fine_tune import class_weights, sample_training_windows, window_loss
+from imr_outcome.train.transformer import TransformerClassifier
 
 IntArray = npt.NDArray[np.int64]
 
@@ -53,8 +49,8 @@ def _toy_set(n: int = 40, seed: int = 0) -> tuple[list[ModelInput], IntArray]:
     return inputs, labels
 
 
-def _model_config(tiny_bert: Path, **overrides: Any) -> ModelConfig:
-    return ModelConfig(base_model=str(tiny_bert), max_length=64, stride=16, **overrides)
+def _model_config(tiny_bert: Path, **overrides: Any) -> TransformerConfig:
+    return TransformerConfig(base_model=str(tiny_bert), max_length=64, stride=16, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +229,8 @@ def test_fit_leaves_an_ood_detector_of_the_training_embeddings(
     inputs, _ = _toy_set()
 
     embeddings = fitted.item_embeddings(inputs)
-    logits, distances = fitted.logits_and_ood_distances(inputs)
+    scored = fitted.score_items(inputs)
+    logits, distances = scored.logits, scored.ood_distance
 
     assert fitted.ood is not None
     assert embeddings.shape == (40, fitted.model.config.hidden_size)
@@ -247,7 +244,7 @@ def test_fit_leaves_an_ood_detector_of_the_training_embeddings(
     loaded = TransformerClassifier.load(tmp_path / "model")
     assert loaded.ood is not None
     assert loaded.ood.threshold == fitted.ood.threshold
-    reloaded = loaded.logits_and_ood_distances(inputs)[1]
+    reloaded = loaded.score_items(inputs).ood_distance
     assert reloaded is not None
     np.testing.assert_allclose(reloaded, distances, rtol=1e-6)
 
@@ -262,7 +259,7 @@ def test_a_model_saved_without_a_detector_scores_no_distances(
     loaded = TransformerClassifier.load(tmp_path / "model")
 
     assert loaded.ood is None
-    assert loaded.logits_and_ood_distances(inputs)[1] is None
+    assert loaded.score_items(inputs).ood_distance is None
 
 
 def test_a_tampered_label_map_is_incompatible(

@@ -9,7 +9,9 @@ import pytest
 from imr_outcome.data.model_input import build_model_input
 from imr_outcome.data.schema import LABELS
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError
-from imr_outcome.serve.faithfulness import (
+from imr_outcome.train.baselines import TfidfLogReg
+from imr_outcome.train.config import TfidfConfig, TrainingConfig
+from imr_outcome.train.faithfulness import (
     FaithfulnessReport,
     erase,
     faithfulness,
@@ -17,9 +19,7 @@ from imr_outcome.serve.faithfulness import (
     pooled,
     rationale_sizes,
 )
-from imr_outcome.train.artifact import CalibratedModel
-from imr_outcome.train.baselines import TfidfLogReg
-from imr_outcome.train.config import ModelConfig, TrainingConfig
+from imr_outcome.train.model import OutcomeModel
 from imr_outcome.train.pipeline import Rows
 
 from toy_cue import CUE, Item, toy_transformer
@@ -29,14 +29,14 @@ from toy_cue import wrap_toy as _wrap
 
 
 @pytest.fixture(scope="module")
-def transformer(tiny_bert: Path) -> CalibratedModel:
+def transformer(tiny_bert: Path) -> OutcomeModel:
     return _wrap(toy_transformer(tiny_bert), "integrated_gradients")
 
 
 @pytest.fixture(scope="module")
 def tfidf() -> TfidfLogReg:
     items, labels = _items(24, seed=0)
-    model = ModelConfig(kind="tfidf_lr", ngram_max=1, min_df=1)
+    model = TfidfConfig(ngram_max=1, min_df=1)
     return TfidfLogReg(model, TrainingConfig()).fit(_inputs(items), labels)
 
 
@@ -52,7 +52,7 @@ def _check_ranges(report: FaithfulnessReport, n_items: int) -> None:
 
 
 def test_integrated_gradients_beat_random_words_on_a_cue_model(
-    transformer: CalibratedModel,
+    transformer: OutcomeModel,
 ) -> None:
     # Training items (the toy model fits them all; unseen filler orders it may not).
     items, labels = _items(16, seed=0)

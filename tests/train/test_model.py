@@ -1,0 +1,83 @@
+"""OutcomeModel: one scoring pass (probabilities, labels, windows, OOD), the label at the
+threshold in one place, and explanations a caller can bound in time."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imr_outcome.data.model_input import build_model_input
+from imr_outcome.errors import DeadlineExceededError
+from imr_outcome.train.baselines import TfidfLogReg
+from imr_outcome.train.config import TfidfConfig, TrainingConfig
+from imr_outcome.train.encoders import encode_windows
+from imr_outcome.train.model import OutcomeModel
+
+from toy_cue import CUE, FILLER, REQUEST, toy_inputs, toy_items, toy_transformer, wrap_toy
+
+
+def _tfidf_model(threshold: float = 0.5) -> OutcomeModel:
+    items, labels = toy_items()
+    classifier = TfidfLogReg(TfidfConfig(ngram_max=1, min_df=1), TrainingConfig()).fit(
+        toy_inputs(items), labels
+    )
+    return dataclasses.replace(wrap_toy(classifier, "tfidf_coefficients"), threshold=threshold)
+
+
+def test_score_is_one_pass_of_probabilities_labels_and_windows() -> None:
+    model = _tfidf_model()
+    inputs = toy_inputs(toy_items(6, seed=3)[0])
+
+    scores = model.score(inputs)
+
+    np.testing.assert_allclose(scores.proba, model.predict_proba(inputs))
+    assert scores.labels == model.predict(inputs)
+    assert scores.labels == [
+        "Overturned" if p >= model.threshold else "Upheld" for p in scores.proba[:, 1]
+    ]
+    assert scores.windows.tolist() == [1] * 6
+    assert scores.ood_distance is None
+
+
+def test_the_label_at_the_threshold_itself_is_overturned() -> None:
+    model = _tfidf_model(threshold=0.25)
+
+    assert model.labels_at([0.2499, 0.25, 0.9]) == ["Upheld", "Overturned", "Overturned"]
+
+
+def test_score_of_nothing_is_empty() -> None:
+    scores = _tfidf_model().score([])
+
+    assert scores.proba.shape == (0, 2)
+    assert scores.labels == []
+    assert scores.windows.shape == (0,)
+
+
+def test_transformer_windows_per_item_match_the_tokenizer(tiny_bert: Path) -> None:
+    classifier = toy_transformer(tiny_bert)
+    model = wrap_toy(classifier, "integrated_gradients")
+    long_summary = " ".join(FILLER * 12) + " " + CUE[1]
+    inputs = [build_model_input(REQUEST, CUE[0]), build_model_input(REQUEST, long_summary)]
+
+    scores = model.score(inputs)
+
+    windows = encode_windows(classifier.tokenizer, inputs, 64, 16)
+    expected = np.bincount(windows.item_index, minlength=2).tolist()
+    assert scores.windows.tolist() == expected
+    assert expected[0] == 1 and expected[1] > 1
+    np.testing.assert_allclose(scores.proba, model.predict_proba(inputs), atol=1e-6)
+
+
+def test_explain_stops_at_a_passed_deadline(tiny_bert: Path) -> None:
+    model = wrap_toy(toy_transformer(tiny_bert), "integrated_gradients")
+    model_input = build_model_input(REQUEST, CUE[1])
+
+    with pytest.raises(DeadlineExceededError, match="integrated gradients"):
+        model.explain(model_input, REQUEST, CUE[1], n_steps=4, deadline=time.monotonic())
+
+    spans = model.explain(model_input, REQUEST, CUE[1], n_steps=4, deadline=time.monotonic() + 600)
+    assert spans

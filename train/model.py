@@ -1,0 +1,279 @@
+"""The model object: load any model URI, score, explain, save (setfit's ``SetFitModel``).
+
+:class:`OutcomeModel` is a classifier with its calibrator, decision threshold and
+provenance (:class:`~imr_outcome.train.artifact.ModelInfo`, with the label map). The
+predictor, the pyfunc, batch scoring, the HTTP API and the evaluation code all call it;
+training (:mod:`imr_outcome.train.pipeline`) builds one and saves it.
+
+Layout of a model directory: see :mod:`imr_outcome.train.artifact`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from imr_outcome.data.model_input import ModelInput
+from imr_outcome.data.schema import LABELS
+from imr_outcome.errors import IncompatibleModelError, ModelNotFoundError
+from imr_outcome.train import attribution
+from imr_outcome.train.artifact import ARTIFACT_FILE, FORMAT_VERSION, ModelInfo
+from imr_outcome.train.base import Classifier, classifier_class
+from imr_outcome.train.calibration import Calibrator, calibrator_from_dict
+from imr_outcome.train.model_uri import resolve
+
+logger = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One scoring pass over n items.
+
+    Attributes:
+        proba: calibrated probabilities, shape ``(n, 2)`` in the label-map order
+            (``info.labels``); rows sum to 1.
+        labels: the label at the saved threshold, from the artifact's label map.
+        windows: token windows per item, shape ``(n,)`` (1 for kinds that do not window);
+            a caller can bound evidence work with it.
+        ood_distance: each item's encoder distance from the training items, shape
+            ``(n,)``, for models saved with an OOD detector; else None.
+    """
+
+    proba: FloatArray
+    labels: list[str]
+    windows: IntArray
+    ood_distance: FloatArray | None
+
+
+@dataclass
+class OutcomeModel:
+    """A classifier with its calibrator, decision threshold and provenance.
+
+    Attributes:
+        classifier: the fitted classifier (raw logits).
+        calibrator: maps logits to calibrated probabilities.
+        threshold: P(Overturned) at or above which the label is Overturned, in [0, 1];
+            chosen on the validation slice of the training folds.
+        info: provenance, settings and the label map.
+        name: registry name, or the URI / path it was loaded from (``""`` when built
+            in memory).
+        version: registry version, ``"local"``, ``"run:<id>"`` or ``"model:<id>"``.
+    """
+
+    classifier: Classifier
+    calibrator: Calibrator
+    threshold: float
+    info: ModelInfo
+    name: str = ""
+    version: str = "local"
+
+    # ------------------------------------------------------------------ inference
+
+    def labels_at(self, p_overturned: npt.ArrayLike) -> list[str]:
+        """Label names at the saved threshold, from the artifact's label map.
+
+        Args:
+            p_overturned: calibrated P(Overturned), shape ``(n,)``.
+
+        Returns:
+            ``info.labels[1]`` where ``p >= threshold``, else ``info.labels[0]``.
+        """
+        p = np.asarray(p_overturned, dtype=np.float64).reshape(-1)
+        return [self.info.labels[int(x)] for x in p >= self.threshold]
+
+    def score(
+        self, inputs: Sequence[ModelInput], metadata: Sequence[dict[str, Any]] | None = None
+    ) -> Scores:
+        """Calibrated probabilities, labels, windows and OOD distances in one pass.
+
+        Args:
+            inputs: n model inputs.
+            metadata: per-item pre-filing metadata (metadata-only kinds read it), or None.
+
+        Returns:
+            The :class:`Scores` of the n items (empty arrays for n = 0).
+        """
+        if not inputs:
+            return Scores(np.zeros((0, 2)), [], np.zeros(0, dtype=np.int64), None)
+        scored = self.classifier.score_items(inputs, metadata)
+        proba = self.calibrator.predict_proba(scored.logits)
+        return Scores(proba, self.labels_at(proba[:, 1]), scored.windows, scored.ood_distance)
+
+    def predict_proba(
+        self, inputs: Sequence[ModelInput], metadata: Sequence[dict[str, Any]] | None = None
+    ) -> FloatArray:
+        """Calibrated probabilities, shape ``(n, 2)`` in :data:`LABELS` order; rows sum to 1."""
+        if not inputs:
+            return np.zeros((0, 2))
+        return self.calibrator.predict_proba(self.classifier.logits(inputs, metadata))
+
+    def predict(
+        self, inputs: Sequence[ModelInput], metadata: Sequence[dict[str, Any]] | None = None
+    ) -> list[str]:
+        """Predicted label names at the saved threshold."""
+        return self.labels_at(self.predict_proba(inputs, metadata)[:, 1])
+
+    def explain(
+        self,
+        model_input: ModelInput,
+        request: str,
+        summary: str,
+        *,
+        top_k: int = 5,
+        n_steps: int | None = None,
+        deadline: float | None = None,
+    ) -> list[attribution.Attribution]:
+        """The strongest stretches of one item with the explainer saved in the artifact.
+
+        Args:
+            model_input: ``build_model_input(request, summary, metadata)``.
+            request: the request string exactly as the caller sent it.
+            summary: the summary string exactly as the caller sent it.
+            top_k: most stretches per direction, >= 1.
+            n_steps: integrated-gradients quadrature points; default ``info.ig_steps``.
+            deadline: a :func:`time.monotonic` value checked between batches of windows.
+
+        Returns:
+            See :func:`imr_outcome.train.attribution.explain` (positive scores push toward
+            Overturned); offsets index ``request`` / ``summary``.
+
+        Raises:
+            IncompatibleModelError: the explainer does not fit the classifier kind.
+            InvalidInputError: bad ``top_k`` / ``n_steps`` or a mismatched ``model_input``.
+            DeadlineExceededError: ``deadline`` passed before the work finished.
+        """
+        return attribution.explain(
+            self,
+            model_input,
+            request,
+            summary,
+            top_k=top_k,
+            n_steps=self.info.ig_steps if n_steps is None else n_steps,
+            deadline=deadline,
+        )
+
+    # ---------------------------------------------------------------- persistence
+
+    def save(self, directory: Path) -> Path:
+        """Write the model directory (see :mod:`imr_outcome.train.artifact`); returns it."""
+        directory.mkdir(parents=True, exist_ok=True)
+        self.classifier.save(directory / "classifier")
+        payload = {
+            "format_version": FORMAT_VERSION,
+            "threshold": self.threshold,
+            "calibrator": self.calibrator.to_dict(),
+            "info": asdict(self.info),
+        }
+        (directory / ARTIFACT_FILE).write_text(json.dumps(payload, indent=2) + "\n")
+        return directory
+
+    @classmethod
+    def load(cls, uri: str | Path, *, cache_dir: Path | None = None) -> OutcomeModel:
+        """Load a model from the registry, a run, a logged model or a local folder.
+
+        Args:
+            uri: ``models:/<name>@<alias>``, ``models:/<name>/<version>``,
+                ``models:/<model_id>``, ``runs:/<run_id>/<path>`` (resolved with MLflow
+                against :func:`~imr_outcome.train.tracking.default_tracking_uri`), or a
+                local folder: a model directory (``imr_model.json``) or a logged pyfunc
+                model folder (see :mod:`imr_outcome.train.model_uri`).
+            cache_dir: where to download registry/run models (default: a ``file:`` store
+                is read in place, others go to a temporary folder).
+
+        Returns:
+            The model, with :attr:`name` / :attr:`version` set.
+
+        Raises:
+            ModelNotFoundError: nothing at ``uri``; the message starts with ``uri``.
+            IncompatibleModelError: the artifact exists but this code cannot use it
+                (format version, label map, unknown kind, unreadable files, a threshold
+                outside [0, 1]); the message starts with ``uri``.
+        """
+        uri = str(uri)
+        resolved = resolve(uri, cache_dir)
+        directory = resolved.directory
+
+        def reason(exc: Exception) -> str:
+            # "<directory>: <reason>" -> "<reason>", with paths inside it made relative
+            return str(exc).removeprefix(f"{directory}: ").replace(f"{directory}{os.sep}", "")
+
+        try:
+            model = cls._read(directory)
+        except ModelNotFoundError as exc:
+            raise ModelNotFoundError(f"{uri}: {reason(exc)}") from exc
+        except IncompatibleModelError as exc:
+            raise IncompatibleModelError(f"{uri}: {reason(exc)}") from exc
+        except Exception as exc:  # unpickling, bad calibrator state, missing weights, ...
+            raise IncompatibleModelError(
+                f"{uri}: cannot load the model ({type(exc).__name__}: {reason(exc)}); "
+                "retrain it or install the imr-outcome version that wrote it"
+            ) from exc
+        if not 0.0 <= model.threshold <= 1.0:
+            raise IncompatibleModelError(f"{uri}: threshold {model.threshold} is outside [0, 1]")
+        model.name, model.version = resolved.name, resolved.version
+        logger.info(
+            "loaded %s model %s version %s (split %s, threshold %.3f)",
+            model.info.kind,
+            model.name,
+            model.version,
+            model.info.split,
+            model.threshold,
+        )
+        return model
+
+    @classmethod
+    def _read(cls, directory: Path) -> OutcomeModel:
+        """Read a model directory written by :meth:`save`.
+
+        Raises:
+            ModelNotFoundError: no ``imr_model.json`` in ``directory``.
+            IncompatibleModelError: another format version, unknown kind, or a label map
+                other than :data:`LABELS`; the message names the directory and the reason.
+        """
+        path = directory / ARTIFACT_FILE
+        if not path.is_file():
+            raise ModelNotFoundError(f"{directory}: no {ARTIFACT_FILE}; not an imr-outcome model")
+        try:
+            payload = json.loads(path.read_text())
+            version = payload["format_version"]
+            info = ModelInfo(**{**payload["info"], "labels": tuple(payload["info"]["labels"])})
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IncompatibleModelError(
+                f"{directory}: unreadable {ARTIFACT_FILE} ({exc})"
+            ) from exc
+        if version != FORMAT_VERSION:
+            raise IncompatibleModelError(
+                f"{directory}: format version {version}, this code reads {FORMAT_VERSION}; "
+                "retrain the model or install the matching imr-outcome version"
+            )
+        if info.labels != LABELS:
+            raise IncompatibleModelError(
+                f"{directory}: label map {list(info.labels)} differs from {list(LABELS)}"
+            )
+        try:
+            classifier = classifier_class(info.kind).load(directory / "classifier")
+        except IncompatibleModelError as exc:
+            raise IncompatibleModelError(f"{directory}: {exc}") from exc
+        return cls(
+            classifier=classifier,
+            calibrator=calibrator_from_dict(payload["calibrator"]),
+            threshold=float(payload["threshold"]),
+            info=info,
+            name=str(directory),
+        )
+
+
+#: The name of :class:`OutcomeModel` before it owned loading and scoring; other branches
+#: still import it.
+CalibratedModel = OutcomeModel

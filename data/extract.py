@@ -101,6 +101,7 @@ _BOMS: tuple[tuple[bytes, str], ...] = (
 )
 _WIDE_ENCODINGS = ["utf_16_le", "utf_16_be", "utf_32_le", "utf_32_be"]
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_QUOTED_BYTES = re.compile(r"\bb['\"]")
 
 # Page furniture that some exports repeat at every page break ("Page 2 of 6", a bare
 # page number, a form feed). Blanked in place so offsets do not move.
@@ -191,7 +192,7 @@ def read_letter_text(path: Path) -> str:
 def _read_pdf(data: bytes, path: Path) -> str:
     """Extract the text of every page, within the limits above; see :func:`read_letter_text`."""
     try:
-        with apply_configuration(**_PYPDF_LIMITS):
+        with apply_configuration(None, **_PYPDF_LIMITS):
             pages = _pdf_page_texts(data, path)
     except _OverBudget:
         raise ParseError(
@@ -208,7 +209,8 @@ def _read_pdf(data: bytes, path: Path) -> str:
             "is built to exhaust memory (a decompression bomb)",
         ) from exc
     except _PYPDF_FAILURES as exc:
-        detail = " ".join(str(exc).split())[:160]
+        # The message without the file bytes pypdf quotes (b'...'): they may be letter text.
+        detail = " ".join(_QUOTED_BYTES.split(str(exc))[0].split())[:160]
         raise ParseError(
             path,
             "pdf structure",
@@ -280,10 +282,9 @@ def _decode(raw: bytes) -> str:
     for bom, encoding in _BOMS:
         if raw.startswith(bom):
             return raw.decode(encoding, errors="replace")
-    if b"\x00" in raw:  # text never holds NUL bytes; UTF-16/32 text is full of them
-        guess = charset_normalizer.from_bytes(raw, cp_isolation=_WIDE_ENCODINGS).best()
-        if guess is not None and guess.encoding is not None:
-            return raw.decode(guess.encoding, errors="replace")
+    wide = _wide_encoding(raw)
+    if wide is not None:
+        return raw.decode(wide, errors="replace")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -332,3 +333,32 @@ def blank_page_furniture(text: str) -> str:
         Text of the same length, so character offsets are unchanged.
     """
     return _PAGE_FURNITURE.sub(lambda m: " " * len(m.group(0)), text)
+
+
+def _wide_encoding(raw: bytes) -> str | None:
+    """UTF-16/32 (as charset-normalizer detects it) for bytes with NULs, else None.
+
+    Text in a byte encoding never holds NUL bytes; UTF-16/32 text is full of them.
+    """
+    if b"\x00" not in raw:
+        return None
+    guess = charset_normalizer.from_bytes(raw, cp_isolation=_WIDE_ENCODINGS).best()
+    return None if guess is None else guess.encoding
+
+
+def looks_like_text(data: bytes) -> bool:
+    """Whether bytes are a text export :func:`read_letter_text` can decode.
+
+    For upload checks: UTF-16/32 letters hold NUL bytes, so "no NUL byte" alone would
+    refuse them.
+
+    Args:
+        data: the file's bytes (or its first few KB).
+
+    Returns:
+        True for bytes with a byte-order mark, without NUL bytes, or detected as
+        UTF-16/32; False for binary data.
+    """
+    if any(data.startswith(bom) for bom, _ in _BOMS):
+        return True
+    return _wide_encoding(data) is not None or b"\x00" not in data

@@ -111,6 +111,7 @@ def make_letter_pdf(
     encrypt: bool = True,
     lines_per_page: int = LINES_PER_PAGE,
     break_on_empty_line: bool = True,
+    user_password: str = "",
 ) -> Path:
     """Render letter text into a PDF, one text line per PDF line.
 
@@ -124,6 +125,8 @@ def make_letter_pdf(
         lines_per_page: the most lines per page; longer texts continue on further pages.
         break_on_empty_line: when True, an empty line starts a new page (see
             :func:`paginate`); such lines do not come back from text extraction.
+        user_password: the password needed to open the file (with ``encrypt``); empty,
+            as in the real letters, unless a test needs a locked PDF.
 
     Returns:
         ``path``, for chaining.
@@ -148,7 +151,7 @@ def make_letter_pdf(
                 new_x=XPos.LMARGIN,
                 new_y=YPos.NEXT,
             )
-    return _save(pdf, path, encrypt)
+    return _save(pdf, path, encrypt, user_password)
 
 
 def _scan_image(width_px: int = 850, height_px: int = 1100) -> Image.Image:
@@ -206,13 +209,13 @@ def make_scanned_pdf(path: Path, *, pages: int = 1, encrypt: bool = False) -> Pa
     return _save(pdf, path, encrypt)
 
 
-def _save(pdf: FPDF, path: Path, encrypt: bool) -> Path:
-    """Write ``pdf`` to ``path``, AES-128 encrypted with an empty user password when
-    ``encrypt`` (as the real DWC letters are)."""
+def _save(pdf: FPDF, path: Path, encrypt: bool, user_password: str = "") -> Path:
+    """Write ``pdf`` to ``path``, AES-128 encrypted when ``encrypt``, with an empty user
+    password (as the real DWC letters are) unless ``user_password`` is given."""
     if encrypt:
         pdf.set_encryption(
             owner_password=OWNER_PASSWORD,
-            user_password="",
+            user_password=user_password,
             encryption_method=EncryptionMethod.AES_128,
         )
     pdf.output(str(path))

@@ -349,12 +349,17 @@ def blank_page_furniture(text: str) -> str:
 def _wide_encoding(raw: bytes) -> str | None:
     """UTF-16/32 (as charset-normalizer detects it) for bytes with NULs, else None.
 
-    Text in a byte encoding never holds NUL bytes; UTF-16/32 text is full of them.
+    Text in a byte encoding never holds NUL bytes; UTF-16/32 text is full of them. An
+    English letter decodes to mostly ASCII; binary data that merely decodes (``b"abc\\x00
+    \\x01\\x02"`` is three CJK/Latin characters in UTF-16) does not.
     """
     if b"\x00" not in raw:
         return None
     guess = charset_normalizer.from_bytes(raw, cp_isolation=_WIDE_ENCODINGS).best()
-    return None if guess is None else guess.encoding
+    if guess is None or guess.encoding is None:
+        return None
+    text = raw.decode(guess.encoding, errors="replace")
+    return guess.encoding if sum(ch.isascii() for ch in text) >= 0.5 * len(text) else None
 
 
 def looks_like_text(data: bytes) -> bool:

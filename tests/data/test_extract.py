@@ -106,6 +106,7 @@ def test_utf16_text_looks_like_text_and_binary_does_not() -> None:
         True,
     ]
     assert not looks_like_text(zip_header)
+    assert not looks_like_text(b"abc\x00\x01\x02")
 
 
 def test_lone_surrogates_and_control_characters_do_not_survive_reading(tmp_path: Path) -> None:

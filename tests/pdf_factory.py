@@ -12,6 +12,7 @@ with no text layer: what a scanned letter looks like before OCR.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -110,6 +111,7 @@ def make_letter_pdf(
     encrypt: bool = True,
     lines_per_page: int = LINES_PER_PAGE,
     break_on_empty_line: bool = True,
+    user_password: str = "",
 ) -> Path:
     """Render letter text into a PDF, one text line per PDF line.
 
@@ -123,6 +125,8 @@ def make_letter_pdf(
         lines_per_page: the most lines per page; longer texts continue on further pages.
         break_on_empty_line: when True, an empty line starts a new page (see
             :func:`paginate`); such lines do not come back from text extraction.
+        user_password: the password needed to open the file (with ``encrypt``); empty,
+            as in the real letters, unless a test needs a locked PDF.
 
     Returns:
         ``path``, for chaining.
@@ -147,7 +151,7 @@ def make_letter_pdf(
                 new_x=XPos.LMARGIN,
                 new_y=YPos.NEXT,
             )
-    return _save(pdf, path, encrypt)
+    return _save(pdf, path, encrypt, user_password)
 
 
 def _scan_image(width_px: int = 850, height_px: int = 1100) -> Image.Image:
@@ -205,14 +209,145 @@ def make_scanned_pdf(path: Path, *, pages: int = 1, encrypt: bool = False) -> Pa
     return _save(pdf, path, encrypt)
 
 
-def _save(pdf: FPDF, path: Path, encrypt: bool) -> Path:
-    """Write ``pdf`` to ``path``, AES-128 encrypted with an empty user password when
-    ``encrypt`` (as the real DWC letters are)."""
+def _save(pdf: FPDF, path: Path, encrypt: bool, user_password: str = "") -> Path:
+    """Write ``pdf`` to ``path``, AES-128 encrypted when ``encrypt``, with an empty user
+    password (as the real DWC letters are) unless ``user_password`` is given."""
     if encrypt:
         pdf.set_encryption(
             owner_password=OWNER_PASSWORD,
-            user_password="",
+            user_password=user_password,
             encryption_method=EncryptionMethod.AES_128,
         )
     pdf.output(str(path))
     return path
+
+
+def assemble_pdf(objects: list[bytes]) -> bytes:
+    """Assemble a PDF file from object bodies, with a correct cross-reference table.
+
+    Args:
+        objects: the body of object ``i + 1`` at index ``i`` (e.g. ``b"<< /Type /Catalog
+            /Pages 2 0 R >>"`` or a dictionary followed by ``stream ... endstream``);
+            object 1 must be the document catalog.
+
+    Returns:
+        The bytes of a PDF 1.7 file.
+    """
+    out = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
+    offsets: list[int] = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1,
+        xref,
+    )
+    return bytes(out)
+
+
+def stream_object(data: bytes, filters: list[str] | None = None, extra: bytes = b"") -> bytes:
+    """The body of a stream object holding ``data`` (already encoded by ``filters``).
+
+    Args:
+        data: the encoded stream bytes.
+        filters: filter names in decoding order, e.g. ``["FlateDecode"]``; None for none.
+        extra: more dictionary entries, e.g. ``b"/Type /XObject /Subtype /Form"``.
+
+    Returns:
+        ``<< /Length n /Filter [...] extra >> stream ... endstream``.
+    """
+    names = b" ".join(b"/" + name.encode("ascii") for name in filters or [])
+    filter_entry = b" /Filter [%s]" % names if filters else b""
+    return (
+        b"<< /Length %d%s %s >>\nstream\n" % (len(data), filter_entry, extra)
+        + data
+        + b"\nendstream"
+    )
+
+
+def _flate(data: bytes, times: int = 1) -> bytes:
+    for _ in range(times):
+        data = zlib.compress(data, 9)
+    return data
+
+
+#: The kinds of decompression bomb :func:`make_bomb_pdf` writes.
+BOMB_KINDS: tuple[str, ...] = (
+    "flate",
+    "nested_flate",
+    "run_length",
+    "many_pages",
+    "page_tree",
+    "xobject_loop",
+)
+
+
+def bomb_pdf_bytes(kind: str, inflated_bytes: int = 64 * 1024 * 1024) -> bytes:
+    """A small PDF whose page content decodes to a huge size, or loops.
+
+    Every kind starts its content with a real text operator (``(IMR letter) Tj``), so a
+    reader that does not stop early would extract text from it.
+
+    Args:
+        kind: one of :data:`BOMB_KINDS`:
+            ``"flate"``: one page, one FlateDecode stream inflating to ``inflated_bytes``;
+            ``"nested_flate"``: the same stream compressed twice (``[/FlateDecode
+            /FlateDecode]``), so the file is a few hundred bytes;
+            ``"run_length"``: one RunLengthDecode stream (128x expansion);
+            ``"many_pages"``: 40 page references to one page whose content inflates to
+            ``inflated_bytes // 40``;
+            ``"page_tree"``: 5,000 page references to one small page;
+            ``"xobject_loop"``: a form XObject that draws itself.
+        inflated_bytes: the decoded size of the bomb's content, in bytes.
+
+    Returns:
+        The PDF bytes (unencrypted).
+
+    Raises:
+        ValueError: for an unknown ``kind``.
+    """
+    head = b"BT /F1 9 Tf 72 720 Td (IMR letter) Tj ET\n"
+    font = b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"
+    resources = b"/Resources << /Font << /F1 5 0 R >> /XObject << /X0 6 0 R >> >>"
+    xobject = stream_object(
+        b"/X0 Do", extra=b"/Type /XObject /Subtype /Form /BBox [0 0 612 792] " + resources
+    )
+    pages_count = 1
+    if kind == "flate":
+        content = stream_object(_flate(head + b" " * inflated_bytes), ["FlateDecode"])
+    elif kind == "nested_flate":
+        content = stream_object(
+            _flate(head + b" " * inflated_bytes, times=2), ["FlateDecode", "FlateDecode"]
+        )
+    elif kind == "run_length":
+        runs = (inflated_bytes + 127) // 128
+        encoded = bytes([len(head) - 1]) + head + bytes([129, ord(" ")]) * runs + b"\x80"
+        content = stream_object(encoded, ["RunLengthDecode"])
+    elif kind == "many_pages":
+        pages_count = 40
+        content = stream_object(
+            _flate(head + b" " * (inflated_bytes // pages_count)), ["FlateDecode"]
+        )
+    elif kind == "page_tree":
+        pages_count = 5000
+        content = stream_object(head)
+    elif kind == "xobject_loop":
+        content = stream_object(head + b"/X0 Do\n")
+    else:
+        raise ValueError(f"unknown bomb kind {kind!r}; expected one of {BOMB_KINDS}")
+    kids = b" ".join([b"3 0 R"] * pages_count)
+    return assemble_pdf(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [%s] /Count %d >>" % (kids, pages_count),
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+            + resources
+            + b" >>",
+            content,
+            font,
+            xobject,
+        ]
+    )

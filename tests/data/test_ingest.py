@@ -67,3 +67,24 @@ def test_an_unexpected_error_in_one_file_does_not_stop_the_batch(
 def test_a_missing_source_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match=r"^sources: .*/nope does not exist$"):
         ingest([tmp_path / "nope"])
+
+
+def test_damaged_pdfs_are_failure_rows_not_a_crash(letter_dir: Path) -> None:
+    from pdf_factory import make_letter_pdf
+
+    text = (LETTER_FIXTURES / "single_upheld.txt").read_text(encoding="utf-8")
+    good = make_letter_pdf(text, letter_dir / "good.pdf").read_bytes()
+    # Cut in half, and an encryption handler pypdf does not implement (NotImplementedError).
+    (letter_dir / "cut.pdf").write_bytes(good[: len(good) // 2])
+    (letter_dir / "handler.pdf").write_bytes(good.replace(b"/Standard", b"/Standarx", 1))
+
+    report = ingest([letter_dir])
+
+    failures = {Path(f.source).name: f for f in report.failures}
+    assert {name: failures[name].section for name in ("cut.pdf", "handler.pdf")} == {
+        "cut.pdf": "pdf structure",
+        "handler.pdf": "pdf structure",
+    }
+    assert failures["handler.pdf"].reason.startswith("cannot read the PDF (NotImplementedError: ")
+    assert "good.pdf" in {Path(letter.source).name for letter in report.letters}
+    assert report.files_read == 8

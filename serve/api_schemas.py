@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
 from imr_outcome.data.text_checks import LETTER_PATTERN, check_text, check_unicode
 from imr_outcome.serve.schemas import Direction, Prediction
@@ -25,6 +25,20 @@ MAX_METADATA_CHARS = 200
 #: The OpenAPI facts of ``request`` / ``summary`` that the validators below enforce
 #: (``maxLength`` is the server's ``max_chars``, added by :func:`state_limits`).
 _TEXT_SCHEMA: dict[str, Any] = {"minLength": 1, "pattern": LETTER_PATTERN}
+
+
+def _integral(value: Any) -> Any:
+    """``6.0`` -> ``6``: JSON Schema counts a number with a zero fraction as an integer."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+#: A whole number as JSON Schema defines ``integer`` (``6`` or ``6.0``; not ``6.5``,
+#: ``"6"`` or ``true``) is what these accept. The bounds come before the conversion, so
+#: the OpenAPI document states them as ``minimum`` / ``maximum``.
+#: An age in years, 0-120 (as :func:`~imr_outcome.data.model_input.metadata_prefix` checks).
+Age = Annotated[int, Field(ge=0, le=120), BeforeValidator(_integral)]
+#: Evidence spans per direction, 1-:data:`MAX_TOP_K`.
+TopK = Annotated[int, Field(ge=1, le=MAX_TOP_K), BeforeValidator(_integral)]
 
 RequestText = Annotated[
     str,
@@ -59,7 +73,7 @@ class Metadata(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    patient_age: int | None = Field(default=None, ge=0, le=120)
+    patient_age: Age | None = None
     patient_sex: str | None = Field(default=None, max_length=MAX_METADATA_CHARS)
     age_range: str | None = Field(default=None, max_length=MAX_METADATA_CHARS)
     imr_type: str | None = Field(default=None, max_length=MAX_METADATA_CHARS)
@@ -111,7 +125,7 @@ class PredictRequest(_Item):
     """
 
     explain: bool = False
-    top_k: int = Field(default=DEFAULT_TOP_K, ge=1, le=MAX_TOP_K)
+    top_k: TopK = DEFAULT_TOP_K
 
 
 class BatchItem(_Item):
@@ -131,7 +145,7 @@ class BatchRequest(BaseModel):
 
     items: list[BatchItem]
     explain: bool = False
-    top_k: int = Field(default=DEFAULT_TOP_K, ge=1, le=MAX_TOP_K)
+    top_k: TopK = DEFAULT_TOP_K
 
 
 class BatchResponse(BaseModel):

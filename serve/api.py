@@ -297,9 +297,10 @@ async def _answer_or_give_up(
         ClientGone: the client disconnected.
     """
     watcher = asyncio.ensure_future(_disconnected(request))
+    racing: set[asyncio.Future[Any]] = {future, watcher}
     try:
         done, _ = await asyncio.wait(
-            {future, watcher},
+            racing,
             timeout=max(deadline - time.monotonic(), 0.0),
             return_when=asyncio.FIRST_COMPLETED,
         )

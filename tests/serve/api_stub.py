@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from fastapi.testclient import TestClient
 
+from imr_outcome.serve.api_limits import ServeSettings
 from imr_outcome.serve.predictor import PredictInput, Predictor
 from imr_outcome.serve.schemas import Prediction
 
@@ -91,6 +92,12 @@ class ControlledPredictor:
         if self.hold:
             self.release.wait(30)
         return self.inner.predict_batch(items, explain=explain, top_k=top_k)
+
+
+def loader_of(predictor: object) -> Callable[[ServeSettings], Predictor]:
+    """A ``create_app`` loader returning ``predictor`` (a :class:`ControlledPredictor`
+    stands in for the :class:`Predictor` it wraps)."""
+    return lambda settings: cast(Predictor, predictor)
 
 
 def wait_ready(client: TestClient, timeout_s: float = 60.0) -> None:

@@ -15,7 +15,15 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from api_stub import REQUEST, SUMMARY, ControlledPredictor, error, train_tfidf, wait_ready
+from api_stub import (
+    REQUEST,
+    SUMMARY,
+    ControlledPredictor,
+    error,
+    loader_of,
+    train_tfidf,
+    wait_ready,
+)
 from fastapi.testclient import TestClient
 
 from imr_outcome.errors import InvalidInputError
@@ -46,7 +54,7 @@ def controlled(predictor: Predictor) -> Iterator[ControlledPredictor]:
 
 def _client(controlled: ControlledPredictor, **limits: Any) -> TestClient:
     settings = ServeSettings(model_uri="local", **limits)
-    return TestClient(create_app(settings, loader=lambda s: controlled))
+    return TestClient(create_app(settings, loader=loader_of(controlled)))
 
 
 # ----------------------------------------------------------------------- deadline
@@ -224,7 +232,7 @@ def test_a_client_that_disconnects_frees_its_slot_on_a_real_server(
     controlled.hold = True
     port = _free_port()
     app = create_app(
-        ServeSettings(model_uri="local", request_timeout_s=60), loader=lambda s: controlled
+        ServeSettings(model_uri="local", request_timeout_s=60), loader=loader_of(controlled)
     )
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import schemathesis
@@ -79,7 +79,7 @@ def schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[schemathesis.Ba
     predictor = Predictor.load(str(train_tfidf(tmp_path_factory)))
     app = create_app(SETTINGS, loader=lambda s: predictor)
     loaded = schemathesis.openapi.from_asgi("/openapi.json", app)
-    with asgi.get_client(app) as client:  # the lifespan runs until the process ends
+    with asgi.get_client(cast(Any, app)) as client:  # the lifespan runs until the process ends
         deadline = time.monotonic() + 60
         while client.get("/readyz").status_code != 200:
             assert time.monotonic() < deadline
@@ -97,9 +97,10 @@ def tally() -> Iterator[Tally]:
 
 
 def test_the_schema_has_the_operations_fuzzed(schema: schemathesis.BaseSchema) -> None:
-    labels = {result.ok().label for result in schema.get_all_operations()}
+    n_operations = sum(1 for _ in schema.get_all_operations())
 
-    assert labels == set(OPERATIONS)
+    assert n_operations == len(OPERATIONS)
+    assert all(schema.find_operation_by_label(label) for label in OPERATIONS)
 
 
 @pytest.mark.parametrize(("label", "mode"), CASES)
@@ -123,7 +124,7 @@ def test_generated_requests_get_no_server_error(
         derandomize=True,
         suppress_health_check=list(HealthCheck),
     )
-    def run(case: schemathesis.Case) -> None:
+    def run(case: Any) -> None:
         response = case.call_and_validate(headers={"Authorization": f"Bearer {KEY}"}, checks=checks)
         tally.add(label, mode, response.status_code)
 

@@ -14,38 +14,55 @@ Endpoints (bodies in :mod:`imr_outcome.serve.api_schemas`, errors in
   decisions and rationales are never model inputs).
 - ``GET /v1/model``: name, version, alias, training data fingerprint, held-out metrics.
 - ``GET /healthz`` (alive), ``GET /readyz`` (model loaded), ``GET /docs``,
-  ``GET /openapi.json``, and the web page at ``/`` (files under ``static/``).
+  ``GET /openapi.json``, the web page at ``/`` (files under ``static/``) and its icon.
 
-Model calls pass an :class:`InFlightGate`: when it is full the API answers 503 with
-``Retry-After``. Case text is never logged at INFO or above.
+With an API key in the settings every ``/v1/*`` route needs ``Authorization: Bearer``
+(:mod:`~imr_outcome.serve.api_auth`). Model calls pass an :class:`InFlightGate`: when it
+is full the API answers 503 with ``Retry-After``, before reading the body. Each request
+has ``request_timeout_s`` in all: past it the API answers 504 and frees the model slot,
+and the model is handed the same deadline (:func:`score`); a client that disconnects
+frees its slot too. Case text is never logged at INFO or above.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import anyio
 import anyio.to_thread
-from fastapi import FastAPI, File, Form, UploadFile
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from imr_outcome.errors import ImrOutcomeError, InvalidInputError
+from imr_outcome.serve.api_auth import PROTECTED_PREFIX, ApiKeyMiddleware
 from imr_outcome.serve.api_errors import (
     CatchAllMiddleware,
+    ClientGone,
     NotReady,
+    SafeJSONResponse,
+    TimedOut,
     TooLarge,
     install_error_handlers,
 )
 from imr_outcome.serve.api_letters import letter_metadata, parse_upload
-from imr_outcome.serve.api_limits import BodyLimitMiddleware, InFlightGate, ServeSettings
+from imr_outcome.serve.api_limits import (
+    BodyLimitMiddleware,
+    InFlightGate,
+    ServeSettings,
+    ShedLoadMiddleware,
+)
 from imr_outcome.serve.api_model import describe_model
 from imr_outcome.serve.api_schemas import (
     DEFAULT_TOP_K,
@@ -56,8 +73,10 @@ from imr_outcome.serve.api_schemas import (
     Health,
     LetterItem,
     LetterResponse,
+    Metadata,
     ModelCard,
     PredictRequest,
+    state_limits,
 )
 from imr_outcome.serve.predictor import PredictInput, Predictor, Source, check_length
 from imr_outcome.serve.schemas import Prediction
@@ -76,15 +95,27 @@ PAGE_CSP = (
     "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 
+#: The icon of the page (the browser tab): a scale, in two colours of the page.
+FAVICON_SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">'
+    '<rect width="32" height="32" rx="6" fill="#1f4e79"/>'
+    '<path d="M16 6v20M9 26h14M6 11h20" stroke="#fff" stroke-width="2" fill="none"/>'
+    '<path d="M6 11l-3 7h6zM26 11l-3 7h6z" fill="#f2c14e"/></svg>'
+)
+#: Request paths that need a model slot (refused at once while the gate is full).
+MODEL_PATHS = frozenset({"/v1/predict", "/v1/predict/batch", "/v1/letters"})
+
 #: Loads the predictor for the settings (runs in a worker thread at startup).
 Loader = Callable[[ServeSettings], Predictor]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in {
+        401: "no API key, or a wrong one (only when the server has a key)",
         413: "text, items or body over the server's limits",
         422: "invalid input (the field and the fix are named)",
         503: "model not loaded yet, or busy (see Retry-After)",
+        504: "the request took longer than the server's request timeout",
     }.items()
 }
 
@@ -174,6 +205,10 @@ def _validated(
         raise InvalidInputError(f"{prefix}{exc.field}", exc.reason) from None
 
 
+def _metadata(metadata: Metadata | None) -> dict[str, Any] | None:
+    return None if metadata is None else metadata.values()
+
+
 def _check_count(field_name: str, n: int, limit: int) -> None:
     if n > limit:
         raise TooLarge(
@@ -181,32 +216,189 @@ def _check_count(field_name: str, n: int, limit: int) -> None:
         )
 
 
-async def _predict(
-    gate: InFlightGate,
-    executor: ThreadPoolExecutor,
+def evidence_budget_warning(n_chars: int, max_explain_chars: int) -> str:
+    """The warning of an item predicted without evidence because it is too long to explain."""
+    return (
+        f"Evidence was not computed: the request and summary have {n_chars:,} characters, "
+        f"more than this server explains ({max_explain_chars:,}). The estimate itself "
+        "uses the whole text; shorten the summary to see evidence."
+    )
+
+
+def _takes_deadline(method: Callable[..., Any]) -> bool:
+    """Whether a ``predict_batch`` accepts ``deadline=`` (the model-side cooperative stop)."""
+    return "deadline" in inspect.signature(method).parameters
+
+
+def score(
     predictor: Predictor,
-    items: list[PredictInput],
-    explain: bool,
+    items: Sequence[PredictInput],
+    *,
+    explain: Sequence[bool],
     top_k: int,
+    deadline: float,
+    max_explain_chars: int,
 ) -> list[Prediction]:
-    """Predict ``items`` on a model thread while holding a model slot.
+    """The one place the API calls the model (on a model thread).
+
+    Args:
+        predictor: the loaded model.
+        items: n validated inputs.
+        explain: per item, whether evidence was asked for.
+        top_k: evidence spans per direction.
+        deadline: :func:`time.monotonic` time by which the request must be answered; handed
+            to the model as ``predict_batch(..., deadline=deadline)`` where it accepts one,
+            so that it stops its own work (above all integrated gradients) in time.
+        max_explain_chars: items longer than this (request + summary, in characters) are
+            predicted without evidence and get :func:`evidence_budget_warning`.
+
+    Returns:
+        n predictions, in input order.
+    """
+    sizes = [len(item.request) + len(item.summary) for item in items]
+    wanted = [ask and size <= max_explain_chars for ask, size in zip(explain, sizes, strict=True)]
+    kwargs: dict[str, Any] = {"top_k": top_k}
+    if _takes_deadline(predictor.predict_batch):
+        kwargs["deadline"] = deadline
+    found: dict[int, Prediction] = {}
+    for explained in (False, True):
+        chosen = [n for n, want in enumerate(wanted) if want == explained]
+        if chosen:
+            predictions = predictor.predict_batch(
+                [items[n] for n in chosen], explain=explained, **kwargs
+            )
+            found.update(zip(chosen, predictions, strict=True))
+    out = []
+    for n, (ask, want) in enumerate(zip(explain, wanted, strict=True)):
+        prediction = found[n]
+        if ask and not want:
+            warning = evidence_budget_warning(sizes[n], max_explain_chars)
+            prediction = prediction.model_copy(update={"warnings": [*prediction.warnings, warning]})
+        out.append(prediction)
+    return out
+
+
+async def _disconnected(request: Request) -> None:
+    """Return once the client has disconnected (the body has been read already)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _answer_or_give_up(
+    future: asyncio.Future[T], request: Request, deadline: float, timeout_s: float
+) -> T:
+    """The result of ``future``, unless the deadline passes or the client goes first.
+
+    Giving up cancels ``future`` (a model call that has not started never starts; one that
+    runs stops at the deadline it was given, see :func:`score`).
+
+    Raises:
+        TimedOut: the deadline passed.
+        ClientGone: the client disconnected.
+    """
+    watcher = asyncio.ensure_future(_disconnected(request))
+    racing: set[asyncio.Future[Any]] = {future, watcher}
+    try:
+        done, _ = await asyncio.wait(
+            racing,
+            timeout=max(deadline - time.monotonic(), 0.0),
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+    finally:
+        watcher.cancel()
+    if future in done:
+        return future.result()
+    future.cancel()
+    if watcher in done:
+        raise ClientGone("the client disconnected")
+    raise TimedOut(
+        f"the estimate took longer than this server's limit of {timeout_s:g} s and was "
+        "stopped; send a shorter summary, leave out the evidence (explain: false), or "
+        "retry when the server is less busy"
+    )
+
+
+@dataclass(frozen=True)
+class _Call:
+    """What one request asks of the model."""
+
+    items: list[PredictInput]
+    explain: list[bool]
+    top_k: int
+
+
+async def _predict(
+    state: ServerState, request: Request, call: _Call, deadline: float
+) -> list[Prediction]:
+    """Predict on a model thread while holding a model slot, within ``deadline``.
 
     Model calls run on a fixed pool of ``max_in_flight`` threads (not anyio's pool of up
     to 40): every thread that calls torch gets its own malloc arena, and a growing set of
     threads shows up as resident memory that grows run after run.
+
+    Raises:
+        Saturated: no slot (wait list full, or none freed in time).
+        TimedOut / ClientGone: see :func:`_answer_or_give_up`; the slot is freed at once.
     """
+    predictor, gate, executor = state.ready()
+    settings = state.settings
     started = time.perf_counter()
-    async with gate.slot():
-        predictions = await asyncio.get_running_loop().run_in_executor(
-            executor, lambda: predictor.predict_batch(items, explain=explain, top_k=top_k)
+    outcome = "ok"
+    try:
+        async with gate.slot(timeout_s=deadline - time.monotonic()):
+            future = asyncio.get_running_loop().run_in_executor(
+                executor,
+                functools.partial(
+                    score,
+                    predictor,
+                    call.items,
+                    explain=call.explain,
+                    top_k=call.top_k,
+                    deadline=deadline,
+                    max_explain_chars=settings.max_explain_chars,
+                ),
+            )
+            return await _answer_or_give_up(future, request, deadline, settings.request_timeout_s)
+    except (TimedOut, ClientGone) as exc:
+        outcome = "timed out" if isinstance(exc, TimedOut) else "client disconnected"
+        raise
+    finally:
+        logger.info(
+            "predict %d item(s) explain=%d: %s in %.0f ms",
+            len(call.items),
+            sum(call.explain),
+            outcome,
+            (time.perf_counter() - started) * 1000,
         )
-    logger.info(
-        "predicted %d item(s) (explain=%s) in %.0f ms",
-        len(items),
-        explain,
-        (time.perf_counter() - started) * 1000,
-    )
-    return predictions
+
+
+def _openapi(app: FastAPI, settings: ServeSettings) -> Callable[[], dict[str, Any]]:
+    """``app.openapi``: FastAPI's document with this server's limits and security."""
+
+    def build() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                summary=app.summary,
+                description=app.description,
+                routes=app.routes,
+            )
+            state_limits(
+                schema, max_chars=settings.max_chars, max_batch_items=settings.max_batch_items
+            )
+            if settings.api_key is not None:
+                schema["components"]["securitySchemes"] = {
+                    "apiKey": {"type": "http", "scheme": "bearer"}
+                }
+                for path, operations in schema["paths"].items():
+                    if path.startswith(PROTECTED_PREFIX):
+                        for operation in operations.values():
+                            operation["security"] = [{"apiKey": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    return build
 
 
 def create_app(
@@ -218,7 +410,7 @@ def create_app(
     """The FastAPI app serving one model (loaded by the lifespan, not here).
 
     Args:
-        settings: model URI and limits.
+        settings: model URI, limits and API key.
         loader: loads the predictor (called once, in a worker thread, at startup).
         on_load_failure: called after loading failed (``imr-outcome serve`` stops the
             server); the app keeps answering ``/readyz`` with 503 and the reason.
@@ -241,7 +433,7 @@ def create_app(
             loading.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loading
-            state.executor.shutdown(wait=True)
+            state.executor.shutdown(wait=True, cancel_futures=True)
 
     app = FastAPI(
         title="imr-outcome",
@@ -250,8 +442,10 @@ def create_app(
         "advice. Evidence offsets index the request and summary strings sent.",
         version="1",
         lifespan=lifespan,
+        default_response_class=SafeJSONResponse,
     )
     app.state.server = state
+    app.openapi = _openapi(app, settings)  # type: ignore[method-assign]
     install_error_handlers(app)
 
     def body_limit(path: str) -> int:
@@ -259,8 +453,24 @@ def create_app(
             return settings.max_upload_bytes + 64 * 1024  # multipart framing and fields
         return settings.max_json_bytes
 
+    def gate_full() -> str | None:
+        return None if state.gate is None else state.gate.full()
+
+    # outermost last: catch-all > API key > load shedding > body limit > routes, so a
+    # request is authenticated, then admitted, before any of its body is read
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
+    app.add_middleware(
+        ShedLoadMiddleware,
+        full=gate_full,
+        paths=MODEL_PATHS,
+        retry_after_s=settings.retry_after_s,
+    )
+    if settings.api_key is not None:
+        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
     app.add_middleware(CatchAllMiddleware)
+
+    def deadline() -> float:
+        return time.monotonic() + settings.request_timeout_s
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     async def healthz() -> Health:
@@ -293,30 +503,42 @@ def create_app(
         return state.card
 
     @app.post("/v1/predict", response_model=Prediction, tags=["predict"], responses=_ERRORS)
-    async def predict(body: PredictRequest) -> Prediction:
+    async def predict(body: PredictRequest, request: Request) -> Prediction:
         """Predict one item; evidence offsets index ``request`` / ``summary`` as sent."""
-        predictor, gate, executor = state.ready()
-        item = _validated("", body.request, body.summary, body.metadata, None, settings.max_chars)
-        [prediction] = await _predict(gate, executor, predictor, [item], body.explain, body.top_k)
+        until = deadline()
+        state.ready()
+        item = _validated(
+            "", body.request, body.summary, _metadata(body.metadata), None, settings.max_chars
+        )
+        call = _Call([item], [body.explain], body.top_k)
+        [prediction] = await _predict(state, request, call, until)
         return prediction
 
     @app.post(
         "/v1/predict/batch", response_model=BatchResponse, tags=["predict"], responses=_ERRORS
     )
-    async def predict_batch(body: BatchRequest) -> BatchResponse:
+    async def predict_batch(body: BatchRequest, request: Request) -> BatchResponse:
         """Predict 1 to ``max_batch_items`` items together, in input order."""
-        predictor, gate, executor = state.ready()
+        until = deadline()
+        state.ready()
         if not body.items:
             raise InvalidInputError(
                 "items", f"is empty; send 1 to {settings.max_batch_items} items"
             )
         _check_count("items", len(body.items), settings.max_batch_items)
         items = [
-            _validated(f"items[{n}].", i.request, i.summary, i.metadata, None, settings.max_chars)
+            _validated(
+                f"items[{n}].",
+                i.request,
+                i.summary,
+                _metadata(i.metadata),
+                None,
+                settings.max_chars,
+            )
             for n, i in enumerate(body.items)
         ]
-        predictions = await _predict(gate, executor, predictor, items, body.explain, body.top_k)
-        return BatchResponse(predictions=predictions)
+        call = _Call(items, [body.explain] * len(items), body.top_k)
+        return BatchResponse(predictions=await _predict(state, request, call, until))
 
     @app.post(
         "/v1/letters",
@@ -325,6 +547,7 @@ def create_app(
         responses={**_ERRORS, 415: {"model": ErrorBody, "description": "not a PDF or text"}},
     )
     async def letters(
+        request: Request,
         file: Annotated[UploadFile, File(description="The letter, .pdf or .txt.")],
         explain: Annotated[bool, Form(description="Also return evidence spans.")] = False,
         top_k: Annotated[
@@ -337,16 +560,33 @@ def create_app(
         letter's decisions and rationales are never model inputs (``letter_decision``
         is returned for comparison only).
         """
-        predictor, gate, executor = state.ready()
+        until = deadline()
+        state.ready()
+        files = (await request.form()).getlist("file")
+        if len(files) > 1:
+            raise InvalidInputError(
+                "file", f"{len(files)} files were sent; upload one letter per request"
+            )
         data = await file.read(settings.max_upload_bytes + 1)
         if len(data) > settings.max_upload_bytes:
             raise TooLarge(
                 "file", f"larger than {settings.max_upload_bytes} bytes; upload one letter"
             )
         filename = file.filename or ""
-        letter = await anyio.to_thread.run_sync(
-            parse_upload, data, filename, file.content_type or ""
-        )
+        try:
+            with anyio.fail_after(max(until - time.monotonic(), 0.0)):
+                letter = await anyio.to_thread.run_sync(
+                    parse_upload,
+                    data,
+                    filename,
+                    file.content_type or "",
+                    abandon_on_cancel=True,
+                )
+        except TimeoutError:
+            raise TimedOut(
+                f"reading the letter took longer than this server's limit of "
+                f"{settings.request_timeout_s:g} s; upload the letter as .txt"
+            ) from None
         _check_count("file", len(letter.items), settings.max_batch_items)
         metadata = letter_metadata(letter)
         summary = letter.summary.value
@@ -361,7 +601,8 @@ def create_app(
             )
             for item in letter.items
         ]
-        predictions = await _predict(gate, executor, predictor, inputs, explain, top_k)
+        call = _Call(inputs, [explain] * len(inputs), top_k)
+        predictions = await _predict(state, request, call, until)
         return LetterResponse(
             filename=filename,
             case_number=letter.case_number.value if letter.case_number else None,
@@ -391,5 +632,15 @@ def create_app(
         if name not in STATIC_FILES:
             raise HTTPException(404, "Not Found")
         return FileResponse(STATIC_DIR / name, media_type=STATIC_FILES[name])
+
+    @app.get("/favicon.svg", include_in_schema=False)
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        """The page's icon (SVG, also at the path browsers try by default)."""
+        return Response(
+            FAVICON_SVG,
+            media_type="image/svg+xml",
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
 
     return app

@@ -3,19 +3,25 @@
 =========================================  ======  ===========================
 failure                                    status  field
 =========================================  ======  ===========================
+no or wrong API key on ``/v1/*``           401     ``authorization`` (see
+                                                   :mod:`~imr_outcome.serve.api_auth`)
 body not JSON / not UTF-8, wrong type,     422     the field (``request``,
-missing or unknown field, empty text,              ``items[2].summary``, ``body``)
-bad metadata, a letter that does not parse
+missing or unknown field, text with no             ``items[2].summary``, ``body``)
+letters or an unpaired surrogate, bad
+metadata, a letter that does not parse
 text over ``max_chars``, too many items,   413     the field / ``items`` / ``file``
 upload or body over the byte limit
 an upload that is not PDF or text          415     ``file``
 model loading, failed, or saturated        503     ``model`` / ``server``
                                                    (with ``Retry-After``)
+over the request timeout                   504     ``server``
 anything else                              500     ``server`` (no details)
 =========================================  ======  ===========================
 
 Responses never carry a stack trace, and the logs never carry case text: unexpected
-errors are logged with their type and traceback frames only, not their message.
+errors are logged with their type and traceback frames only, not their message. Every
+JSON response renders (:class:`SafeJSONResponse`), even when a message quotes a field
+name that is not valid Unicode.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from imr_outcome.data.schema import PREFILING_FIELDS
+from imr_outcome.data.text_checks import check_unicode
 from imr_outcome.errors import ImrOutcomeError, InvalidInputError, ParseError
 from imr_outcome.serve.api_letters import UnsupportedUpload
 from imr_outcome.serve.api_limits import Saturated
@@ -53,6 +61,22 @@ class TooLarge(ImrOutcomeError):
         super().__init__(f"{field}: {reason}")
 
 
+class TimedOut(ImrOutcomeError):
+    """A request took longer than the server's ``request_timeout_s`` (answered 504).
+
+    Args:
+        reason: what took too long and how to get an answer within the limit.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class ClientGone(ImrOutcomeError):
+    """The client disconnected before its answer was ready (nobody reads the response)."""
+
+
 class NotReady(ImrOutcomeError):
     """The model is still loading or failed to load (answered 503).
 
@@ -65,12 +89,30 @@ class NotReady(ImrOutcomeError):
         super().__init__(reason)
 
 
+class SafeJSONResponse(JSONResponse):
+    """A JSON response that renders any ``str``, lone surrogates included.
+
+    Starlette encodes JSON as UTF-8, which fails on a lone surrogate (a 500 for an error
+    message that quotes a bad field name); such a body is written with ``\\uXXXX``
+    escapes instead, which every JSON parser reads.
+    """
+
+    def render(self, content: Any) -> bytes:
+        """``content`` as UTF-8 JSON; ASCII-escaped JSON when UTF-8 cannot encode it."""
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(
+                content, ensure_ascii=True, allow_nan=False, separators=(",", ":")
+            ).encode("ascii")
+
+
 def error_response(
     status: int, items: Sequence[tuple[str, str]], headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     """A JSON :class:`ErrorBody` response from ``(field, message)`` pairs."""
     detail = [{"field": field, "message": message} for field, message in items]
-    return JSONResponse({"detail": detail}, status_code=status, headers=dict(headers or {}))
+    return SafeJSONResponse({"detail": detail}, status_code=status, headers=dict(headers or {}))
 
 
 _JSON_TYPES = {
@@ -109,16 +151,37 @@ def _field(loc: Sequence[Any]) -> str:
     return field or "body"
 
 
+_UPLOAD_FILE = "upload the letter (.pdf or .txt) as the multipart/form-data field 'file'"
+
+
 def _message(error: dict[str, Any]) -> str:
     """A message with the fix for one pydantic/FastAPI validation error."""
     kind = str(error.get("type", ""))
+    loc = tuple(error.get("loc", ()))
+    ctx = error.get("ctx") or {}
+    cause = ctx.get("error")
+    if isinstance(cause, InvalidInputError):  # raised by a validator (text checks)
+        return cause.reason
+    if kind == "string_unicode" and isinstance(error.get("input"), str):
+        try:  # pydantic refuses some lone surrogates itself; say where, as the check does
+            check_unicode(_field(loc), error["input"])
+        except InvalidInputError as exc:
+            return exc.reason
+    if _field(loc) == "file":
+        # also a part without a file name (a browser's "no file chosen"): FastAPI reads
+        # its empty value as missing, or a named part without a file as text
+        return f"is required: no file was attached; {_UPLOAD_FILE}"
     if kind == "missing":
-        if _field(error.get("loc", ())) == "file":
-            return "is required; upload the letter as the multipart/form-data field 'file'"
         return "is required; add it to the JSON body"
+    if kind == "extra_forbidden" and "metadata" in loc[:-1]:
+        return f"not a pre-filing field; allowed: {', '.join(PREFILING_FIELDS)}"
+    if kind in {"greater_than_equal", "less_than_equal"}:
+        bounds = {"greater_than_equal": "at least {ge}", "less_than_equal": "at most {le}"}
+        return f"expected {bounds[kind].format(**ctx)}, got {error.get('input')!r}"
+    if kind == "string_too_long":
+        return f"longer than {ctx.get('max_length')} characters; shorten it"
     if kind == "json_invalid":
-        cause = (error.get("ctx") or {}).get("error", "")
-        return f"not valid JSON ({cause}); {_SEND_JSON}"
+        return f"not valid JSON ({cause or ''}); {_SEND_JSON}"
     if kind == "extra_forbidden":
         return "unknown field; remove it or check its spelling (see /docs)"
     if kind in _EXPECTED:
@@ -158,6 +221,20 @@ def install_error_handlers(app: FastAPI) -> None:
         retry = str(request.app.state.server.settings.retry_after_s)
         return error_response(503, [(field, exc.reason)], {"Retry-After": retry})
 
+    async def on_timeout(request: Request, exc: Exception) -> JSONResponse:
+        # TimedOut from the API's own deadline; TimeoutError from a model call that
+        # stopped at the deadline it was given
+        timeout = request.app.state.server.settings.request_timeout_s
+        reason = (
+            exc.reason
+            if isinstance(exc, TimedOut)
+            else f"the estimate took longer than this server's limit of {timeout:g} s"
+        )
+        return error_response(504, [("server", reason)])
+
+    async def on_gone(request: Request, exc: Exception) -> JSONResponse:
+        return error_response(499, [("server", "the client disconnected")])
+
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
         if exc.status_code == 400:  # FastAPI could not decode the body at all
@@ -175,6 +252,9 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ParseError, on_parse)
     app.add_exception_handler(Saturated, on_busy)
     app.add_exception_handler(NotReady, on_busy)
+    app.add_exception_handler(TimedOut, on_timeout)
+    app.add_exception_handler(TimeoutError, on_timeout)
+    app.add_exception_handler(ClientGone, on_gone)
     app.add_exception_handler(HTTPException, on_http)
 
 

@@ -10,6 +10,7 @@ decisions and rationales of the upload never do.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import tempfile
 from pathlib import Path, PurePosixPath
 
@@ -17,6 +18,8 @@ from imr_outcome.data.letters import parse_letter_file
 from imr_outcome.data.model_input import MetadataValue
 from imr_outcome.data.schema import Letter
 from imr_outcome.errors import ImrOutcomeError, InvalidInputError, ParseError
+
+logger = logging.getLogger(__name__)
 
 _PDF_MAGIC = b"%PDF-"
 _PDF_TYPES = {"application/pdf", "application/x-pdf"}
@@ -51,11 +54,42 @@ def _kind(data: bytes, filename: str, content_type: str) -> str:
             f"unsupported file type {suffix!r} ({content_type or 'no content type'}); "
             "upload the letter as .pdf or .txt",
         )
-    if b"\x00" in data[:4096]:
+    if b"\x00" in data[:4096] and not _utf16_or_32(data):
         raise UnsupportedUpload(
             "file", "binary data, not text; upload the letter as .pdf or as plain .txt"
         )
     return ".txt"
+
+
+#: Byte order marks of the UTF-16/32 encodings (UTF-32 first: its LE mark starts like
+#: UTF-16's).
+_WIDE_BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\x00\x00\xfe\xff", "utf-32-be"),
+    (b"\xff\xfe", "utf-16-le"),
+    (b"\xfe\xff", "utf-16-be"),
+)
+
+
+def _utf16_or_32(data: bytes) -> bool:
+    """Whether text bytes with NULs are UTF-16/32 (a byte order mark, or UTF-16 without
+    one: every other byte of the first 4 KiB NUL, as for Latin text), not binary data.
+
+    Windows tools ("Unicode" in Notepad, PowerShell's ``Out-File``) write UTF-16 LE with
+    a BOM; the bytes then go to the same reader as ``predict --letter``, which decodes them.
+    """
+    head = data[:4096]
+    for bom, encoding in _WIDE_BOMS:
+        if head.startswith(bom):
+            try:
+                head[: len(head) - len(head) % 4].decode(encoding)
+            except UnicodeDecodeError:
+                return False
+            return True
+    even, odd = head[0::2], head[1::2]
+    if len(head) < 4:
+        return False
+    return even.count(0) == len(even) or odd.count(0) == len(odd)
 
 
 def parse_upload(data: bytes, filename: str, content_type: str) -> Letter:
@@ -86,6 +120,19 @@ def parse_upload(data: bytes, filename: str, content_type: str) -> Letter:
             letter = parse_letter_file(path)
         except ParseError as exc:
             raise ParseError(label, exc.section, exc.reason) from None
+        except (ImrOutcomeError, MemoryError, RecursionError):
+            raise
+        except Exception as exc:
+            if suffix != ".pdf":
+                raise
+            # a backstop for damaged PDFs: the reader should raise ParseError itself
+            logger.warning("pdf reader raised %s on an upload", type(exc).__name__)
+            raise ParseError(
+                label,
+                "pdf structure",
+                f"cannot read the PDF ({type(exc).__name__}); the file is damaged or uses "
+                "features the reader does not support - upload the original letter or a .txt",
+            ) from None
     return dataclasses.replace(letter, source=label)
 
 

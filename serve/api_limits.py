@@ -4,8 +4,13 @@
   most ``max_waiting`` more wait (up to ``wait_timeout_s``); anything beyond is refused
   at once with :class:`Saturated` (the API answers 503 with ``Retry-After``) instead of
   queueing without bound.
+- :class:`ShedLoadMiddleware` refuses model requests at once while the gate is full,
+  before their bodies are read, so that a rejection costs microseconds, not a parse.
 - :class:`BodyLimitMiddleware` refuses request bodies over a byte limit (413) while
   they stream in, before they are buffered or parsed.
+- ``ServeSettings.request_timeout_s`` bounds each request (slot wait, letter parsing and
+  the model call together); ``max_explain_chars`` bounds the text one evidence
+  computation may cover.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,6 +28,13 @@ from imr_outcome.serve.predictor import MAX_TEXT_CHARS
 
 #: Most bytes of a letter upload (the DWC letters are 50-400 KB PDFs).
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+#: Default longest time one request may take, in seconds (issue 14: an explained 99k
+#: character summary held the only model slot for about 10 minutes).
+REQUEST_TIMEOUT_S = 60.0
+#: Default most characters (request + summary) one item may have to get evidence spans.
+#: Integrated gradients on the fine-tuned MiniLM took 30 s for 5k characters and 55 s
+#: for 10k on 2 cores (avx2, no avx512; issue 14), so 10k fits the default timeout.
+MAX_EXPLAIN_CHARS = 10_000
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,14 @@ class ServeSettings:
         max_batch_items: most items in one batch or uploaded letter, >= 1.
         max_chars: longest request or summary in characters, >= 1.
         max_upload_bytes: largest letter upload in bytes, >= 1.
+        request_timeout_s: longest time one request may take in seconds, > 0 (the wait
+            for a slot, letter parsing and the model call); then 504, and the slot is
+            released.
+        max_explain_chars: most characters (request + summary) of an item that gets
+            evidence spans, >= 1; a longer item is predicted without evidence and with
+            a warning.
+        api_key: the key every ``/v1/*`` request must send as ``Authorization: Bearer``,
+            or None for none (never shown in ``repr``).
     """
 
     model_uri: str
@@ -49,6 +69,9 @@ class ServeSettings:
     max_batch_items: int = 32
     max_chars: int = MAX_TEXT_CHARS
     max_upload_bytes: int = MAX_UPLOAD_BYTES
+    request_timeout_s: float = REQUEST_TIMEOUT_S
+    max_explain_chars: int = MAX_EXPLAIN_CHARS
+    api_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         minimum = {
@@ -58,16 +81,19 @@ class ServeSettings:
             "max_batch_items": 1,
             "max_chars": 1,
             "max_upload_bytes": 1,
+            "max_explain_chars": 1,
         }
         for name, least in minimum.items():
             value = getattr(self, name)
             if value < least:
                 flag = "--" + name.replace("_", "-")
                 raise InvalidInputError(flag, f"expected at least {least}, got {value}")
-        if self.wait_timeout_s <= 0:
-            raise InvalidInputError(
-                "--wait-timeout", f"expected a positive number, got {self.wait_timeout_s}"
-            )
+        for flag, seconds in (
+            ("--wait-timeout", self.wait_timeout_s),
+            ("--request-timeout", self.request_timeout_s),
+        ):
+            if not seconds > 0:
+                raise InvalidInputError(flag, f"expected a positive number, got {seconds}")
 
     @property
     def max_json_bytes(self) -> int:
@@ -110,26 +136,37 @@ class InFlightGate:
         """Requests holding or waiting for a slot now."""
         return self._admitted
 
+    def full(self) -> str | None:
+        """Why a new request would be refused at once, or None when it may wait or run."""
+        if self._admitted >= self.max_in_flight + self.max_waiting:
+            return (
+                f"{self.max_in_flight} model call(s) running and {self.max_waiting} waiting; "
+                "retry after the Retry-After delay"
+            )
+        return None
+
     @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    async def slot(self, timeout_s: float | None = None) -> AsyncIterator[None]:
         """Hold one slot for the body of the ``async with``.
+
+        Args:
+            timeout_s: longest wait for a slot in seconds; at most ``wait_timeout_s``
+                (the default).
 
         Raises:
             Saturated: the wait list is full, or no slot freed within the timeout.
         """
-        if self._admitted >= self.max_in_flight + self.max_waiting:
-            raise Saturated(
-                f"{self.max_in_flight} model call(s) running and {self.max_waiting} waiting; "
-                "retry after the Retry-After delay"
-            )
+        reason = self.full()
+        if reason is not None:
+            raise Saturated(reason)
+        wait_s = self.wait_timeout_s if timeout_s is None else min(timeout_s, self.wait_timeout_s)
         self._admitted += 1
         try:
             try:
-                await asyncio.wait_for(self._slots.acquire(), self.wait_timeout_s)
+                await asyncio.wait_for(self._slots.acquire(), max(wait_s, 0.0))
             except TimeoutError:
                 raise Saturated(
-                    f"no model slot freed within {self.wait_timeout_s:g} s; retry after the "
-                    "Retry-After delay"
+                    f"no model slot freed within {wait_s:.3g} s; retry after the Retry-After delay"
                 ) from None
             try:
                 yield
@@ -137,6 +174,44 @@ class InFlightGate:
                 self._slots.release()
         finally:
             self._admitted -= 1
+
+
+class ShedLoadMiddleware:
+    """Answer 503 + ``Retry-After`` to model requests at once while the gate is full.
+
+    The check runs before the body is read or parsed, so under overload a rejection
+    costs about as much as a 404; the gate still decides for requests that pass.
+
+    Args:
+        app: the wrapped ASGI app.
+        full: why the server is full now (:meth:`InFlightGate.full`), or None; a
+            callable, since the gate is created later, in the app's lifespan.
+        paths: the request paths that need a model slot.
+        retry_after_s: the ``Retry-After`` header, in seconds.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        full: Callable[[], str | None],
+        paths: frozenset[str],
+        retry_after_s: int,
+    ) -> None:
+        self.app = app
+        self.full = full
+        self.paths = paths
+        self.retry_after_s = retry_after_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        reason = None
+        if scope["type"] == "http" and scope.get("path") in self.paths:
+            reason = self.full()
+        if reason is None:
+            await self.app(scope, receive, send)
+            return
+        await _error(
+            send, 503, "server", reason, [(b"retry-after", str(self.retry_after_s).encode())]
+        )
 
 
 class BodyLimitMiddleware:
@@ -195,24 +270,29 @@ class BodyLimitMiddleware:
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    body = json.dumps(
-        {
-            "detail": [
-                {
-                    "field": "body",
-                    "message": f"request body larger than {limit} bytes; send less text, "
-                    "fewer items or a smaller file",
-                }
-            ]
-        }
-    ).encode()
+    message = (
+        f"request body larger than {limit} bytes; send less text, fewer items or a smaller file"
+    )
+    await _error(send, 413, "body", message)
+
+
+async def _error(
+    send: Send,
+    status: int,
+    field_name: str,
+    message: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """Send a JSON ``ErrorBody`` response from ASGI middleware (before the app ran)."""
+    body = json.dumps({"detail": [{"field": field_name, "message": message}]}).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                *(headers or []),
             ],
         }
     )

@@ -7,49 +7,129 @@ letter upload: the ``request`` and ``summary`` strings returned beside each pred
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated, Any
 
-from imr_outcome.data.model_input import MetadataValue
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
+
+from imr_outcome.data.text_checks import LETTER_PATTERN, check_text, check_unicode
 from imr_outcome.serve.schemas import Direction, Prediction
 
 #: Evidence spans per direction when the caller does not say.
 DEFAULT_TOP_K = 5
 #: Most evidence spans per direction a caller may ask for.
 MAX_TOP_K = 20
+#: Longest metadata text value (``patient_sex``, ``imr_type``, ...), in characters; the
+#: longest DMHC diagnosis subcategory is under 100.
+MAX_METADATA_CHARS = 200
+
+#: The OpenAPI facts of ``request`` / ``summary`` that the validators below enforce
+#: (``maxLength`` is the server's ``max_chars``, added by :func:`state_limits`).
+_TEXT_SCHEMA: dict[str, Any] = {"minLength": 1, "pattern": LETTER_PATTERN}
 
 
-class PredictRequest(BaseModel):
-    """``POST /v1/predict``: one disputed item.
+def _integral(value: Any) -> Any:
+    """``6.0`` -> ``6``: JSON Schema counts a number with a zero fraction as an integer."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+#: A whole number as JSON Schema defines ``integer`` (``6`` or ``6.0``; not ``6.5``,
+#: ``"6"`` or ``true``) is what these accept. The bounds come before the conversion, so
+#: the OpenAPI document states them as ``minimum`` / ``maximum``.
+#: An age in years, 0-120 (as :func:`~imr_outcome.data.model_input.metadata_prefix` checks).
+Age = Annotated[int, Field(ge=0, le=120), BeforeValidator(_integral)]
+#: Evidence spans per direction, 1-:data:`MAX_TOP_K`.
+TopK = Annotated[int, Field(ge=1, le=MAX_TOP_K), BeforeValidator(_integral)]
+
+RequestText = Annotated[
+    str,
+    Field(
+        description="The requested treatment or item, in words (at least one letter).",
+        json_schema_extra=_TEXT_SCHEMA,
+    ),
+]
+SummaryText = Annotated[
+    str,
+    Field(
+        description="The clinical case summary, in words (at least one letter). Leave the "
+        "field out when there is none; a short summary gets a warning.",
+        json_schema_extra=_TEXT_SCHEMA,
+    ),
+]
+
+
+class Metadata(BaseModel):
+    """Pre-filing metadata of one item; every field may be left out or null (unknown).
+
+    The fields are :data:`~imr_outcome.data.schema.PREFILING_FIELDS`: nothing known only
+    after filing (reviewer, decision) is accepted.
 
     Attributes:
-        request: the requested treatment, non-empty text.
-        summary: the clinical case summary (``""`` when there is none; a short summary
-            gets a warning).
-        metadata: pre-filing metadata (``patient_age`` 0-120 in years, ``patient_sex``,
-            and the DMHC fields ``age_range``, ``imr_type``, ``diagnosis_category``,
-            ``diagnosis_subcategory``), or None.
-        explain: also return evidence spans (slower: integrated gradients for transformer
-            models).
-        top_k: evidence spans per direction, 1-20.
+        patient_age: the patient's age in years, 0-120 (DWC letters).
+        patient_sex: the patient's sex as written (``"male"``, ``"female"``).
+        age_range: the DMHC age band (``"41-50"``).
+        imr_type: the DMHC review type (``"Medical Necessity"``).
+        diagnosis_category / diagnosis_subcategory: the DMHC diagnosis taxonomy.
     """
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    request: str
-    summary: str = ""
-    metadata: dict[str, MetadataValue] | None = None
-    explain: bool = False
-    top_k: int = Field(default=DEFAULT_TOP_K, ge=1, le=MAX_TOP_K)
+    patient_age: Age | None = None
+    patient_sex: str | None = Field(default=None, max_length=MAX_METADATA_CHARS)
+    age_range: str | None = Field(default=None, max_length=MAX_METADATA_CHARS)
+    imr_type: str | None = Field(default=None, max_length=MAX_METADATA_CHARS)
+    diagnosis_category: str | None = Field(default=None, max_length=MAX_METADATA_CHARS)
+    diagnosis_subcategory: str | None = Field(default=None, max_length=MAX_METADATA_CHARS)
+
+    @field_validator(
+        "patient_sex", "age_range", "imr_type", "diagnosis_category", "diagnosis_subcategory"
+    )
+    @classmethod
+    def _unicode(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else check_unicode(str(info.field_name), value)
+
+    def values(self) -> dict[str, str | int]:
+        """The known values, keyed by field name (None values left out)."""
+        return self.model_dump(exclude_none=True)
 
 
-class BatchItem(BaseModel):
-    """One item of ``POST /v1/predict/batch`` (see :class:`PredictRequest`)."""
+class _Item(BaseModel):
+    """The text and metadata of one item (see :class:`PredictRequest`)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    request: str
-    summary: str = ""
-    metadata: dict[str, MetadataValue] | None = None
+    request: RequestText
+    summary: SummaryText = ""
+    metadata: Metadata | None = None
+
+    # A default is not validated: a summary left out is "none"; a summary sent must be text.
+    @field_validator("request", "summary")
+    @classmethod
+    def _text(cls, value: str, info: ValidationInfo) -> str:
+        return check_text(str(info.field_name), value)
+
+
+class PredictRequest(_Item):
+    """``POST /v1/predict``: one disputed item.
+
+    Attributes:
+        request: the requested treatment: text with at least one letter, at most the
+            server's ``max_chars`` characters (no lone UTF-16 surrogates).
+        summary: the clinical case summary, under the same rules; leave it out when there
+            is none (``""`` is refused: it holds no letters). A short summary gets a
+            warning.
+        metadata: pre-filing metadata (:class:`Metadata`), or None.
+        explain: also return evidence spans (slower: integrated gradients for transformer
+            models); items longer than the server's ``max_explain_chars`` get none and a
+            warning.
+        top_k: evidence spans per direction, 1-20.
+    """
+
+    explain: bool = False
+    top_k: TopK = DEFAULT_TOP_K
+
+
+class BatchItem(_Item):
+    """One item of ``POST /v1/predict/batch`` (see :class:`PredictRequest`)."""
 
 
 class BatchRequest(BaseModel):
@@ -57,7 +137,7 @@ class BatchRequest(BaseModel):
 
     Attributes:
         items: the items, predicted together in input order.
-        explain: also return evidence spans for every item.
+        explain: also return evidence spans for every item (within the evidence budget).
         top_k: evidence spans per direction, 1-20.
     """
 
@@ -65,7 +145,7 @@ class BatchRequest(BaseModel):
 
     items: list[BatchItem]
     explain: bool = False
-    top_k: int = Field(default=DEFAULT_TOP_K, ge=1, le=MAX_TOP_K)
+    top_k: TopK = DEFAULT_TOP_K
 
 
 class BatchResponse(BaseModel):
@@ -182,3 +262,24 @@ class ErrorBody(BaseModel):
     """Every 4xx/5xx response body of the API."""
 
     detail: list[ErrorItem]
+
+
+def state_limits(openapi: dict[str, Any], *, max_chars: int, max_batch_items: int) -> None:
+    """Write a server's limits into its OpenAPI document, in place.
+
+    The bodies above are shared by every server; the limits are per server (flags), so
+    the generated document gets them afterwards: ``maxLength`` of every ``request`` and
+    ``summary``, ``minItems``/``maxItems`` of a batch's ``items``. A request within them
+    is not refused for its size.
+
+    Args:
+        openapi: the document from :func:`fastapi.openapi.utils.get_openapi`.
+        max_chars: the longest request or summary, in characters.
+        max_batch_items: the most items in one batch.
+    """
+    schemas = openapi.get("components", {}).get("schemas", {})
+    for name in ("PredictRequest", "BatchItem"):
+        for text in ("request", "summary"):
+            schemas[name]["properties"][text]["maxLength"] = max_chars
+    items = schemas["BatchRequest"]["properties"]["items"]
+    items["minItems"], items["maxItems"] = 1, max_batch_items

@@ -135,6 +135,8 @@
     box.replaceChildren();
     let title = `The server could not answer (HTTP ${status}).`;
     if (status === 503) title = `The server is busy or still loading; try again in ${retryAfter || "a few"} s.`;
+    else if (status === 504) title = "The estimate took too long and was stopped:";
+    else if (status === 401) title = "This server needs an API key (enter it above).";
     else if (status >= 400 && status < 500) title = "Please fix the input:";
     box.append(element("p", {}, title));
     const detail = body && Array.isArray(body.detail) ? body.detail : [];
@@ -146,15 +148,75 @@
     $("status").textContent = "No estimate.";
   }
 
+  // The API key, when the server asks for one (401): kept for this tab only.
+  // If the browser refuses session storage the key lives in this page only.
+  const KEY_ITEM = "imr-outcome-api-key";
+  let memoryKey = "";
+  let afterKey = null;
+
+  function storedKey() {
+    try {
+      return sessionStorage.getItem(KEY_ITEM) || "";
+    } catch (_) {
+      return "";
+    }
+  }
+
+  // Show the key form; `retry` runs once a key has been entered.
+  function askForKey(retry, rejected) {
+    try {
+      sessionStorage.removeItem(KEY_ITEM);
+    } catch (_) {
+      /* storage disabled: the key is asked again next time */
+    }
+    afterKey = retry;
+    $("key-error").textContent = rejected ? "That key was not accepted; check it and try again." : "";
+    $("key-card").hidden = false;
+    $("api-key").value = "";
+    $("api-key").focus();
+  }
+
+  async function submitKey(event) {
+    event.preventDefault();
+    const key = $("api-key").value.trim();
+    if (!key) {
+      $("key-error").textContent = "Enter the key first.";
+      $("api-key").focus();
+      return;
+    }
+    try {
+      sessionStorage.setItem(KEY_ITEM, key);
+    } catch (_) {
+      /* storage disabled: memoryKey below keeps it for this page */
+    }
+    memoryKey = key;
+    $("key-card").hidden = true;
+    const retry = afterKey;
+    afterKey = null;
+    if (retry) await retry();
+  }
+
   async function call(url, init) {
-    const response = await fetch(url, init);
+    const options = Object.assign({}, init || {});
+    const headers = new Headers(options.headers || {});
+    const key = storedKey() || memoryKey;
+    if (key) headers.set("Authorization", `Bearer ${key}`);
+    options.headers = headers;
+    const response = await fetch(url, options);
+    if (response.status === 401) memoryKey = "";
     let body = null;
     try {
       body = await response.json();
     } catch (_) {
       body = null;
     }
-    return { ok: response.ok, status: response.status, body, retryAfter: response.headers.get("Retry-After") };
+    return {
+      ok: response.ok,
+      status: response.status,
+      body,
+      retryAfter: response.headers.get("Retry-After"),
+      sentKey: Boolean(key),
+    };
   }
 
   async function busy(button, work) {
@@ -187,8 +249,13 @@
       const result = await call("/v1/predict", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ request, summary, explain }),
+        // a blank summary is left out (it is "none"); text without letters is refused
+        body: JSON.stringify(summary.trim() ? { request, summary, explain } : { request, explain }),
       });
+      if (result.status === 401) {
+        showErrors(401, null);
+        return askForKey(() => submitCase(event), result.sentKey);
+      }
       if (!result.ok) return showErrors(result.status, result.body, result.retryAfter);
       $("legend").hidden = !explain;
       $("results").append(renderPrediction(result.body, request, summary, { explain, openSummary: true }));
@@ -212,6 +279,10 @@
       form.append("file", file);
       form.append("explain", explain ? "true" : "false");
       const result = await call("/v1/letters", { method: "POST", body: form });
+      if (result.status === 401) {
+        showErrors(401, null);
+        return askForKey(() => submitLetter(event), result.sentKey);
+      }
       if (!result.ok) return showErrors(result.status, result.body, result.retryAfter);
       const letter = result.body;
       $("legend").hidden = !explain;
@@ -233,6 +304,10 @@
   async function showModel() {
     try {
       const result = await call("/v1/model", {});
+      if (result.status === 401) {
+        $("model-line").textContent = "Model: enter the API key to see it.";
+        return askForKey(showModel, result.sentKey);
+      }
       if (result.ok) {
         const m = result.body;
         const alias = m.alias ? ` @${m.alias}` : "";
@@ -248,6 +323,7 @@
   document.addEventListener("DOMContentLoaded", () => {
     $("case-form").addEventListener("submit", submitCase);
     $("letter-form").addEventListener("submit", submitLetter);
+    $("key-form").addEventListener("submit", submitKey);
     showModel();
   });
 })();

@@ -452,7 +452,8 @@ def test_an_upload_without_a_file_is_422(client: TestClient) -> None:
 
     assert _error(response, 422) == (
         "file",
-        "is required; upload the letter as the multipart/form-data field 'file'",
+        "is required: no file was attached; upload the letter (.pdf or .txt) as the "
+        "multipart/form-data field 'file'",
     )
 
 
@@ -470,7 +471,7 @@ BAD_JSON: dict[str, tuple[Any, int, str, str]] = {
         {"request": "   ", "summary": SUMMARY},
         422,
         "request",
-        "is empty; give the requested treatment or item",
+        "is empty; write it out in words",
     ),
     "request a number": ({"request": 5}, 422, "request", "expected text, got a number"),
     "summary null": (
@@ -494,20 +495,20 @@ BAD_JSON: dict[str, tuple[Any, int, str, str]] = {
     "outcome metadata": (
         {"request": REQUEST, "metadata": {"label": "Upheld"}},
         422,
-        "metadata",
-        "unknown or post-filing field(s) ['label']; allowed: ['patient_age',",
+        "metadata.label",
+        "not a pre-filing field; allowed: patient_age, patient_sex,",
     ),
     "age out of range": (
         {"request": REQUEST, "metadata": {"patient_age": 300}},
         422,
         "metadata.patient_age",
-        "expected an integer 0-120, got 300",
+        "expected at most 120, got 300",
     ),
     "top_k zero": (
         {"request": REQUEST, "top_k": 0},
         422,
         "top_k",
-        "Input should be greater than or equal to 1; see /docs",
+        "expected at least 1, got 0",
     ),
     "summary over the limit": (
         {"request": REQUEST, "summary": LONG},

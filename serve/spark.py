@@ -68,6 +68,7 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from pyspark.sql.pandas.functions import pandas_udf
 
 from imr_outcome.data.schema import PREFILING_FIELDS
 from imr_outcome.errors import InvalidInputError
@@ -252,7 +253,7 @@ def _scoring_udf(model_name: str, max_chars: int, columns: _Columns, batch_size:
         for batch in batches:
             yield score_frame(predictor, batch, columns, batch_size)
 
-    return F.pandas_udf(score, PREDICTION_TYPE)  # type: ignore[call-overload]
+    return pandas_udf(score, PREDICTION_TYPE)  # type: ignore[call-overload]
 
 
 # --------------------------------------------------------------------- DataFrame side

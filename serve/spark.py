@@ -546,8 +546,9 @@ def score_table(
         row_column=f"{_PREFIX}row",
         unreadable_column=unreadable,
     )
-    if scored.rdd.getNumPartitions() < spark.sparkContext.defaultParallelism:
-        # a CSV file read whole (fields may span lines) is one partition: spread the work
+    if df.rdd.getNumPartitions() < spark.sparkContext.defaultParallelism:
+        # a CSV file is read whole (fields may span lines), as one partition: spread the
+        # scoring over the cores (after the row index is taken from the scan)
         scored = scored.repartition(spark.sparkContext.defaultParallelism)
     flat = scored.select(
         _col(id_column).cast("string").alias("id"),

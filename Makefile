@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml $(CODE_DIRS)
 	test -x $(PY) || python3 -m venv $(VENV)
 	# torch first, pinned: the CPU build from local disk. A looser pin pulls CUDA wheels.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[dev,offline]" --config-settings editable_mode=strict
+	$(PY) -m pip install --quiet -e ".[dev,offline,spark]" --config-settings editable_mode=strict
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -10,7 +10,7 @@ import datetime as dt
 import json
 import logging
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.logging import RichHandler
@@ -702,6 +702,17 @@ def score_command(
     chunk_size: Annotated[
         int, typer.Option(min=1, help="Rows per batch and per fsynced write.")
     ] = 1000,
+    engine: Annotated[
+        Literal["local", "spark"],
+        typer.Option(help="local: this process; spark: a Spark job, Parquet out (pip .[spark])."),
+    ] = "local",
+    spark_master: Annotated[
+        str | None, typer.Option(help="Spark master URL, e.g. local[2] (--engine spark).")
+    ] = None,
+    partition_by: Annotated[
+        list[str] | None,
+        typer.Option(help="Partition the Spark output by this column (repeatable)."),
+    ] = None,
 ) -> None:
     """Score a file of items; every row gets a prediction or an error in --out."""
     from rich.progress import (
@@ -725,6 +736,23 @@ def score_command(
             return Text("- items/s" if speed is None else f"{speed:.1f} items/s")
 
     metadata = _parse_metadata_columns(metadata_column or [])
+    if engine == "spark":  # INPUT may also be a table name of the Spark session
+        from imr_outcome.serve.spark import score_with_spark
+
+        try:
+            done = score_with_spark(
+                input_path, out, model, master=spark_master, partition_by=partition_by or [],
+                resume=resume, explain=explain, overwrite=overwrite, id_column=id_column,
+                request_column=request_column, summary_column=summary_column,
+                metadata_columns=metadata, batch_size=chunk_size,
+            )  # fmt: skip
+        except ImrOutcomeError as exc:
+            raise _fail(exc) from exc
+        console.print(f"{done.total} rows: {done.scored} scored, {done.failed} failed -> {out}")
+        if done.failed:
+            err_console.print(f"[bold red]{done.failed} row(s) failed[/]; see the error column")
+            raise typer.Exit(code=1)
+        return
     predictor = _load_predictor(model)
     columns = (
         TextColumn("[progress.description]{task.description}"),

@@ -9,8 +9,10 @@ Each run sends ``--requests`` requests from ``--concurrency`` concurrent clients
 asyncio). A fraction ``--malformed`` of them is malformed, cycling through the bad-input
 classes the API must answer with 4xx (missing, empty, wrongly typed or unknown fields,
 text over the server's ``max_chars``, too many batch items, non-UTF-8 and truncated JSON,
-an out-of-range age). The rest are valid ``POST /v1/predict`` calls on invented cases
-(request + a 120-250 word summary), a fraction ``--explain`` of them with evidence.
+an out-of-range age, a lone UTF-16 surrogate, text without letters). The rest are valid
+``POST /v1/predict`` calls on invented cases (request + a 120-250 word summary), a
+fraction ``--explain`` of them with evidence. A server with an API key gets it from
+``IMR_OUTCOME_API_KEY``.
 
 Per run it prints throughput (requests/s over the run's wall time), p50/p95/p99 latency
 (all requests, and valid requests without evidence), counts by status and by request
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import time
@@ -91,7 +94,10 @@ def malformed(kind: str, rng: random.Random, card: dict[str, Any]) -> tuple[str,
         "summary over limit": {**case, "summary": "pain " * (card["max_chars"] // 5 + 1)},
         "age out of range": {**case, "metadata": {"patient_age": 999}},
         "too many items": {"items": [case] * (card["max_batch_items"] + 1)},
+        "no letters": {**case, "summary": "12/03/2015 -- #90 ..."},
     }
+    if kind == "lone surrogate":  # valid JSON, invalid Unicode
+        return "/v1/predict", b'{"request": "\\ud800MRI", "summary": "x"}'
     if kind == "non-utf8":
         return "/v1/predict", b'{"request": "caf\xe9", "summary": "x"}'
     if kind == "truncated json":
@@ -110,7 +116,15 @@ MALFORMED_KINDS = [
     "too many items",
     "non-utf8",
     "truncated json",
+    "lone surrogate",
+    "no letters",
 ]
+
+
+def auth_headers() -> dict[str, str]:
+    """``Authorization: Bearer`` from ``IMR_OUTCOME_API_KEY`` when the server has a key."""
+    key = os.environ.get("IMR_OUTCOME_API_KEY", "").strip()
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 @dataclass(frozen=True)
@@ -139,7 +153,7 @@ async def one_run(
         queue.put_nowait((index, kind))
     results: list[Result] = []
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **auth_headers()}
 
     async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
 
@@ -215,7 +229,11 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    card = httpx.get(f"{args.url}/v1/model", timeout=30).raise_for_status().json()
+    card = (
+        httpx.get(f"{args.url}/v1/model", headers=auth_headers(), timeout=30)
+        .raise_for_status()
+        .json()
+    )
     print(
         f"model {card['name']} version {card['version']} ({card['kind']}); "
         f"{args.requests} requests x {args.runs} runs, {args.concurrency} clients, "

@@ -6,6 +6,7 @@ Skipped when Playwright or ``/usr/bin/chromium`` is missing, unless
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -42,6 +43,7 @@ SUMMARY = (
     "exercise program. The physician documented functional improvement and return to "
     "full duty."
 )
+KEY = "browser-key-0123456789abcdef"
 HEADLINE = re.compile(r"^(Likely|Leaning) (upheld|overturned) \u2014 \d{1,3}%$")
 
 
@@ -74,11 +76,11 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def base_url(model_dir: Path) -> Iterator[str]:
-    """The app on a free loopback port (uvicorn in a thread), ready."""
+@contextlib.contextmanager
+def _serving(settings: ServeSettings) -> Iterator[str]:
+    """The app on a free loopback port (uvicorn in a thread), ready; yields its URL."""
     port = _free_port()
-    app = create_app(ServeSettings(model_uri=str(model_dir)))
+    app = create_app(settings)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )
@@ -94,14 +96,30 @@ def base_url(model_dir: Path) -> Iterator[str]:
             pass
         assert time.monotonic() < deadline, "server did not become ready"
         time.sleep(0.05)
-    yield url
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
-@pytest.fixture
-def page(base_url: str) -> Iterator[Any]:
-    """A Chromium page that may reach only the server (any other request is recorded)."""
+@pytest.fixture(scope="module")
+def base_url(model_dir: Path) -> Iterator[str]:
+    """The app without an API key."""
+    with _serving(ServeSettings(model_uri=str(model_dir))) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def keyed_url(model_dir: Path) -> Iterator[str]:
+    """The app with the API key :data:`KEY`."""
+    with _serving(ServeSettings(model_uri=str(model_dir), api_key=KEY)) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _chromium_page(base_url: str) -> Iterator[Any]:
+    """A Chromium page that may reach only ``base_url`` (any other request is recorded)."""
     sync_api = _browser_or_skip()
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -123,6 +141,20 @@ def page(base_url: str) -> Iterator[Any]:
             yield page
         finally:
             browser.close()
+
+
+@pytest.fixture
+def page(base_url: str) -> Iterator[Any]:
+    """A Chromium page on the server without a key."""
+    with _chromium_page(base_url) as opened:
+        yield opened
+
+
+@pytest.fixture
+def keyed_page(keyed_url: str) -> Iterator[Any]:
+    """A Chromium page on the server with a key."""
+    with _chromium_page(keyed_url) as opened:
+        yield opened
 
 
 def test_the_page_highlights_the_evidence_in_the_typed_text(
@@ -169,6 +201,8 @@ def test_the_page_shows_a_letter_s_items_and_input_errors(page: Any, base_url: s
     page.get_by_label("IMR determination letter (PDF or TXT)").set_input_files(
         str(LETTER_FIXTURES / "mixed_multi.txt")
     )
+    # evidence for four items takes minutes on a busy 2-core box; the titles are the point
+    page.get_by_label("Highlight the evidence (takes longer)").nth(1).uncheck()
     page.get_by_role("button", name="Estimate the letter's items").click()
     page.wait_for_selector("article.prediction >> nth=3", timeout=30_000)
 
@@ -181,3 +215,49 @@ def test_the_page_shows_a_letter_s_items_and_input_errors(page: Any, base_url: s
     assert len(titles) == 4
     assert "The letter's decision: Overturned." in page.inner_text("article.prediction >> nth=0")
     assert page.external_requests == []
+
+
+def test_the_page_asks_for_the_key_once_and_keeps_it_for_the_tab(
+    keyed_page: Any, keyed_url: str
+) -> None:
+    page = keyed_page
+    page.goto(keyed_url)
+    page.wait_for_selector("#key-card:not([hidden])", timeout=30_000)
+    asked_first = page.inner_text("#model-line")
+    page.get_by_label("API key", exact=True).fill("not-the-key-0123456789")
+    page.get_by_role("button", name="Use this key").click()
+    page.wait_for_selector("#key-error:has-text('not accepted')", timeout=30_000)
+    page.get_by_label("API key", exact=True).fill(KEY)
+    page.get_by_role("button", name="Use this key").click()
+    page.wait_for_function(
+        "document.getElementById('model-line').textContent.startsWith('Model: ') && "
+        "document.getElementById('model-line').textContent.includes('version')",
+        timeout=30_000,
+    )
+    page.get_by_label("Requested treatment").fill(REQUEST)  # no summary: it is left out
+    page.get_by_label("Highlight the evidence (takes longer)").first.uncheck()
+    page.get_by_role("button", name="Estimate the outcome").click()
+    page.wait_for_selector("article.prediction h3", timeout=30_000)
+    headline = page.inner_text("article.prediction h3")
+    stored = page.evaluate("sessionStorage.getItem('imr-outcome-api-key')")
+    page.reload()
+    page.wait_for_function(
+        "document.getElementById('model-line').textContent.includes('version')", timeout=30_000
+    )
+    asked_again = page.is_visible("#key-card")
+
+    assert asked_first == "Model: enter the API key to see it."
+    assert HEADLINE.match(headline), headline
+    assert stored == KEY
+    assert not asked_again
+    assert page.external_requests == []
+
+
+def test_the_page_has_an_icon(page: Any, base_url: str) -> None:
+    page.goto(base_url)
+    icon = page.evaluate(
+        "fetch(document.querySelector('link[rel=icon]').href).then("
+        "r => [r.status, r.headers.get('content-type')])"
+    )
+
+    assert icon == [200, "image/svg+xml"]

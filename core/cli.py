@@ -739,15 +739,12 @@ def score_command(
     if engine == "spark":  # INPUT may also be a table name of the Spark session
         from imr_outcome.serve.spark import score_with_spark
 
-        try:
-            done = score_with_spark(
-                input_path, out, model, master=spark_master, partition_by=partition_by or [],
-                resume=resume, explain=explain, overwrite=overwrite, id_column=id_column,
-                request_column=request_column, summary_column=summary_column,
-                metadata_columns=metadata, batch_size=chunk_size,
-            )  # fmt: skip
-        except ImrOutcomeError as exc:
-            raise _fail(exc) from exc
+        done = score_with_spark(
+            input_path, out, model, master=spark_master, partition_by=partition_by or [],
+            resume=resume, explain=explain, overwrite=overwrite, id_column=id_column,
+            request_column=request_column, summary_column=summary_column,
+            metadata_columns=metadata, batch_size=chunk_size,
+        )  # fmt: skip
         console.print(f"{done.total} rows: {done.scored} scored, {done.failed} failed -> {out}")
         if done.failed:
             err_console.print(f"[bold red]{done.failed} row(s) failed[/]; see the error column")

@@ -9,10 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import click
 import typer
 from rich.logging import RichHandler
 from rich.markup import escape
@@ -526,11 +526,20 @@ ModelOption = Annotated[
         "or a local model directory.",
     ),
 ]
+
+
+class Backend(StrEnum):
+    """What scoring runs on (see ``imr_outcome.train.onnx_backend``)."""
+
+    auto = "auto"
+    torch = "torch"
+    onnx = "onnx"
+
+
 BackendOption = Annotated[
-    str,
+    Backend,
     typer.Option(
         "--backend",
-        click_type=click.Choice(["auto", "torch", "onnx"]),
         help="Scoring backend: auto (ONNX Runtime where the model has an export that passed "
         "parity, else torch), torch or onnx. Evidence always runs on torch.",
     ),
@@ -542,7 +551,7 @@ EVIDENCE_STYLES = {"Overturned": "bold black on green3", "Upheld": "bold white o
 def _load_predictor(model: str, backend: str = "auto") -> Any:
     from imr_outcome.serve.predictor import Predictor
 
-    return Predictor.load(model, backend=backend)
+    return Predictor.load(model, backend=str(backend))
 
 
 def _highlighted(text: str, spans: list[Any], field: str) -> Any:
@@ -604,7 +613,7 @@ def predict_command(
         bool, typer.Option("--no-evidence", help="Skip evidence spans (faster).")
     ] = False,
     top_k: Annotated[int, typer.Option(min=1, help="Evidence spans per direction.")] = 5,
-    backend: BackendOption = "auto",
+    backend: BackendOption = Backend.auto,
 ) -> None:
     """Predict Upheld / Overturned for a letter's items or one request + summary."""
     from imr_outcome.errors import InvalidInputError
@@ -692,7 +701,7 @@ def score_command(
     ],
     out: Annotated[Path, typer.Option("--out", help="Predictions file: .csv, .jsonl or .parquet.")],
     model: ModelOption = "models:/imr-outcome@champion",
-    backend: BackendOption = "auto",
+    backend: BackendOption = Backend.auto,
     id_column: Annotated[str, typer.Option(help="Column with unique row ids.")] = "id",
     request_column: Annotated[str, typer.Option(help="Column with the request.")] = "request",
     summary_column: Annotated[str, typer.Option(help="Column with the case summary.")] = "summary",

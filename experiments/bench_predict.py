@@ -195,6 +195,12 @@ def main() -> None:
     parser.add_argument("--explain-items", type=int, default=5)
     parser.add_argument("--batch-rows", type=int, default=120)
     parser.add_argument("--parity-items", type=int, default=60)
+    parser.add_argument(
+        "--explainers",
+        nargs="+",
+        default=[f"{e}:{n}" for e, n in EXPLAINERS],
+        help="explainer:steps pairs to time, e.g. integrated_gradients:8 gradient_x_input:1",
+    )
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -247,9 +253,11 @@ def main() -> None:
 
     evidence: dict[str, float] = {}
     explained = items[: args.explain_items]
-    for explainer, steps in EXPLAINERS:
+    chosen = [(name, int(steps)) for name, _, steps in (e.rpartition(":") for e in args.explainers)]
+    for explainer, steps in chosen:
         info = dataclasses.replace(on_auto.model.info, explainer=explainer, ig_steps=steps)
         on_auto.model.info = info
+        on_auto.explain_steps = steps  # the predictor fixes its steps at load
         label = explainer if explainer != "integrated_gradients" else f"ig-{steps}"
         evidence[label] = _p50(_timed(predict_with(on_auto, True), explained))
         print(f"evidence p50 {label}: {evidence[label]:.0f} ms")

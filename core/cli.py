@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -525,14 +526,32 @@ ModelOption = Annotated[
         "or a local model directory.",
     ),
 ]
+
+
+class Backend(StrEnum):
+    """What scoring runs on (see ``imr_outcome.train.onnx_backend``)."""
+
+    auto = "auto"
+    torch = "torch"
+    onnx = "onnx"
+
+
+BackendOption = Annotated[
+    Backend,
+    typer.Option(
+        "--backend",
+        help="Scoring backend: auto (ONNX Runtime where the model has an export that passed "
+        "parity, else torch), torch or onnx. Evidence always runs on torch.",
+    ),
+]
 #: Rich styles of evidence spans, by the outcome they push toward.
 EVIDENCE_STYLES = {"Overturned": "bold black on green3", "Upheld": "bold white on red3"}
 
 
-def _load_predictor(model: str) -> Any:
+def _load_predictor(model: str, backend: str = "auto") -> Any:
     from imr_outcome.serve.predictor import Predictor
 
-    return Predictor.load(model)
+    return Predictor.load(model, backend=str(backend))
 
 
 def _highlighted(text: str, spans: list[Any], field: str) -> Any:
@@ -594,6 +613,7 @@ def predict_command(
         bool, typer.Option("--no-evidence", help="Skip evidence spans (faster).")
     ] = False,
     top_k: Annotated[int, typer.Option(min=1, help="Evidence spans per direction.")] = 5,
+    backend: BackendOption = Backend.auto,
 ) -> None:
     """Predict Upheld / Overturned for a letter's items or one request + summary."""
     from imr_outcome.errors import InvalidInputError
@@ -633,7 +653,7 @@ def predict_command(
                     "--summary-file", f"cannot read {summary_file} ({exc})"
                 ) from exc
         cases.append((PredictInput.of(request, summary or ""), None))
-    predictor = _load_predictor(model)
+    predictor = _load_predictor(model, backend)
     predictions = predictor.predict_batch(
         [case for case, _ in cases], explain=not no_evidence, top_k=top_k
     )
@@ -681,6 +701,7 @@ def score_command(
     ],
     out: Annotated[Path, typer.Option("--out", help="Predictions file: .csv, .jsonl or .parquet.")],
     model: ModelOption = "models:/imr-outcome@champion",
+    backend: BackendOption = Backend.auto,
     id_column: Annotated[str, typer.Option(help="Column with unique row ids.")] = "id",
     request_column: Annotated[str, typer.Option(help="Column with the request.")] = "request",
     summary_column: Annotated[str, typer.Option(help="Column with the case summary.")] = "summary",
@@ -750,7 +771,7 @@ def score_command(
             err_console.print(f"[bold red]{done.failed} row(s) failed[/]; see the error column")
             raise typer.Exit(code=1)
         return
-    predictor = _load_predictor(model)
+    predictor = _load_predictor(model, backend)
     columns = (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),

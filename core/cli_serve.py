@@ -40,6 +40,13 @@ def serve_command(
     ] = "models:/imr-outcome@champion",
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="Scoring backend: auto (ONNX Runtime where the model has an export that "
+            "passed parity, else torch), torch or onnx. Evidence always runs on torch."
+        ),
+    ] = "auto",
     max_in_flight: Annotated[
         int,
         typer.Option(
@@ -136,6 +143,7 @@ def serve_command(
             request_timeout_s=request_timeout,
             max_explain_chars=max_explain_chars,
             api_key=api_key,
+            backend=backend,
         )
     except InvalidInputError as exc:
         raise fail(exc) from exc

@@ -1,37 +1,44 @@
-"""Benchmark: prediction latency, latency with evidence, batch throughput and peak memory.
+"""Benchmark: the inference ratios of issue 11 from one run, on this machine.
 
 Usage:
     python experiments/bench_predict.py [--model models:/imr-outcome@champion]
-        [--dataset artifacts/dataset] [--threads 2] [--items 60] [--explain-items 20]
-        [--batch-rows 400]
+        [--config experiments/default.yaml] [--dataset artifacts/dataset] [--threads 2]
+        [--items 30] [--explain-items 5] [--batch-rows 120] [--parity-items 60]
 
-Items are real DWC items from the built dataset (read from ``../shared`` by ``make
-dataset``; nothing is copied into the repo): the ``--items`` items whose request + summary
-word count is closest to the median, so the figures are for median-length inputs.
+``--model fresh:<encoder>`` (e.g. ``fresh:offline:minilm``) benchmarks the encoder with a
+freshly initialised classification head (same shapes and cost as a fine-tuned one, no
+training), saved to a temporary folder.
 
-- ``predict``: one :meth:`Predictor.predict` call per item, ``explain=False``; three
-  warm-up calls first; p50/p95 over the items.
-- ``predict`` with evidence: the same with ``explain=True`` (integrated gradients with the
-  explainer's default quadrature points for transformers) on ``--explain-items`` items.
-- batch: :func:`imr_outcome.serve.batch.score_file` on a CSV of ``--batch-rows`` rows
-  (the items repeated, distinct ids), no evidence, default chunk size; items/s of the
-  whole call, file reading and writing included.
-- peak memory: the process's maximum resident set size (``ru_maxrss``) at the end.
+Items are real DWC items from the built dataset (nothing is copied into the repo): the
+``--items`` items whose request + summary word count is closest to the median. The model
+folder is copied to a temporary folder and exported to ONNX there (fp32, plus dynamic int8
+on a VNNI/AMX CPU) with the parity check on ``--parity-items`` items of the config's
+held-out fold, unless it already holds an export.
 
-Prints the settings used: torch threads, the model's inference precision, the allocator
-(glibc malloc unless ``LD_PRELOAD`` names another).
+Printed, from this one run:
+
+- bare forward: the torch forward passes alone of each item's windows (tokenized outside
+  the timer), the floor the predictor is compared with;
+- predict p50 per backend (torch fp32, ONNX Runtime), one :meth:`Predictor.predict` call
+  per item, ``explain=False``, three warm-up calls first;
+- evidence p50 per explainer on ``--explain-items`` items (on torch: gradients);
+- batch: :func:`imr_outcome.serve.batch.score_file` of ``--batch-rows`` rows, items/s;
+- peak RSS (``ru_maxrss``), the CPU flags, the precision and the backend ``auto`` picks;
+- the ratios: predict ÷ bare forward, ONNX ÷ torch, evidence ÷ predict, items/s x predict.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import os
 import platform
 import resource
-import statistics
+import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +46,29 @@ import numpy as np
 import torch
 
 from imr_outcome.data.dataset import load_dataset
+from imr_outcome.data.model_input import build_model_input
 from imr_outcome.data.schema import PREFILING_FIELDS
 from imr_outcome.serve.batch import score_file
 from imr_outcome.serve.predictor import Predictor
+from imr_outcome.train.artifact import ModelInfo
+from imr_outcome.train.calibration import IdentityCalibrator
+from imr_outcome.train.config import TrainingConfig, TransformerConfig, load_config
+from imr_outcome.train.encoders import collate, encode_windows, resolve_base_model
+from imr_outcome.train.evaluate import holdout_split
+from imr_outcome.train.hardware import cpu_flags, machine_precision
+from imr_outcome.train.model import OutcomeModel
+from imr_outcome.train.model_uri import resolve
+from imr_outcome.train.onnx_backend import PARITY_FILE, export_with_parity
+from imr_outcome.train.run import load_training_data
+from imr_outcome.train.transformer import TransformerClassifier, fit_requests
+
+#: Explainers timed for evidence: (explainer, quadrature points).
+EXPLAINERS: list[tuple[str, int]] = [
+    ("integrated_gradients", 16),
+    ("integrated_gradients", 4),
+    ("gradient_x_input", 1),
+    ("occlusion", 1),
+]
 
 
 def _median_items(dataset: Path, n: int) -> list[dict[str, Any]]:
@@ -65,28 +92,78 @@ def _median_items(dataset: Path, n: int) -> list[dict[str, Any]]:
     return [rows[i] for i in order]
 
 
-def _percentiles(name: str, seconds: list[float]) -> None:
-    ms = np.array(seconds) * 1000
-    print(
-        f"{name}: n={len(ms)} p50 {np.percentile(ms, 50):.1f} ms, "
-        f"p95 {np.percentile(ms, 95):.1f} ms, mean {statistics.fmean(ms):.1f} ms"
+def _fresh_model(encoder: str, config_path: Path, folder: Path) -> Path:
+    """``encoder`` with a fresh classification head, saved as a model directory."""
+    config = load_config(config_path)
+    assert isinstance(config.model, TransformerConfig)
+    settings = TransformerConfig(
+        base_model=encoder, max_length=config.model.max_length, stride=config.model.stride
     )
+    from transformers import AutoModelForSequenceClassification
+
+    from imr_outcome.train.encoders import for_inference, load_tokenizer
+
+    path = resolve_base_model(encoder)
+    classifier = TransformerClassifier(settings, TrainingConfig(precision="auto"))
+    torch.manual_seed(0)
+    classifier._model = for_inference(
+        AutoModelForSequenceClassification.from_pretrained(
+            path,
+            num_labels=2,
+            id2label={0: "Upheld", 1: "Overturned"},
+            label2id={"Upheld": 0, "Overturned": 1},
+        )
+    )
+    classifier._tokenizer = load_tokenizer(path, settings.max_length)
+    info = ModelInfo(
+        kind="transformer",
+        labels=("Upheld", "Overturned"),
+        split="dwc",
+        base_model=encoder,
+        max_length=settings.max_length,
+        data_fingerprint="fresh-head",
+        trained_groups=0,
+        config_name="fresh",
+        explainer="integrated_gradients",
+        created=ModelInfo.now(),
+    )
+    return OutcomeModel(classifier, IdentityCalibrator(), 0.5, info).save(folder / "model")
 
 
-def _timed_predictions(
-    predictor: Predictor, items: list[dict[str, Any]], explain: bool
-) -> list[float]:
+def _p50(seconds: list[float]) -> float:
+    return float(np.percentile(np.array(seconds) * 1000, 50))
+
+
+def _timed(run: Callable[[dict[str, Any]], object], items: list[dict[str, Any]]) -> list[float]:
     seconds = []
     for item in items:
         started = time.perf_counter()
-        predictor.predict(
-            item["request"], item["summary"], item["metadata"], explain=explain, source="dwc"
-        )
+        run(item)
         seconds.append(time.perf_counter() - started)
     return seconds
 
 
-def _batch(predictor: Predictor, items: list[dict[str, Any]], rows: int) -> None:
+def _bare_forward(model: OutcomeModel, items: list[dict[str, Any]]) -> list[float]:
+    """The torch forward passes of each item's windows alone (one batch per item)."""
+    classifier = model.classifier
+    assert isinstance(classifier, TransformerClassifier)
+    config, tokenizer, network = classifier.model_config, classifier.tokenizer, classifier.model
+    batches = []
+    for item in items:
+        inputs = [build_model_input(item["request"], item["summary"], item["metadata"])]
+        inputs = fit_requests(tokenizer, inputs, config.max_length, config.stride)
+        windows = encode_windows(tokenizer, inputs, config.max_length, config.stride)
+        batches.append(collate([windows.features(w) for w in range(len(windows))], 0))
+    seconds = []
+    with torch.no_grad():
+        for batch in batches[:2] + batches:  # two warm-up passes
+            started = time.perf_counter()
+            network(**batch)
+            seconds.append(time.perf_counter() - started)
+    return seconds[2:]
+
+
+def _batch_rate(predictor: Predictor, items: list[dict[str, Any]], rows: int) -> float:
     with tempfile.TemporaryDirectory() as folder:
         source = Path(folder) / "pending.csv"
         with source.open("w", newline="", encoding="utf-8") as handle:
@@ -104,47 +181,103 @@ def _batch(predictor: Predictor, items: list[dict[str, Any]], rows: int) -> None
             metadata_columns={field: field for field in PREFILING_FIELDS},
         )
         wall = time.perf_counter() - started
-    print(
-        f"batch score_file: {summary.scored} scored, {summary.failed} failed in {wall:.1f} s "
-        f"-> {summary.scored / wall:.1f} items/s"
-    )
+    print(f"batch score_file ({predictor.model.backend}): {summary.scored} scored in {wall:.1f} s")
+    return summary.scored / wall
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="models:/imr-outcome@champion")
+    parser.add_argument("--config", type=Path, default=Path("experiments/default.yaml"))
     parser.add_argument("--dataset", type=Path, default=Path("artifacts/dataset"))
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
-    parser.add_argument("--items", type=int, default=60)
-    parser.add_argument("--explain-items", type=int, default=20)
-    parser.add_argument("--batch-rows", type=int, default=400)
+    parser.add_argument("--threads", type=int, default=2, help="torch / ORT intra-op threads")
+    parser.add_argument("--items", type=int, default=30)
+    parser.add_argument("--explain-items", type=int, default=5)
+    parser.add_argument("--batch-rows", type=int, default=120)
+    parser.add_argument("--parity-items", type=int, default=60)
+    parser.add_argument(
+        "--explainers",
+        nargs="+",
+        default=[f"{e}:{n}" for e, n in EXPLAINERS],
+        help="explainer:steps pairs to time, e.g. integrated_gradients:8 gradient_x_input:1",
+    )
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     items = _median_items(args.dataset, args.items)
-    started = time.perf_counter()
-    predictor = Predictor.load(args.model)
+    scratch = Path(tempfile.mkdtemp(prefix="bench-predict-"))
+    if args.model.startswith("fresh:"):
+        model_dir = _fresh_model(args.model.removeprefix("fresh:"), args.config, scratch)
+    else:
+        model_dir = Path(shutil.copytree(resolve(args.model, None).directory, scratch / "model"))
+    if not (model_dir / "classifier" / PARITY_FILE).is_file():
+        config = load_config(args.config, [f"data.dataset_dir={args.dataset}"])
+        data = load_training_data(config)
+        _, test = holdout_split(data.rows, data.folds, config.data.holdout_fold)
+        n = min(args.parity_items, len(test))
+        started = time.perf_counter()
+        for parity in export_with_parity(
+            OutcomeModel.load(model_dir, backend="torch"),
+            model_dir,
+            test.inputs[:n],
+            test.labels[:n],
+        ):
+            print(f"parity ({time.perf_counter() - started:.0f} s): {parity}")
+
+    flags = cpu_flags()
+    on_torch = Predictor.load(str(model_dir), backend="torch")
+    on_auto = Predictor.load(str(model_dir), backend="auto")
+    on_onnx = Predictor.load(str(model_dir), backend="onnx")
     print(
-        f"loaded {predictor.model_name} v{predictor.model_version} in "
-        f"{time.perf_counter() - started:.1f} s"
-    )
-    classifier: Any = predictor.model.classifier
-    precision = getattr(getattr(classifier, "training_config", None), "precision", "n/a")
-    print(
-        f"settings: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"torch {torch.__version__} threads {torch.get_num_threads()}, "
-        f"inference precision {precision}, allocator "
-        f"{os.environ.get('LD_PRELOAD') or 'glibc malloc'}, kind {predictor.model.info.kind}"
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load "
+        f"{os.getloadavg()[0]:.1f}; flags {flags.describe()}; torch {torch.__version__} "
+        f"threads {torch.get_num_threads()}; precision auto -> {machine_precision('auto')}; "
+        f"backend auto -> {on_auto.model.backend}"
     )
 
-    _timed_predictions(predictor, items[:3], explain=False)
-    _percentiles("predict", _timed_predictions(predictor, items, explain=False))
-    _timed_predictions(predictor, items[:1], explain=True)
-    explained = _timed_predictions(predictor, items[: args.explain_items], explain=True)
-    _percentiles("predict with evidence", explained)
-    _batch(predictor, items, args.batch_rows)
+    def predict_with(predictor: Predictor, explain: bool) -> Callable[[dict[str, Any]], object]:
+        def run(item: dict[str, Any]) -> object:
+            return predictor.predict(
+                item["request"], item["summary"], item["metadata"], explain=explain, source="dwc"
+            )
+
+        return run
+
+    bare = _p50(_bare_forward(on_torch.model, items))
+    p50: dict[str, float] = {}
+    for name, predictor in (("torch", on_torch), (on_onnx.model.backend, on_onnx)):
+        _timed(predict_with(predictor, False), items[:3])
+        p50[name] = _p50(_timed(predict_with(predictor, False), items))
+        print(f"predict p50 {name}: {p50[name]:.1f} ms (bare forward p50 {bare:.1f} ms)")
+    auto_p50 = p50[on_auto.model.backend]
+
+    evidence: dict[str, float] = {}
+    explained = items[: args.explain_items]
+    chosen = [(name, int(steps)) for name, _, steps in (e.rpartition(":") for e in args.explainers)]
+    for explainer, steps in chosen:
+        info = dataclasses.replace(on_auto.model.info, explainer=explainer, ig_steps=steps)
+        on_auto.model.info = info
+        on_auto.explain_steps = steps  # the predictor fixes its steps at load
+        label = explainer if explainer != "integrated_gradients" else f"ig-{steps}"
+        evidence[label] = _p50(_timed(predict_with(on_auto, True), explained))
+        print(f"evidence p50 {label}: {evidence[label]:.0f} ms")
+
+    rate = _batch_rate(on_auto, items, args.batch_rows)
+    one_by_one = 1000.0 / auto_p50
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak RSS {peak:.0f} MiB")
+    onnx_name = on_onnx.model.backend
+    print("\nratios (one run):")
+    print(f"  predict p50 / bare forward p50 ({on_auto.model.backend}): {auto_p50 / bare:.2f}")
+    print(f"  torch predict p50 / bare forward p50: {p50['torch'] / bare:.2f}")
+    print(f"  {onnx_name} p50 / torch fp32 p50: {p50[onnx_name] / p50['torch']:.2f}")
+    for label, value in evidence.items():
+        print(f"  evidence p50 / predict p50, {label}: {value / auto_p50:.1f}")
+    print(
+        f"  batch items/s x predict p50: {rate * auto_p50 / 1000:.2f} ({rate:.1f} items/s, "
+        f"one at a time {one_by_one:.1f}/s)"
+    )
+    print(f"  peak RSS: {peak:.0f} MiB")
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":

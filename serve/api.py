@@ -60,6 +60,7 @@ from imr_outcome.serve.api_letters import letter_metadata, parse_upload
 from imr_outcome.serve.api_limits import (
     BodyLimitMiddleware,
     InFlightGate,
+    Saturated,
     ServeSettings,
     ShedLoadMiddleware,
 )
@@ -122,7 +123,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 def load_predictor(settings: ServeSettings) -> Predictor:
     """The default :data:`Loader`: :meth:`Predictor.load` of ``settings.model_uri``."""
-    return Predictor.load(settings.model_uri, max_chars=settings.max_chars)
+    return Predictor.load(
+        settings.model_uri, max_chars=settings.max_chars, backend=settings.backend
+    )
 
 
 @dataclass
@@ -135,6 +138,8 @@ class ServerState:
         error: why loading failed, else None.
         gate: the model-call limiter, created in the lifespan's event loop.
         executor: the ``max_in_flight`` threads model calls run on (lifespan-owned).
+        batcher: merges concurrent ``/v1/predict`` calls without evidence
+            (:class:`MicroBatcher`), created in the lifespan's event loop.
     """
 
     settings: ServeSettings
@@ -143,6 +148,7 @@ class ServerState:
     error: str | None = None
     gate: InFlightGate | None = field(default=None, repr=False)
     executor: ThreadPoolExecutor | None = field(default=None, repr=False)
+    batcher: MicroBatcher | None = field(default=None, repr=False)
 
     def ready(self) -> tuple[Predictor, InFlightGate, ThreadPoolExecutor]:
         """The predictor, gate and model threads.
@@ -327,6 +333,103 @@ class _Call:
     top_k: int
 
 
+#: Micro-batching of ``/v1/predict`` calls without evidence: calls arriving within this
+#: many seconds of the first one waiting go to the model together (one forward pass over
+#: all their windows, sorted by length), at most :data:`MICRO_BATCH_ITEMS` (and at most
+#: ``max_batch_items``) at a time. 5 ms is small beside a transformer forward pass
+#: (tens to hundreds of ms on a CPU) and long enough to catch concurrent clients.
+MICRO_BATCH_WAIT_S = 0.005
+MICRO_BATCH_ITEMS = 16
+
+
+@dataclass
+class _Waiting:
+    item: PredictInput
+    deadline: float
+    answer: asyncio.Future[Prediction]
+
+
+class MicroBatcher:
+    """Collects concurrent single-item predictions without evidence into one model call.
+
+    Runs on the event loop (no locks needed). A batch holds one model slot of the gate,
+    so ``max_waiting`` counts waiting batches, not requests. If the merged call fails, its
+    items are retried one by one, so one bad item cannot fail the others.
+
+    Args:
+        state: the server state (predictor, gate, model threads).
+        wait_s: the wait window after the first waiting call, >= 0.
+        max_items: most items per model call, >= 1.
+    """
+
+    def __init__(self, state: ServerState, wait_s: float, max_items: int) -> None:
+        self.state = state
+        self.wait_s = wait_s
+        self.max_items = max_items
+        self._waiting: list[_Waiting] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._running: set[asyncio.Task[None]] = set()
+
+    def submit(self, item: PredictInput, deadline: float) -> asyncio.Future[Prediction]:
+        """A future of ``item``'s prediction; cancel it to drop the item."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Prediction] = loop.create_future()
+        self._waiting.append(_Waiting(item, deadline, answer))
+        if len(self._waiting) >= self.max_items:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self.wait_s, self._flush)
+        return answer
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch, self._waiting = self._waiting, []
+        if batch:
+            task = asyncio.ensure_future(self._run(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _call(self, items: list[PredictInput], deadline: float) -> list[Prediction]:
+        predictor, gate, executor = self.state.ready()
+        async with gate.slot(timeout_s=deadline - time.monotonic()):
+            return await asyncio.get_running_loop().run_in_executor(
+                executor,
+                functools.partial(
+                    score,
+                    predictor,
+                    items,
+                    explain=[False] * len(items),
+                    top_k=DEFAULT_TOP_K,
+                    deadline=deadline,
+                    max_explain_chars=self.state.settings.max_explain_chars,
+                ),
+            )
+
+    async def _run(self, batch: list[_Waiting]) -> None:
+        live = [entry for entry in batch if not entry.answer.done()]
+        if not live:
+            return
+        deadline = max(entry.deadline for entry in live)
+        try:
+            predictions = await self._call([entry.item for entry in live], deadline)
+        except Exception as exc:
+            if len(live) == 1 or not isinstance(exc, ImrOutcomeError) or isinstance(exc, Saturated):
+                for entry in live:
+                    if not entry.answer.done():
+                        entry.answer.set_exception(exc)
+                return
+            for entry in live:  # one bad item must not fail the others
+                await self._run([entry])
+            return
+        if len(live) > 1:
+            logger.debug("micro-batch of %d predictions", len(live))
+        for entry, prediction in zip(live, predictions, strict=True):
+            if not entry.answer.done():
+                entry.answer.set_result(prediction)
+
+
 async def _predict(
     state: ServerState, request: Request, call: _Call, deadline: float
 ) -> list[Prediction]:
@@ -367,6 +470,32 @@ async def _predict(
             "predict %d item(s) explain=%d: %s in %.0f ms",
             len(call.items),
             sum(call.explain),
+            outcome,
+            (time.perf_counter() - started) * 1000,
+        )
+
+
+async def _predict_batched(
+    batcher: MicroBatcher, request: Request, item: PredictInput, deadline: float
+) -> Prediction:
+    """One prediction without evidence through the micro-batcher, within ``deadline``.
+
+    Raises:
+        Saturated, TimedOut, ClientGone: as :func:`_predict`.
+    """
+    batcher.state.ready()
+    started = time.perf_counter()
+    outcome = "ok"
+    try:
+        answer = batcher.submit(item, deadline)
+        timeout = batcher.state.settings.request_timeout_s
+        return await _answer_or_give_up(answer, request, deadline, timeout)
+    except (TimedOut, ClientGone) as exc:
+        outcome = "timed out" if isinstance(exc, TimedOut) else "client disconnected"
+        raise
+    finally:
+        logger.info(
+            "predict 1 item(s) explain=0: %s in %.0f ms (micro-batched)",
             outcome,
             (time.perf_counter() - started) * 1000,
         )
@@ -426,6 +555,9 @@ def create_app(
             settings.max_in_flight, settings.max_waiting, settings.wait_timeout_s
         )
         state.executor = ThreadPoolExecutor(settings.max_in_flight, thread_name_prefix="model")
+        state.batcher = MicroBatcher(
+            state, MICRO_BATCH_WAIT_S, min(MICRO_BATCH_ITEMS, settings.max_batch_items)
+        )
         loading = asyncio.create_task(_load(state, loader, on_load_failure))
         try:
             yield
@@ -510,6 +642,8 @@ def create_app(
         item = _validated(
             "", body.request, body.summary, _metadata(body.metadata), None, settings.max_chars
         )
+        if not body.explain and state.batcher is not None:
+            return await _predict_batched(state.batcher, request, item, until)
         call = _Call([item], [body.explain], body.top_k)
         [prediction] = await _predict(state, request, call, until)
         return prediction

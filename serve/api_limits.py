@@ -59,6 +59,8 @@ class ServeSettings:
             a warning.
         api_key: the key every ``/v1/*`` request must send as ``Authorization: Bearer``,
             or None for none (never shown in ``repr``).
+        backend: what scoring runs on, ``auto`` / ``torch`` / ``onnx`` (see
+            :meth:`Predictor.load <imr_outcome.serve.predictor.Predictor.load>`).
     """
 
     model_uri: str
@@ -72,6 +74,7 @@ class ServeSettings:
     request_timeout_s: float = REQUEST_TIMEOUT_S
     max_explain_chars: int = MAX_EXPLAIN_CHARS
     api_key: str | None = field(default=None, repr=False)
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
         minimum = {
@@ -94,6 +97,10 @@ class ServeSettings:
         ):
             if not seconds > 0:
                 raise InvalidInputError(flag, f"expected a positive number, got {seconds}")
+        if self.backend not in ("auto", "torch", "onnx"):
+            raise InvalidInputError(
+                "--backend", f"expected auto, torch or onnx, got {self.backend!r}"
+            )
 
     @property
     def max_json_bytes(self) -> int:

@@ -125,6 +125,7 @@ class Predictor:
         max_chars: int = MAX_TEXT_CHARS,
         explain_steps: int | None = None,
         ood_detector: OodDetector | None = None,
+        backend: str = "auto",
     ) -> Predictor:
         """Load a model from the registry, a run, or a local folder.
 
@@ -136,6 +137,11 @@ class Predictor:
             max_chars: the longest accepted request or summary, in characters.
             explain_steps: see :class:`Predictor`.
             ood_detector: see :class:`Predictor`.
+            backend: what scoring runs on: ``auto`` (ONNX Runtime where the artifact has
+                an export that passed parity, else torch), ``torch`` or ``onnx``; see
+                :meth:`OutcomeModel.select_backend
+                <imr_outcome.train.model.OutcomeModel.select_backend>`. Evidence always
+                runs on torch.
 
         Returns:
             The predictor, named ``<registry name>`` / ``<version>`` (for an alias, the
@@ -148,8 +154,9 @@ class Predictor:
             IncompatibleModelError: the artifact exists but this code cannot use it
                 (format version, label map, unknown kind, unreadable files); the message
                 starts with ``uri``.
+            InvalidInputError: ``backend`` is not auto, torch or onnx.
         """
-        model = OutcomeModel.load(uri, cache_dir=cache_dir)
+        model = OutcomeModel.load(uri, cache_dir=cache_dir, backend=backend)
         return cls(
             model,
             model_name=model.name,

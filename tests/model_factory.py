@@ -15,11 +15,12 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from imr_outcome.data.model_input import ModelInput
+from imr_outcome.data.model_input import ModelInput, build_model_input
 from imr_outcome.train.artifact import ModelInfo
 from imr_outcome.train.calibration import IdentityCalibrator
 from imr_outcome.train.config import TrainingConfig, TransformerConfig, load_config
 from imr_outcome.train.model import OutcomeModel
+from imr_outcome.train.onnx_backend import Parity, export_with_parity
 from imr_outcome.train.run import TrainResult, train
 from imr_outcome.train.transformer import TransformerClassifier
 
@@ -28,9 +29,45 @@ from dataset_factory import write_dataset
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 
-def write_untrained_transformer(tiny_bert: Path, folder: Path, fingerprint: str = "tiny") -> Path:
+#: Invented held-out items for the ONNX parity check of test models.
+PARITY_REQUESTS = [
+    "Physical therapy 6 sessions for the lumbar spine",
+    "MRI of the left knee without contrast",
+    "Tramadol 50 mg 60 tablets",
+    "Acupuncture 8 visits for neck pain",
+]
+PARITY_SUMMARY = (
+    "The patient is a 52-year-old worker injured lifting boxes. The treating physician "
+    "documented persistent pain and limited range of motion despite medication; the "
+    "reviewer cited the guidelines on duration and functional improvement. "
+)
+
+
+def parity_items() -> tuple[list[ModelInput], npt.NDArray[np.int64]]:
+    """Eight invented items (short and multi-window summaries) with alternating labels."""
+    inputs = [
+        build_model_input(request, PARITY_SUMMARY * repeat)
+        for request in PARITY_REQUESTS
+        for repeat in (1, 4)
+    ]
+    return inputs, np.arange(len(inputs), dtype=np.int64) % 2
+
+
+def export_test_onnx(model_dir: Path, variants: tuple[str, ...] = ("fp32",)) -> list[Parity]:
+    """Export a saved test transformer to ONNX with the parity check on
+    :func:`parity_items`; returns the parity of each variant."""
+    inputs, labels = parity_items()
+    model = OutcomeModel.load(model_dir, backend="torch")
+    return export_with_parity(model, model_dir, inputs, labels, variants=variants)  # type: ignore[arg-type]
+
+
+def write_untrained_transformer(
+    tiny_bert: Path, folder: Path, fingerprint: str = "tiny", backend: str = "torch"
+) -> Path:
     """Save the tiny BERT as a calibrated transformer model (64-token windows, stride 16,
-    identity calibrator, threshold 0.5) under ``folder``; returns the model directory."""
+    identity calibrator, threshold 0.5) under ``folder``; returns the model directory.
+    With ``backend="onnx"`` the directory also holds the fp32 ONNX export (parity-checked,
+    so ``auto`` loading scores with ONNX Runtime)."""
     classifier_dir = Path(shutil.copytree(tiny_bert, folder / "encoder"))
     settings = {
         "format_version": 1,
@@ -57,7 +94,11 @@ def write_untrained_transformer(tiny_bert: Path, folder: Path, fingerprint: str 
     model = OutcomeModel(
         TransformerClassifier.load(classifier_dir), IdentityCalibrator(), 0.5, info
     )
-    return model.save(folder / "model")
+    model_dir = model.save(folder / "model")
+    if backend == "onnx":
+        (parity,) = export_test_onnx(model_dir)
+        assert parity.passed, parity
+    return model_dir
 
 
 @contextlib.contextmanager

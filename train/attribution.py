@@ -8,6 +8,10 @@ from the run config's ``explainer``) and looked up in :data:`EXPLAINERS`:
   Upheld logit margin with respect to the word embeddings, computed with Captum's
   ``LayerIntegratedGradients``; word-piece attributions are summed into words and words
   into short same-sign phrases.
+- ``"gradient_x_input"`` (transformer kinds): gradient of the margin x word embedding, one
+  forward and backward pass per batch of windows (see :func:`token_attributions`).
+- ``"occlusion"`` (transformer kinds): margin drop when runs of tokens are hidden, all
+  occluded copies scored in batched forward passes.
 - ``"tfidf_coefficients"`` (``tfidf_lr``): the exact linear split of the log-odds into
   coefficient x tf-idf weight per n-gram
   (:meth:`imr_outcome.train.baselines.TfidfLogReg.feature_contributions`), mapped to every
@@ -321,36 +325,57 @@ def _check_completeness(totals: npt.NDArray[Any], errors: npt.NDArray[Any], n_st
         )
 
 
+Method = Literal["integrated_gradients", "gradient_x_input", "occlusion"]
+
+#: Content tokens hidden together by the occlusion explainer (one forward row per run).
+OCCLUSION_TOKENS = 16
+
+
 def token_attributions(
     classifier: TransformerClassifier,
     model_input: ModelInput,
     n_steps: int = IG_STEPS,
     *,
     deadline: float | None = None,
+    method: Method = "integrated_gradients",
 ) -> list[TokenAttribution]:
-    """Integrated-gradients attribution of every request and summary word piece.
+    """Attribution of every request and summary word piece to the logit margin.
 
-    Integrated gradients (Sundararajan et al. 2017, "Axiomatic Attribution for Deep
-    Networks") integrates the gradient of the Overturned-minus-Upheld logit margin along
-    the straight line from a baseline to the input in the word-embedding space (Captum
-    ``LayerIntegratedGradients`` on ``model.get_input_embeddings()``, Gauss-Legendre
-    quadrature with ``n_steps`` points), and multiplies by (input - baseline); the result
-    is summed over the hidden dimension, one number per token. The baseline is the same
-    window with every token replaced by [PAD] except the special tokens ([CLS], [SEP]),
-    with the input's attention mask and token types. By completeness, a window's token
-    attributions sum to ``margin(window) - margin(baseline)`` up to the quadrature error.
+    ``method`` picks how a window's tokens are scored (all three explain the
+    Overturned-minus-Upheld logit margin):
 
-    Every window of a chunked input is attributed (in fp32, no autocast); a token held by
-    several windows gets the mean of its window attributions, matched by character offsets.
-    Tokens of the metadata prefix are dropped.
+    - ``integrated_gradients`` (Sundararajan et al. 2017, "Axiomatic Attribution for Deep
+      Networks") integrates the gradient of the margin along the straight line from a
+      baseline to the input in the word-embedding space (Captum
+      ``LayerIntegratedGradients`` on ``model.get_input_embeddings()``, Gauss-Legendre
+      quadrature with ``n_steps`` points; all steps of all windows of a batch go through
+      the model together, ``internal_batch_size``), and multiplies by (input - baseline);
+      the result is summed over the hidden dimension, one number per token. The baseline
+      is the same window with every token replaced by [PAD] except the special tokens
+      ([CLS], [SEP]), with the input's attention mask and token types. By completeness, a
+      window's token attributions sum to ``margin(window) - margin(baseline)`` up to the
+      quadrature error.
+    - ``gradient_x_input`` (Shrikumar et al. 2016, "Not Just a Black Box"; Captum
+      ``LayerGradientXActivation``): the gradient of the margin at the input times the
+      word embedding, summed over the hidden dimension: one forward and backward pass.
+    - ``occlusion`` (Zeiler & Fergus 2014; batched): each run of
+      :data:`OCCLUSION_TOKENS` content tokens of a window is replaced by [PAD] and the
+      margin drop is shared equally by the run's tokens; all occluded copies of all
+      windows are scored in batched forward passes (no gradients).
+
+    Every window of a chunked input is attributed (in fp32, no autocast, always on the
+    torch model even when scoring uses ONNX Runtime); a token held by several windows gets
+    the mean of its window attributions, matched by character offsets. Tokens of the
+    metadata prefix are dropped.
 
     Args:
         classifier: a fitted transformer classifier.
         model_input: the item, from ``build_model_input``.
-        n_steps: quadrature points, >= 1; cost is about ``n_steps`` forward and backward
-            passes per window, and the completeness error falls as it grows.
+        n_steps: integrated-gradients quadrature points, >= 1 (ignored by the others); cost
+            is about ``n_steps`` forward and backward passes per window.
         deadline: a :func:`time.monotonic` value checked before each batch of windows,
             or None for no limit.
+        method: see above.
 
     Returns:
         One attribution per distinct (field, start, end) token stretch, request tokens
@@ -366,19 +391,18 @@ def token_attributions(
         DeadlineExceededError: ``deadline`` passed before the last batch of windows.
     """
     import torch
-    from captum.attr import LayerIntegratedGradients
 
-    from imr_outcome.train.encoders import collate, encode_windows
+    from imr_outcome.train.encoders import collate
 
     _check_positive("n_steps", n_steps)
     model, tokenizer, config = classifier.model, classifier.tokenizer, classifier.model_config
     if tokenizer.pad_token_id is None:
         raise IncompatibleModelError(
-            f"tokenizer of {config.base_model!r} has no pad token; integrated gradients "
-            "needs one for its all-[PAD] baseline"
+            f"tokenizer of {config.base_model!r} has no pad token; {method} needs one "
+            "for its [PAD] baseline"
         )
     pad_id = int(tokenizer.pad_token_id)
-    windows = encode_windows(tokenizer, [model_input], config.max_length, config.stride)
+    windows = classifier.encode([model_input])
     device = next(model.parameters()).device
     model.train(False)
 
@@ -392,12 +416,11 @@ def token_attributions(
         ).logits.float()
         return logits[:, 1] - logits[:, 0]  # (rows,)
 
-    integrated = LayerIntegratedGradients(margin, model.get_input_embeddings())
     offset = model_input.request_offset
     sums: dict[tuple[Field, int, int], float] = defaultdict(float)
     counts: dict[tuple[Field, int, int], int] = defaultdict(int)
     for first in range(0, len(windows), IG_BATCH_ROWS):
-        check_deadline(deadline, "integrated gradients")
+        check_deadline(deadline, method.replace("_", " "))
         chosen = range(first, min(first + IG_BATCH_ROWS, len(windows)))
         batch = collate([windows.features(w) for w in chosen], pad_id)
         input_ids = batch["input_ids"].to(device)  # (b, t)
@@ -411,21 +434,15 @@ def token_attributions(
             dtype=torch.bool,
             device=device,
         )
-        baselines = torch.where(keep, input_ids, torch.full_like(input_ids, pad_id))
         extra = tuple(
             batch[key].to(device) for key in ("attention_mask", "token_type_ids") if key in batch
         )
-        with torch.enable_grad():
-            attributions, delta = integrated.attribute(
-                input_ids,
-                baselines=baselines,
-                additional_forward_args=extra,
-                n_steps=n_steps,
-                internal_batch_size=IG_BATCH_ROWS,
-                return_convergence_delta=True,
-            )
-        scores = attributions.detach().float().sum(dim=-1).cpu().numpy()  # (b, t)
-        _check_completeness(scores.sum(axis=1), delta.detach().float().cpu().numpy(), n_steps)
+        if method == "integrated_gradients":
+            scores = _ig_scores(margin, model, input_ids, keep, extra, pad_id, n_steps)
+        elif method == "gradient_x_input":
+            scores = _gxi_scores(margin, model, input_ids, extra)
+        else:
+            scores = _occlusion_scores(margin, input_ids, keep, extra, pad_id)
         for row, window in enumerate(chosen):
             per_window: dict[tuple[Field, int, int], float] = defaultdict(float)
             for position, (sequence, (start, end)) in enumerate(
@@ -450,35 +467,133 @@ def token_attributions(
     ]
 
 
-def _ig_words(
-    model: OutcomeModel,
-    model_input: ModelInput,
-    request: str,
-    summary: str,
+def _ig_scores(
+    margin: Callable[..., torch.Tensor],
+    model: Any,
+    input_ids: torch.Tensor,
+    keep: torch.Tensor,
+    extra: tuple[torch.Tensor, ...],
+    pad_id: int,
     n_steps: int,
-    deadline: float | None,
-) -> list[WordAttribution]:
-    tokens = token_attributions(_transformer(model), model_input, n_steps, deadline=deadline)
-    return word_scores(tokens, request, summary)
+) -> npt.NDArray[np.float64]:
+    """Integrated-gradients token scores ``(b, t)`` of a batch of windows."""
+    import torch
+    from captum.attr import LayerIntegratedGradients
 
-
-def _ig_phrases(
-    model: OutcomeModel,
-    model_input: ModelInput,
-    request: str,
-    summary: str,
-    n_steps: int,
-    deadline: float | None,
-) -> list[Attribution]:
-    scored = _ig_words(model, model_input, request, summary, n_steps, deadline)
-    return [
-        phrase
-        for field in ("request", "summary")
-        for phrase in phrase_spans(
-            [word for word in scored if word.field == field],
-            _field_text(field, request, summary),
+    integrated = LayerIntegratedGradients(margin, model.get_input_embeddings())
+    baselines = torch.where(keep, input_ids, torch.full_like(input_ids, pad_id))
+    rows = n_steps * input_ids.shape[0]  # all steps of all windows in one pass if they fit
+    with torch.enable_grad():
+        attributions, delta = integrated.attribute(
+            input_ids,
+            baselines=baselines,
+            additional_forward_args=extra,
+            n_steps=n_steps,
+            internal_batch_size=min(rows, IG_BATCH_ROWS),
+            return_convergence_delta=True,
         )
-    ]
+    scores: npt.NDArray[np.float64] = (
+        attributions.detach().double().sum(dim=-1).cpu().numpy()
+    )  # (b, t)
+    _check_completeness(scores.sum(axis=1), delta.detach().double().cpu().numpy(), n_steps)
+    return scores
+
+
+def _gxi_scores(
+    margin: Callable[..., torch.Tensor],
+    model: Any,
+    input_ids: torch.Tensor,
+    extra: tuple[torch.Tensor, ...],
+) -> npt.NDArray[np.float64]:
+    """Gradient x input token scores ``(b, t)`` on the word embeddings."""
+    import torch
+    from captum.attr import LayerGradientXActivation
+
+    explainer = LayerGradientXActivation(margin, model.get_input_embeddings())
+    with torch.enable_grad():
+        attributions = explainer.attribute(input_ids, additional_forward_args=extra)
+    scores: npt.NDArray[np.float64] = attributions.detach().double().sum(dim=-1).cpu().numpy()
+    return scores
+
+
+def _occlusion_scores(
+    margin: Callable[..., torch.Tensor],
+    input_ids: torch.Tensor,
+    keep: torch.Tensor,
+    extra: tuple[torch.Tensor, ...],
+    pad_id: int,
+) -> npt.NDArray[np.float64]:
+    """Occlusion token scores ``(b, t)``: the margin drop when a run of
+    :data:`OCCLUSION_TOKENS` content tokens is [PAD]ded, shared by its tokens."""
+    import torch
+
+    attention = extra[0]
+    content = (~keep) & (attention > 0)  # (b, t): real, non-special tokens
+    copies: list[tuple[int, torch.Tensor]] = []
+    for row in range(input_ids.shape[0]):
+        positions = torch.nonzero(content[row]).flatten()
+        for first in range(0, len(positions), OCCLUSION_TOKENS):
+            copies.append((row, positions[first : first + OCCLUSION_TOKENS]))
+    scores = np.zeros(tuple(input_ids.shape), dtype=np.float64)
+    with torch.no_grad():
+        full = margin(input_ids, *extra).double().cpu().numpy()  # (b,)
+        for first in range(0, len(copies), IG_BATCH_ROWS):
+            part = copies[first : first + IG_BATCH_ROWS]
+            rows = torch.tensor([row for row, _ in part], device=input_ids.device)
+            ids = input_ids[rows].clone()
+            for index, (_, positions) in enumerate(part):
+                ids[index, positions] = pad_id
+            occluded = margin(ids, *(tensor[rows] for tensor in extra)).double().cpu().numpy()
+            for index, (row, positions) in enumerate(part):
+                scores[row, positions.cpu().numpy()] = (full[row] - occluded[index]) / len(
+                    positions
+                )
+    return scores
+
+
+def _words_with(method: Method) -> WordFunction:
+    def scored_words(
+        model: OutcomeModel,
+        model_input: ModelInput,
+        request: str,
+        summary: str,
+        n_steps: int,
+        deadline: float | None,
+    ) -> list[WordAttribution]:
+        tokens = token_attributions(
+            _transformer(model), model_input, n_steps, deadline=deadline, method=method
+        )
+        return word_scores(tokens, request, summary)
+
+    return scored_words
+
+
+def _phrases_with(method: Method) -> StretchFunction:
+    words_of = _words_with(method)
+
+    def phrases(
+        model: OutcomeModel,
+        model_input: ModelInput,
+        request: str,
+        summary: str,
+        n_steps: int,
+        deadline: float | None,
+    ) -> list[Attribution]:
+        scored = words_of(model, model_input, request, summary, n_steps, deadline)
+        return [
+            phrase
+            for field in ("request", "summary")
+            for phrase in phrase_spans(
+                [word for word in scored if word.field == field],
+                _field_text(field, request, summary),
+            )
+        ]
+
+    return phrases
+
+
+_ig_words = _words_with("integrated_gradients")
+_ig_phrases = _phrases_with("integrated_gradients")
 
 
 # ---------------------------------------------------------------------------- TF-IDF
@@ -618,6 +733,14 @@ class Explainer:
 #: Explainers by the name a run config's ``explainer`` holds.
 EXPLAINERS: dict[str, Explainer] = {
     "integrated_gradients": Explainer(frozenset({"transformer"}), _ig_phrases, _ig_words),
+    "gradient_x_input": Explainer(
+        frozenset({"transformer"}),
+        _phrases_with("gradient_x_input"),
+        _words_with("gradient_x_input"),
+    ),
+    "occlusion": Explainer(
+        frozenset({"transformer"}), _phrases_with("occlusion"), _words_with("occlusion")
+    ),
     "tfidf_coefficients": Explainer(frozenset({"tfidf_lr"}), _tfidf_stretches, _tfidf_words),
     "none": Explainer(None, _nothing, None),
 }

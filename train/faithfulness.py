@@ -68,6 +68,9 @@ class FaithfulnessReport:
         random_sufficiency: the same as ``sufficiency`` for random words.
         n_items: number of items scored.
         bins: the rationale sizes, as fractions of an item's words.
+        item_comprehensiveness: per item, the mean over bins of the comprehensiveness
+            drop (n values; empty for pooled reports), for intervals over items.
+        item_random_comprehensiveness: the same for random words.
     """
 
     comprehensiveness: float
@@ -76,6 +79,8 @@ class FaithfulnessReport:
     random_sufficiency: float
     n_items: int
     bins: tuple[float, ...] = BINS
+    item_comprehensiveness: tuple[float, ...] = ()
+    item_random_comprehensiveness: tuple[float, ...] = ()
 
     @property
     def ratio(self) -> float:
@@ -225,6 +230,8 @@ def faithfulness(
         random_comprehensiveness=float(aopc[2]),
         random_sufficiency=float(aopc[3]),
         n_items=len(items),
+        item_comprehensiveness=tuple(float(x) for x in drops[:, 0].mean(axis=1)),
+        item_random_comprehensiveness=tuple(float(x) for x in drops[:, 2].mean(axis=1)),
     )
     logger.info(
         "faithfulness of %s over %d items (%d edited inputs): comprehensiveness %.3f "

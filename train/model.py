@@ -29,6 +29,7 @@ from imr_outcome.train.artifact import ARTIFACT_FILE, FORMAT_VERSION, ModelInfo
 from imr_outcome.train.base import Classifier, classifier_class
 from imr_outcome.train.calibration import Calibrator, calibrator_from_dict
 from imr_outcome.train.model_uri import resolve
+from imr_outcome.train.onnx_backend import Backend, check_backend
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +164,31 @@ class OutcomeModel:
             deadline=deadline,
         )
 
+    # -------------------------------------------------------------------- backend
+
+    @property
+    def backend(self) -> str:
+        """What scoring runs on: ``"torch"``, ``"onnx-fp32"`` or ``"onnx-int8"``
+        (``"torch"`` also for kinds without a network, e.g. TF-IDF)."""
+        return str(getattr(self.classifier, "backend", "torch"))
+
+    def select_backend(self, backend: Backend | str) -> str:
+        """Score with ONNX Runtime (``onnx``), torch (``torch``) or what this CPU and the
+        artifact allow (``auto``: an exported variant that passed parity, else torch); see
+        :mod:`imr_outcome.train.onnx_backend`. Evidence always runs on torch.
+
+        Returns:
+            :attr:`backend`.
+
+        Raises:
+            InvalidInputError: ``backend`` is not auto, torch or onnx.
+        """
+        chosen = check_backend(str(backend))
+        select = getattr(self.classifier, "select_backend", None)
+        if select is not None:
+            select(chosen)
+        return self.backend
+
     # ---------------------------------------------------------------- persistence
 
     def save(self, directory: Path) -> Path:
@@ -179,7 +205,9 @@ class OutcomeModel:
         return directory
 
     @classmethod
-    def load(cls, uri: str | Path, *, cache_dir: Path | None = None) -> OutcomeModel:
+    def load(
+        cls, uri: str | Path, *, cache_dir: Path | None = None, backend: Backend | str = "auto"
+    ) -> OutcomeModel:
         """Load a model from the registry, a run, a logged model or a local folder.
 
         Args:
@@ -190,6 +218,7 @@ class OutcomeModel:
                 model folder (see :mod:`imr_outcome.train.model_uri`).
             cache_dir: where to download registry/run models (default: a ``file:`` store
                 is read in place, others go to a temporary folder).
+            backend: ``auto`` (default), ``torch`` or ``onnx``; see :meth:`select_backend`.
 
         Returns:
             The model, with :attr:`name` / :attr:`version` set.
@@ -199,8 +228,10 @@ class OutcomeModel:
             IncompatibleModelError: the artifact exists but this code cannot use it
                 (format version, label map, unknown kind, unreadable files, a threshold
                 outside [0, 1]); the message starts with ``uri``.
+            InvalidInputError: ``backend`` is not auto, torch or onnx.
         """
         uri = str(uri)
+        check_backend(str(backend))
         resolved = resolve(uri, cache_dir)
         directory = resolved.directory
 
@@ -222,13 +253,15 @@ class OutcomeModel:
         if not 0.0 <= model.threshold <= 1.0:
             raise IncompatibleModelError(f"{uri}: threshold {model.threshold} is outside [0, 1]")
         model.name, model.version = resolved.name, resolved.version
+        model.select_backend(backend)
         logger.info(
-            "loaded %s model %s version %s (split %s, threshold %.3f)",
+            "loaded %s model %s version %s (split %s, threshold %.3f, backend %s)",
             model.info.kind,
             model.name,
             model.version,
             model.info.split,
             model.threshold,
+            model.backend,
         )
         return model
 

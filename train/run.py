@@ -150,12 +150,22 @@ def fit_and_log(config: RunConfig, rows: Rows, *, fingerprint: str) -> OutcomeMo
 
 
 def save_and_log(
-    model: OutcomeModel, config: RunConfig, models_dir: Path, run_id: str
+    model: OutcomeModel,
+    config: RunConfig,
+    models_dir: Path,
+    run_id: str,
+    held_out: Rows | None = None,
 ) -> tuple[Path, str]:
     """Save ``model`` and its config under ``models_dir/run_id`` and log it as the run's
-    pyfunc model; returns the model directory and the logged model's URI."""
+    pyfunc model; returns the model directory and the logged model's URI. With
+    ``held_out`` rows a transformer is also exported to ONNX, parity-checked on them
+    (:func:`~imr_outcome.train.onnx_backend.export_with_parity`)."""
     model_dir = model.save(models_dir / run_id)
     save_config(config, model_dir / "config.yaml")
+    if held_out is not None:
+        from imr_outcome.train.onnx_backend import export_for_registration
+
+        export_for_registration(model, model_dir, held_out.inputs, held_out.labels)
     return model_dir, log_model(model_dir)
 
 
@@ -190,7 +200,9 @@ def train(config: RunConfig, *, models_dir: Path, register_model: bool) -> Train
         evaluation = evaluate_model(config, model, test_rows)
         _log_evaluation("test", evaluation)
         log_metrics({"threshold": model.threshold})
-        model_dir, model_uri = save_and_log(model, config, models_dir, run.info.run_id)
+        model_dir, model_uri = save_and_log(
+            model, config, models_dir, run.info.run_id, held_out=test_rows
+        )
         registration = None
         if register_model:
             registration = register(

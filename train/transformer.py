@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
@@ -44,6 +45,7 @@ from imr_outcome.train.encoders import (
     mean_by_item,
 )
 from imr_outcome.train.hardware import machine_precision
+from imr_outcome.train.onnx_backend import Backend, OnnxSession, open_session
 from imr_outcome.train.ood import MIN_ITEMS as OOD_MIN_ITEMS
 from imr_outcome.train.ood import MahalanobisOod
 
@@ -61,6 +63,60 @@ SETTINGS_FILE = "transformer.json"
 OOD_FILE = "ood.npz"
 #: Bump when :data:`SETTINGS_FILE` changes incompatibly.
 FORMAT_VERSION = 1
+
+
+# -------------------------------------------------------------------- long requests
+
+
+def request_budget(tokenizer: PreTrainedTokenizerBase, max_length: int, stride: int) -> int:
+    """Tokens the metadata prefix + request may take in a window: half of the room left by
+    the special tokens, and always fewer than ``room - stride`` so a window holds more than
+    ``stride`` summary tokens (what :func:`~imr_outcome.train.encoders.encode_windows`
+    needs to slide over the summary)."""
+    room = max_length - tokenizer.num_special_tokens_to_add(pair=True)
+    return max(1, min(room // 2, room - stride - 1))
+
+
+def fit_requests(
+    tokenizer: PreTrainedTokenizerBase,
+    inputs: Sequence[ModelInput],
+    max_length: int,
+    stride: int,
+) -> list[ModelInput]:
+    """``inputs`` with every request too long for a window cut to :func:`request_budget`
+    tokens (a prefix of the text, so offsets into it stay valid), each logged as a warning
+    naming ``request``; the summary is windowed as usual and never cut.
+
+    A request that leaves the summary more than ``stride`` tokens of a window, or whose
+    item's summary fits beside it, is kept whole.
+    """
+    budget = request_budget(tokenizer, max_length, stride)
+    room = max_length - tokenizer.num_special_tokens_to_add(pair=True)
+    encoded = tokenizer(
+        [item.text for item in inputs], add_special_tokens=False, return_offsets_mapping=True
+    )
+    fitted = list(inputs)
+    for index, (item, offsets) in enumerate(zip(inputs, encoded["offset_mapping"], strict=True)):
+        n_text = len(offsets)
+        if room - n_text > stride:
+            continue
+        n_summary = len(tokenizer(item.text_pair, add_special_tokens=False)["input_ids"])
+        if room - n_text >= 0 and n_summary <= room - n_text:
+            continue
+        cut = int(offsets[budget - 1][1])
+        fitted[index] = ModelInput(item.text[:cut], item.text_pair, min(item.request_offset, cut))
+        logger.warning(
+            "request of item %d: %d tokens (with the metadata prefix) leave no room in a "
+            "%d-token window for the summary; the model reads its first %d tokens (%d of %d "
+            "characters)",
+            index,
+            n_text,
+            max_length,
+            budget,
+            cut - min(item.request_offset, cut),
+            len(item.text) - item.request_offset,
+        )
+    return fitted
 
 
 # ------------------------------------------------------------------------ classifier
@@ -98,6 +154,46 @@ class TransformerClassifier:
         #: Out-of-distribution detector fitted on the training items' embeddings (None
         #: for fewer than ``OOD_MIN_ITEMS`` items or a model saved without one).
         self.ood: MahalanobisOod | None = None
+        #: The ONNX Runtime session scoring runs on, or None for torch (see
+        #: :meth:`select_backend`); evidence always runs on :attr:`model`.
+        self.session: OnnxSession | None = None
+        #: The folder the classifier was loaded from (None when fitted in memory).
+        self.directory: Path | None = None
+        #: The fast (Rust) tokenizer sets truncation state on every call, and two threads
+        #: calling it at once fail with "Already borrowed"; :meth:`encode` holds this lock.
+        self._tokenizer_lock = threading.Lock()
+
+    def encode(self, inputs: Sequence[ModelInput]) -> Windows:
+        """The windows of ``inputs`` (requests over a window's budget cut, see
+        :func:`fit_requests`); thread-safe.
+
+        Raises:
+            InvalidInputError: see :func:`~imr_outcome.train.encoders.encode_windows`.
+            NotFittedError: before :meth:`fit` or :meth:`load`.
+        """
+        tokenizer, config = self.tokenizer, self.model_config
+        with self._tokenizer_lock:
+            fitted = fit_requests(tokenizer, inputs, config.max_length, config.stride)
+            return encode_windows(tokenizer, fitted, config.max_length, config.stride)
+
+    @property
+    def backend(self) -> str:
+        """What scoring runs on: ``"torch"``, ``"onnx-fp32"`` or ``"onnx-int8"``."""
+        if self.session is None:
+            return "torch"
+        return "onnx-int8" if self.session.path.name.endswith(".int8.onnx") else "onnx-fp32"
+
+    def select_backend(self, backend: Backend) -> str:
+        """Score with ONNX Runtime or torch (see
+        :func:`~imr_outcome.train.onnx_backend.open_session`); returns :attr:`backend`.
+
+        ``auto`` and ``onnx`` use an exported variant that passed its parity check and
+        fall back to torch otherwise (``onnx`` logs that as a warning).
+        """
+        self.session = None if self.directory is None else open_session(self.directory, backend)
+        if self.directory is None and backend == "onnx":
+            logger.warning("backend onnx: the model was not loaded from a folder; using torch")
+        return self.backend
 
     @property
     def model(self) -> PreTrainedModel:
@@ -171,17 +267,23 @@ class TransformerClassifier:
     ) -> tuple[Windows, FloatArray, FloatArray | None]:
         """Window logits ``(w, 2)`` and, when ``pooled``, the last hidden state mean-pooled
         over each window's real tokens ``(w, d)`` from the same forward passes."""
-        model, tokenizer, config = self.model, self.tokenizer, self.model_config
-        windows = encode_windows(tokenizer, inputs, config.max_length, config.stride)
+        model, tokenizer = self.model, self.tokenizer
+        windows = self.encode(inputs)
         scores = np.zeros((len(windows), len(LABELS)), dtype=np.float64)
         hidden = np.zeros((len(windows), model.config.hidden_size)) if pooled else None
         device = next(model.parameters()).device
         model.train(False)
         pad_id = int(tokenizer.pad_token_id or 0)
+        size = batch_size or self.inference_batch_size
+        if self.session is not None:
+            for chosen, batch in iter_batches(windows, size, pad_id):
+                logits, pooled_hidden = self.session.run(batch)
+                scores[chosen] = logits
+                if hidden is not None:
+                    hidden[chosen] = pooled_hidden
+            return windows, scores, hidden
         with torch.no_grad(), autocast(self.training_config.precision, device):
-            for chosen, batch in iter_batches(
-                windows, batch_size or self.inference_batch_size, pad_id
-            ):
+            for chosen, batch in iter_batches(windows, size, pad_id):
                 batch = {key: value.to(device) for key, value in batch.items()}
                 output = model(**batch, output_hidden_states=pooled)
                 scores[chosen] = output.logits.float().cpu().numpy()
@@ -304,6 +406,7 @@ class TransformerClassifier:
                 f"{directory / SETTINGS_FILE}: invalid settings ({exc}); retrain the model"
             ) from exc
         classifier = cls(model, training)
+        classifier.directory = directory
         classifier.logit_offset = float(settings.get("logit_offset", 0.0))
         classifier._tokenizer = load_tokenizer(str(directory), model.max_length)
         network: PreTrainedModel = from_pretrained(

@@ -753,17 +753,25 @@ def test_the_page_and_its_files_are_served_without_external_urls(client: TestCli
 # -------------------------------------------------------------- the tiny transformer
 
 
-@pytest.fixture(scope="module")
-def transformer_dir(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained tiny-BERT transformer model directory (64-token windows)."""
+@pytest.fixture(scope="module", params=["torch", "onnx"])
+def transformer_dir(
+    tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Path:
+    """An untrained tiny-BERT transformer model directory (64-token windows), once
+    scoring with torch and once with its ONNX export (``auto`` picks it)."""
     return write_untrained_transformer(
-        tiny_bert, tmp_path_factory.mktemp("transformer"), fingerprint="tiny-fingerprint"
+        tiny_bert,
+        tmp_path_factory.mktemp("transformer"),
+        fingerprint="tiny-fingerprint",
+        backend=request.param,
     )
 
 
 def test_the_tiny_transformer_serves_predictions_with_evidence(transformer_dir: Path) -> None:
     loaded = Predictor.load(str(transformer_dir))
     expected = loaded.predict(REQUEST, SUMMARY, explain=False)
+    exported = (transformer_dir / "classifier" / "onnx.json").is_file()
+    assert loaded.model.backend == ("onnx-fp32" if exported else "torch")
 
     with TestClient(create_app(ServeSettings(model_uri=str(transformer_dir)))) as client:
         _wait_ready(client)

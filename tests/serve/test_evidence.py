@@ -410,7 +410,8 @@ def test_an_explainer_for_another_kind_is_incompatible(
         explain(mismatched, model_input, REQUEST, CUE[1])
     assert str(caught.value) == (
         "explainer 'tfidf_coefficients' does not fit classifier kind 'transformer' (it explains "
-        "['tfidf_lr']); retrain with explainer set to one of ['integrated_gradients', 'none']"
+        "['tfidf_lr']); retrain with explainer set to one of ['gradient_x_input', "
+        "'integrated_gradients', 'none', 'occlusion']"
     )
     with pytest.raises(IncompatibleModelError, match="unknown explainer 'lime'"):
         explain(_wrap(tfidf, "lime"), model_input, REQUEST, CUE[1])

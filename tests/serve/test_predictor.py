@@ -421,11 +421,17 @@ def test_input_source_prefers_the_declared_one() -> None:
     assert input_source({"patient_age": 40}, "dmhc") == "dmhc"
 
 
-@pytest.fixture(scope="module")
-def transformer_dir(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained tiny-BERT transformer model directory (64-token windows)."""
+@pytest.fixture(scope="module", params=["torch", "onnx"])
+def transformer_dir(
+    tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Path:
+    """An untrained tiny-BERT transformer model directory (64-token windows), once
+    scoring with torch and once with its ONNX export (``auto`` picks it)."""
     return write_untrained_transformer(
-        tiny_bert, tmp_path_factory.mktemp("transformer"), fingerprint="test"
+        tiny_bert,
+        tmp_path_factory.mktemp("transformer"),
+        fingerprint="test",
+        backend=request.param,
     )
 
 

@@ -1,0 +1,148 @@
+"""The ONNX Runtime backend: export, parity record, backend choice per CPU, fallback."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imr_outcome.data.model_input import build_model_input
+from imr_outcome.errors import InvalidInputError
+from imr_outcome.train import onnx_backend
+from imr_outcome.train.hardware import CpuFlags
+from imr_outcome.train.model import OutcomeModel
+from imr_outcome.train.onnx_backend import (
+    ONNX_FILES,
+    PARITY_FILE,
+    open_session,
+    preferred_variant,
+)
+from imr_outcome.train.transformer import TransformerClassifier
+
+from model_factory import export_test_onnx, parity_items, write_untrained_transformer
+
+AVX2 = CpuFlags(avx2=True, avx512_bf16=False, amx=False, vnni=False)
+VNNI = CpuFlags(avx2=True, avx512_bf16=False, amx=False, vnni=True)
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The untrained tiny transformer with both ONNX variants exported and checked."""
+    model_dir = write_untrained_transformer(tiny_bert, tmp_path_factory.mktemp("onnx"))
+    export_test_onnx(model_dir, variants=("fp32", "int8"))
+    return model_dir
+
+
+def test_export_records_parity_on_the_held_out_items(exported: Path) -> None:
+    record = json.loads((exported / "classifier" / PARITY_FILE).read_text())
+    fp32 = next(entry for entry in record["variants"] if entry["variant"] == "fp32")
+    inputs, labels = parity_items()
+
+    assert fp32["passed"] is True
+    assert fp32["n_items"] == len(inputs) == len(labels)
+    assert 0.0 <= fp32["max_abs_dp"] <= onnx_backend.MAX_ABS_DP
+    assert fp32["auroc_onnx"] == pytest.approx(fp32["auroc_torch"], abs=onnx_backend.MAX_D_AUROC)
+    assert fp32["ece_onnx"] == pytest.approx(fp32["ece_torch"], abs=0.01)
+    assert {entry["variant"] for entry in record["variants"]} == {"fp32", "int8"}
+
+
+def test_onnx_scores_match_torch_scores_and_embeddings(exported: Path) -> None:
+    inputs, _ = parity_items()
+    on_torch = OutcomeModel.load(exported, backend="torch")
+    on_onnx = OutcomeModel.load(exported, backend="onnx")
+    assert (on_torch.backend, on_onnx.backend) == ("torch", "onnx-fp32")
+
+    torch_scores, onnx_scores = on_torch.score(inputs), on_onnx.score(inputs)
+    np.testing.assert_allclose(onnx_scores.proba, torch_scores.proba, atol=1e-4)
+    np.testing.assert_array_equal(onnx_scores.windows, torch_scores.windows)
+    assert onnx_scores.labels == torch_scores.labels
+    classifiers = [on_torch.classifier, on_onnx.classifier]
+    assert all(isinstance(c, TransformerClassifier) for c in classifiers)
+    embeddings = [c.item_embeddings(inputs) for c in classifiers]  # type: ignore[attr-defined]
+    np.testing.assert_allclose(embeddings[1], embeddings[0], atol=1e-4)
+
+
+def test_auto_picks_int8_only_with_int8_dot_products(exported: Path) -> None:
+    directory = exported / "classifier"
+    record = json.loads((directory / PARITY_FILE).read_text())
+    int8_passed = any(e["passed"] for e in record["variants"] if e["variant"] == "int8")
+
+    assert preferred_variant(AVX2) == "fp32"
+    assert preferred_variant(VNNI) == "int8"
+    on_avx2 = open_session(directory, "auto", AVX2)
+    on_vnni = open_session(directory, "auto", VNNI)
+    assert on_avx2 is not None and on_avx2.path.name == ONNX_FILES["fp32"]
+    assert on_vnni is not None
+    assert on_vnni.path.name == ONNX_FILES["int8" if int8_passed else "fp32"]
+    assert open_session(directory, "torch", VNNI) is None
+
+
+def test_a_variant_that_fails_parity_is_dropped_and_onnx_falls_back_to_torch(
+    exported: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    model_dir = Path(shutil.copytree(exported, tmp_path / "model"))
+    for name in (*ONNX_FILES.values(), PARITY_FILE):
+        (model_dir / "classifier" / name).unlink(missing_ok=True)
+    monkeypatch.setattr(onnx_backend, "MAX_ABS_DP", -1.0)  # nothing can pass
+
+    (parity,) = export_test_onnx(model_dir)
+
+    assert not parity.passed
+    assert not (model_dir / "classifier" / ONNX_FILES["fp32"]).exists()
+    with caplog.at_level(logging.WARNING):
+        model = OutcomeModel.load(model_dir, backend="onnx")
+    assert model.backend == "torch"
+    assert "no ONNX variant passed parity" in caplog.text
+
+
+def test_a_model_without_an_export_scores_with_torch(tiny_bert: Path, tmp_path: Path) -> None:
+    model_dir = write_untrained_transformer(tiny_bert, tmp_path)
+    assert OutcomeModel.load(model_dir).backend == "torch"
+    assert OutcomeModel.load(model_dir, backend="onnx").backend == "torch"
+
+
+def test_an_unknown_backend_names_the_field_and_the_choices(exported: Path) -> None:
+    with pytest.raises(InvalidInputError, match=r"backend.*auto, torch, onnx.*'gpu'"):
+        OutcomeModel.load(exported, backend="gpu")
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_concurrent_scoring_threads_share_one_tokenizer(exported: Path, backend: str) -> None:
+    # The fast tokenizer fails with "Already borrowed" when two threads call it at once
+    # unguarded; `serve --max-in-flight 2+` runs model calls on several threads.
+    model = OutcomeModel.load(exported, backend=backend)
+    inputs, _ = parity_items()
+    expected = model.predict_proba(inputs)
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: model.predict_proba(inputs), range(24)))
+
+    for result in results:
+        np.testing.assert_allclose(result, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_a_request_over_the_window_budget_is_cut_not_refused(
+    exported: Path, backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = OutcomeModel.load(exported, backend=backend)
+    request = " ".join(["lumbar physical therapy sessions"] * 40)  # ~160 tokens > 64
+    item = build_model_input(request, "The patient improved after six visits.")
+    short = build_model_input(request[:60], "The patient improved after six visits.")
+
+    with caplog.at_level(logging.WARNING):
+        scores = model.score([item, short])
+
+    assert scores.proba.shape == (2, 2)
+    assert scores.windows.tolist() == [1, 1]
+    assert "request of item 0" in caplog.text and "item 1" not in caplog.text
+    spans = model.explain(item, request, "The patient improved after six visits.", n_steps=2)
+    assert all(span.end <= len(request) for span in spans if span.field == "request")

@@ -37,13 +37,14 @@ app.command("serve")(serve_command)
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress (INFO).")] = False,
 ) -> None:
-    """Set up logging for every command."""
+    """Set up logging for every command: third-party logs and progress bars (the
+    "Loading weights" bar, pypdf's repair warnings) only with -v."""
     import datasets
 
+    from imr_outcome.logs import quiet_libraries
+
     datasets.disable_progress_bars()
-    if not verbose:
-        # e.g. the load report listing the new classification head's weights
-        logging.getLogger("transformers").setLevel(logging.ERROR)
+    quiet_libraries(verbose)
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(message)s",
@@ -739,15 +740,13 @@ def score_command(
     if engine == "spark":  # INPUT may also be a table name of the Spark session
         from imr_outcome.serve.spark import score_with_spark
 
-        try:
-            done = score_with_spark(
-                input_path, out, model, master=spark_master, partition_by=partition_by or [],
-                resume=resume, explain=explain, overwrite=overwrite, id_column=id_column,
-                request_column=request_column, summary_column=summary_column,
-                metadata_columns=metadata, batch_size=chunk_size,
-            )  # fmt: skip
-        except ImrOutcomeError as exc:
-            raise _fail(exc) from exc
+        # an ImrOutcomeError exits 2 through CliTyper, like every command
+        done = score_with_spark(
+            input_path, out, model, master=spark_master, partition_by=partition_by or [],
+            resume=resume, explain=explain, overwrite=overwrite, id_column=id_column,
+            request_column=request_column, summary_column=summary_column,
+            metadata_columns=metadata, batch_size=chunk_size,
+        )  # fmt: skip
         console.print(f"{done.total} rows: {done.scored} scored, {done.failed} failed -> {out}")
         if done.failed:
             err_console.print(f"[bold red]{done.failed} row(s) failed[/]; see the error column")

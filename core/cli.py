@@ -678,9 +678,19 @@ def _parse_metadata_columns(values: list[str]) -> dict[str, str]:
 @app.command("score")
 def score_command(
     input_path: Annotated[
-        Path, typer.Argument(metavar="INPUT", help="Items to score: .csv, .jsonl or .parquet.")
+        str,
+        typer.Argument(
+            metavar="INPUT",
+            help="Items to score: .csv (UTF-8, or cp1252/UTF-16, detected), .jsonl or "
+            ".parquet; with --engine spark also a URI (s3a://...) or a table name.",
+        ),
     ],
-    out: Annotated[Path, typer.Option("--out", help="Predictions file: .csv, .jsonl or .parquet.")],
+    out: Annotated[
+        str,
+        typer.Option(
+            "--out", help="Predictions file: .csv, .jsonl or .parquet (--engine spark: a URI)."
+        ),
+    ],
     model: ModelOption = "models:/imr-outcome@champion",
     id_column: Annotated[str, typer.Option(help="Column with unique row ids.")] = "id",
     request_column: Annotated[str, typer.Option(help="Column with the request.")] = "request",
@@ -688,7 +698,9 @@ def score_command(
     metadata_column: Annotated[
         list[str] | None,
         typer.Option(
-            help="Pre-filing metadata as FIELD=COLUMN, e.g. patient_age=age (repeatable)."
+            help="Pre-filing metadata as FIELD=COLUMN, e.g. patient_age=age (repeatable). "
+            "Columns already named like a field (patient_age, patient_sex, age_range, "
+            "imr_type, diagnosis_category, diagnosis_subcategory) are used without it."
         ),
     ] = None,
     resume: Annotated[
@@ -715,7 +727,11 @@ def score_command(
         typer.Option(help="Partition the Spark output by this column (repeatable)."),
     ] = None,
 ) -> None:
-    """Score a file of items; every row gets a prediction or an error in --out."""
+    """Score a file of items; every row gets a prediction or an error in --out.
+
+    Columns named like pre-filing fields (patient_age, patient_sex, ...) are read and
+    validated as metadata without --metadata-column. An empty input exits 2.
+    """
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,

@@ -38,13 +38,14 @@ app.command("serve")(serve_command)
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress (INFO).")] = False,
 ) -> None:
-    """Set up logging for every command."""
+    """Set up logging for every command: third-party logs and progress bars (the
+    "Loading weights" bar, pypdf's repair warnings) only with -v."""
     import datasets
 
+    from imr_outcome.logs import quiet_libraries
+
     datasets.disable_progress_bars()
-    if not verbose:
-        # e.g. the load report listing the new classification head's weights
-        logging.getLogger("transformers").setLevel(logging.ERROR)
+    quiet_libraries(verbose)
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(message)s",
@@ -697,9 +698,19 @@ def _parse_metadata_columns(values: list[str]) -> dict[str, str]:
 @app.command("score")
 def score_command(
     input_path: Annotated[
-        Path, typer.Argument(metavar="INPUT", help="Items to score: .csv, .jsonl or .parquet.")
+        str,
+        typer.Argument(
+            metavar="INPUT",
+            help="Items to score: .csv (UTF-8, or cp1252/UTF-16, detected), .jsonl or "
+            ".parquet; with --engine spark also a URI (s3a://...) or a table name.",
+        ),
     ],
-    out: Annotated[Path, typer.Option("--out", help="Predictions file: .csv, .jsonl or .parquet.")],
+    out: Annotated[
+        str,
+        typer.Option(
+            "--out", help="Predictions file: .csv, .jsonl or .parquet (--engine spark: a URI)."
+        ),
+    ],
     model: ModelOption = "models:/imr-outcome@champion",
     backend: BackendOption = Backend.auto,
     id_column: Annotated[str, typer.Option(help="Column with unique row ids.")] = "id",
@@ -708,7 +719,9 @@ def score_command(
     metadata_column: Annotated[
         list[str] | None,
         typer.Option(
-            help="Pre-filing metadata as FIELD=COLUMN, e.g. patient_age=age (repeatable)."
+            help="Pre-filing metadata as FIELD=COLUMN, e.g. patient_age=age (repeatable). "
+            "Columns already named like a field (patient_age, patient_sex, age_range, "
+            "imr_type, diagnosis_category, diagnosis_subcategory) are used without it."
         ),
     ] = None,
     resume: Annotated[
@@ -735,7 +748,11 @@ def score_command(
         typer.Option(help="Partition the Spark output by this column (repeatable)."),
     ] = None,
 ) -> None:
-    """Score a file of items; every row gets a prediction or an error in --out."""
+    """Score a file of items; every row gets a prediction or an error in --out.
+
+    Columns named like pre-filing fields (patient_age, patient_sex, ...) are read and
+    validated as metadata without --metadata-column. An empty input exits 2.
+    """
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -81,6 +80,7 @@ from imr_outcome.serve.api_schemas import (
 )
 from imr_outcome.serve.predictor import PredictInput, Predictor, Source, check_length
 from imr_outcome.serve.schemas import Prediction
+from imr_outcome.serve.warnings import evidence_budget_warning
 
 logger = logging.getLogger(__name__)
 
@@ -222,20 +222,6 @@ def _check_count(field_name: str, n: int, limit: int) -> None:
         )
 
 
-def evidence_budget_warning(n_chars: int, max_explain_chars: int) -> str:
-    """The warning of an item predicted without evidence because it is too long to explain."""
-    return (
-        f"Evidence was not computed: the request and summary have {n_chars:,} characters, "
-        f"more than this server explains ({max_explain_chars:,}). The estimate itself "
-        "uses the whole text; shorten the summary to see evidence."
-    )
-
-
-def _takes_deadline(method: Callable[..., Any]) -> bool:
-    """Whether a ``predict_batch`` accepts ``deadline=`` (the model-side cooperative stop)."""
-    return "deadline" in inspect.signature(method).parameters
-
-
 def score(
     predictor: Predictor,
     items: Sequence[PredictInput],
@@ -253,8 +239,8 @@ def score(
         explain: per item, whether evidence was asked for.
         top_k: evidence spans per direction.
         deadline: :func:`time.monotonic` time by which the request must be answered; handed
-            to the model as ``predict_batch(..., deadline=deadline)`` where it accepts one,
-            so that it stops its own work (above all integrated gradients) in time.
+            to the model as ``predict_batch(..., deadline=deadline)``, so that it stops
+            its own work (above all integrated gradients) in time.
         max_explain_chars: items longer than this (request + summary, in characters) are
             predicted without evidence and get :func:`evidence_budget_warning`.
 
@@ -263,9 +249,7 @@ def score(
     """
     sizes = [len(item.request) + len(item.summary) for item in items]
     wanted = [ask and size <= max_explain_chars for ask, size in zip(explain, sizes, strict=True)]
-    kwargs: dict[str, Any] = {"top_k": top_k}
-    if _takes_deadline(predictor.predict_batch):
-        kwargs["deadline"] = deadline
+    kwargs: dict[str, Any] = {"top_k": top_k, "deadline": deadline}
     found: dict[int, Prediction] = {}
     for explained in (False, True):
         chosen = [n for n, want in enumerate(wanted) if want == explained]
@@ -278,8 +262,9 @@ def score(
     for n, (ask, want) in enumerate(zip(explain, wanted, strict=True)):
         prediction = found[n]
         if ask and not want:
-            warning = evidence_budget_warning(sizes[n], max_explain_chars)
-            prediction = prediction.model_copy(update={"warnings": [*prediction.warnings, warning]})
+            prediction = prediction.with_warning(
+                evidence_budget_warning(sizes[n], max_explain_chars)
+            )
         out.append(prediction)
     return out
 

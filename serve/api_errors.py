@@ -14,7 +14,8 @@ upload or body over the byte limit
 an upload that is not PDF or text          415     ``file``
 model loading, failed, or saturated        503     ``model`` / ``server``
                                                    (with ``Retry-After``)
-over the request timeout                   504     ``server``
+over the request timeout, or evidence       504     ``server``
+stopped at the deadline
 anything else                              500     ``server`` (no details)
 =========================================  ======  ===========================
 
@@ -40,7 +41,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imr_outcome.data.schema import PREFILING_FIELDS
 from imr_outcome.data.text_checks import check_unicode
-from imr_outcome.errors import ImrOutcomeError, InvalidInputError, ParseError
+from imr_outcome.errors import (
+    DeadlineExceededError,
+    ImrOutcomeError,
+    InvalidInputError,
+    ParseError,
+)
 from imr_outcome.serve.api_letters import UnsupportedUpload
 from imr_outcome.serve.api_limits import Saturated
 
@@ -222,14 +228,18 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(503, [(field, exc.reason)], {"Retry-After": retry})
 
     async def on_timeout(request: Request, exc: Exception) -> JSONResponse:
-        # TimedOut from the API's own deadline; TimeoutError from a model call that
-        # stopped at the deadline it was given
+        # TimedOut from the API's own deadline; DeadlineExceededError (or TimeoutError)
+        # from a model call that stopped at the deadline it was given
         timeout = request.app.state.server.settings.request_timeout_s
-        reason = (
-            exc.reason
-            if isinstance(exc, TimedOut)
-            else f"the estimate took longer than this server's limit of {timeout:g} s"
-        )
+        if isinstance(exc, TimedOut):
+            reason = exc.reason
+        elif isinstance(exc, DeadlineExceededError):
+            reason = (
+                f"the evidence took longer than this server's limit of {timeout:g} s; ask "
+                'again with "explain": false for the estimate alone, or shorten the summary'
+            )
+        else:
+            reason = f"the estimate took longer than this server's limit of {timeout:g} s"
         return error_response(504, [("server", reason)])
 
     async def on_gone(request: Request, exc: Exception) -> JSONResponse:
@@ -254,6 +264,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotReady, on_busy)
     app.add_exception_handler(TimedOut, on_timeout)
     app.add_exception_handler(TimeoutError, on_timeout)
+    app.add_exception_handler(DeadlineExceededError, on_timeout)
     app.add_exception_handler(ClientGone, on_gone)
     app.add_exception_handler(HTTPException, on_http)
 

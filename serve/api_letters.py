@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 
 from imr_outcome.data.letters import parse_letter_file
-from imr_outcome.data.model_input import MetadataValue
+from imr_outcome.data.model_input import LetterMetadata, prefiling_metadata
 from imr_outcome.data.schema import Letter
 from imr_outcome.errors import ImrOutcomeError, InvalidInputError, ParseError
 
@@ -136,9 +136,7 @@ def parse_upload(data: bytes, filename: str, content_type: str) -> Letter:
     return dataclasses.replace(letter, source=label)
 
 
-def letter_metadata(letter: Letter) -> dict[str, MetadataValue]:
-    """The letter's pre-filing metadata: the patient's age and sex stated in the summary."""
-    return {
-        "patient_age": letter.patient_age.value if letter.patient_age else None,
-        "patient_sex": letter.patient_sex.value if letter.patient_sex else None,
-    }
+def letter_metadata(letter: Letter) -> LetterMetadata:
+    """The letter's pre-filing metadata: the patient's age and sex stated in the summary
+    (:func:`~imr_outcome.data.model_input.prefiling_metadata`, as ``predict --letter``)."""
+    return prefiling_metadata(letter)

@@ -14,10 +14,20 @@ missing, malformed or duplicate id, or a row that cannot be read at all. Output 
 - ``id``: the row's id as text (null when missing or malformed);
 - ``p_overturned``, ``p_upheld``: calibrated probabilities in [0, 1] summing to 1;
 - ``label``: ``Upheld`` or ``Overturned`` at the model's threshold;
-- ``evidence``: a JSON list of evidence spans (``[]`` unless asked for);
-- ``warnings``: a JSON list of warning strings;
-- ``error``: null, or why the row has no prediction (then the four above are null);
+- ``evidence``: a list of evidence spans (``[]`` unless asked for);
+- ``warnings``: a list of plain-language warning messages;
+- ``warning_details``: a list of ``{code, message, figures}`` objects, one per warning
+  (see :mod:`imr_outcome.serve.warnings`);
+- ``error``: null, or why the row has no prediction (then the columns above are null);
 - ``row``: the row's 0-based position among the input's data rows (blank lines skipped).
+
+The three list columns are JSON arrays in JSON Lines output and JSON text in CSV and
+Parquet output. CSV input is UTF-8 unless its bytes say otherwise (:func:`csv_encoding`
+detects cp1252 files from Excel and UTF-16 with charset-normalizer). Columns named like a
+pre-filing field (``patient_age``, ``patient_sex``, ...; see :func:`prefiling_columns`)
+are read as metadata without being mapped. A request or summary that is not text a model
+can read (:func:`~imr_outcome.data.text_checks.check_text`) makes an error row; an empty
+(0-byte) input file is refused.
 
 Crash safety: CSV and JSON Lines outputs are appended one chunk at a time as whole lines
 (every output row is a single line), flushed and fsynced; Parquet outputs are written as
@@ -29,6 +39,7 @@ appends the rest, so a killed and resumed run writes the same rows as an uninter
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import io
@@ -48,6 +59,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from imr_outcome.data.schema import PREFILING_FIELDS
+from imr_outcome.data.text_checks import check_text
 from imr_outcome.errors import ImrOutcomeError, InvalidInputError
 from imr_outcome.serve.predictor import PredictInput, Predictor
 from imr_outcome.serve.schemas import Prediction
@@ -71,9 +83,12 @@ OUTPUT_COLUMNS: tuple[str, ...] = (
     "label",
     "evidence",
     "warnings",
+    "warning_details",
     "error",
     "row",
 )
+#: Output columns holding JSON lists: arrays in JSON Lines, JSON text in CSV and Parquet.
+JSON_COLUMNS: tuple[str, ...] = ("evidence", "warnings", "warning_details")
 #: The Parquet schema of the output (every column nullable).
 OUTPUT_SCHEMA = pa.schema(
     [
@@ -83,6 +98,7 @@ OUTPUT_SCHEMA = pa.schema(
         ("label", pa.string()),
         ("evidence", pa.string()),
         ("warnings", pa.string()),
+        ("warning_details", pa.string()),
         ("error", pa.string()),
         ("row", pa.int64()),
     ]
@@ -115,7 +131,7 @@ class ScoreSummary:
 
 
 @dataclass(frozen=True)
-class _Columns:
+class Columns:
     """Input column names."""
 
     id: str
@@ -130,7 +146,7 @@ class _Columns:
 
 
 @dataclass(frozen=True)
-class _RawRow:
+class RawRow:
     """One input row: its values, or why it cannot be read (and its raw id if known)."""
 
     row: int
@@ -149,7 +165,7 @@ def _format(path: Path, what: str) -> Format:
         ) from None
 
 
-def _one_line(message: str) -> str:
+def one_line(message: str) -> str:
     """A message on one line (output rows must be single lines)."""
     return " ".join(message.split())
 
@@ -161,6 +177,66 @@ def _has_surrogates(value: Any) -> bool:
 
 # ------------------------------------------------------------------------------ readers
 
+#: The 8-bit encoding chosen when charset-normalizer finds it as clean as its best guess.
+PREFERRED_8BIT = "cp1252"
+#: Bytes of lines with non-ASCII bytes handed to charset-normalizer (plus the file's start).
+DETECTION_SAMPLE_BYTES = 1 << 20
+
+
+def csv_encoding(path: Path) -> str:
+    """The text encoding of a CSV file: UTF-8 unless its bytes say otherwise.
+
+    A file whose non-ASCII bytes are all valid UTF-8 is UTF-8 (a BOM is skipped). A file
+    with some valid multi-byte UTF-8 characters is UTF-8 with damaged rows (they become
+    error rows). Otherwise (no valid UTF-8 multi-byte character at all: a legacy 8-bit
+    file such as Excel's cp1252 "CSV (Comma delimited)", or UTF-16) the encoding is
+    detected with charset-normalizer from the file's first 64 KiB and its lines holding
+    non-ASCII bytes (up to :data:`DETECTION_SAMPLE_BYTES`); :data:`PREFERRED_8BIT` wins a
+    tie with its best guess.
+
+    Args:
+        path: the CSV file.
+
+    Returns:
+        A Python codec name (``"utf-8-sig"``, ``"cp1252"``, ``"utf_16"``, ...).
+    """
+    from charset_normalizer import from_bytes
+
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
+    head = b""
+    sample: list[bytes] = []
+    sampled = 0
+    valid_utf8 = True
+    multibyte = False
+    with path.open("rb") as handle:
+        for line in handle:
+            if len(head) < 65536:
+                head += line[: 65536 - len(head)]
+            if line.isascii():
+                continue
+            if sampled < DETECTION_SAMPLE_BYTES:
+                sample.append(line)
+                sampled += len(line)
+            try:
+                decoder.decode(line)
+                multibyte = True
+            except UnicodeDecodeError:
+                valid_utf8 = False
+                decoder.reset()
+    if valid_utf8 or multibyte:
+        return "utf-8-sig"
+    matches = from_bytes(head + b"".join(sample))
+    best = matches.best()
+    if best is None:
+        return "utf-8-sig"
+    encoding = str(best.encoding)
+    # short samples tie between Western code pages (cp775, cp1250, cp1252 read "Café"
+    # equally cleanly); Excel's default on Western Windows is cp1252, so it wins a tie
+    if any(PREFERRED_8BIT in m.could_be_from_charset and m.chaos <= best.chaos for m in matches):
+        encoding = PREFERRED_8BIT
+    logger.info("%s: read as %s (not UTF-8)", path, encoding)
+    return encoding
+
 
 @contextlib.contextmanager
 def _csv_field_limit(limit: int) -> Iterator[None]:
@@ -171,27 +247,57 @@ def _csv_field_limit(limit: int) -> Iterator[None]:
         csv.field_size_limit(previous)
 
 
-def _check_columns(fmt: Format, path: Path, columns: _Columns) -> None:
+def _header(fmt: Format, path: Path, encoding: str) -> list[str] | None:
+    """The column names of a CSV header or Parquet schema; None for JSON Lines.
+
+    Raises:
+        InvalidInputError: an unreadable CSV header or Parquet file.
+    """
+    if fmt == "jsonl":
+        return None
+    if fmt == "parquet":
+        return list(_parquet(path).schema_arrow.names)
+    with (
+        path.open("r", encoding=encoding, errors="replace", newline="") as handle,
+        _csv_field_limit(CSV_FIELD_LIMIT),
+    ):
+        try:
+            return next(csv.reader(handle), [])
+        except csv.Error as exc:
+            raise InvalidInputError("input", f"{path}: unreadable header ({exc})") from exc
+
+
+def prefiling_columns(
+    header: Sequence[str] | None, explicit: Mapping[str, str], taken: Sequence[str]
+) -> dict[str, str]:
+    """Pre-filing metadata columns: ``explicit`` plus every column named like a field.
+
+    Args:
+        header: the input's column names, or None when unknown (JSON Lines: every
+            field is looked up by its own name in each object).
+        explicit: field -> column given by the caller (``--metadata-column``); it wins.
+        taken: the id, request and summary columns, never read as metadata.
+
+    Returns:
+        Field -> column, e.g. ``{"patient_age": "age", "patient_sex": "patient_sex"}``.
+    """
+    found = dict(explicit)
+    for field in PREFILING_FIELDS:
+        if field in found or field in taken:
+            continue
+        if header is None or field in header:
+            found[field] = field
+    return found
+
+
+def _check_columns(fmt: Format, path: Path, columns: Columns, header: list[str] | None) -> None:
     """Fail early when a CSV header or Parquet schema lacks a configured column.
 
     Raises:
         InvalidInputError: naming the option (``id_column``, ...) and the columns found.
     """
-    if fmt == "jsonl":
-        return
-    if fmt == "csv":
-        with (
-            path.open("r", encoding="utf-8-sig", errors="replace", newline="") as handle,
-            _csv_field_limit(CSV_FIELD_LIMIT),
-        ):
-            try:
-                header = next(csv.reader(handle), [])
-            except csv.Error as exc:
-                raise InvalidInputError("input", f"{path}: unreadable header ({exc})") from exc
-        if not header:
-            return  # an empty file has no rows to score
-    else:
-        header = _parquet(path).schema_arrow.names
+    if header is None or (fmt == "csv" and not header):
+        return  # JSON Lines, or a CSV file without a header line: no rows to score
     options = {"id_column": columns.id, "request_column": columns.request}
     options["summary_column"] = columns.summary
     options.update({f"metadata_columns[{k}]": v for k, v in columns.metadata.items()})
@@ -209,11 +315,11 @@ def _parquet(path: Path) -> pq.ParquetFile:
         raise InvalidInputError("input", f"{path}: not a readable Parquet file ({exc})") from exc
 
 
-def _read_csv(path: Path, columns: _Columns) -> Iterator[_RawRow]:
+def _read_csv(path: Path, columns: Columns, encoding: str) -> Iterator[RawRow]:
     """CSV rows; undecodable bytes, bad quoting or a wrong field count make a problem row."""
     with (
         _csv_field_limit(CSV_FIELD_LIMIT),
-        path.open("r", encoding="utf-8-sig", errors="surrogateescape", newline="") as handle,
+        path.open("r", encoding=encoding, errors="surrogateescape", newline="") as handle,
     ):
         reader = csv.reader(handle)
         header = next(reader, None)
@@ -228,7 +334,7 @@ def _read_csv(path: Path, columns: _Columns) -> Iterator[_RawRow]:
             except StopIteration:
                 return
             except csv.Error as exc:
-                yield _RawRow(row, None, f"unreadable row: {exc}")
+                yield RawRow(row, None, f"unreadable row: {exc}")
                 row += 1
                 continue
             if not fields:
@@ -238,17 +344,17 @@ def _read_csv(path: Path, columns: _Columns) -> Iterator[_RawRow]:
                 raw_id = None
             if len(fields) != len(header):
                 problem = f"unreadable row: expected {len(header)} fields, found {len(fields)}"
-                yield _RawRow(row, None, problem, raw_id)
+                yield RawRow(row, None, problem, raw_id)
             else:
                 values = {name: fields[position] for name, position in positions.items()}
                 if any(_has_surrogates(value) for value in values.values()):
-                    yield _RawRow(row, None, "unreadable row: not valid UTF-8 text", raw_id)
+                    yield RawRow(row, None, "unreadable row: not valid UTF-8 text", raw_id)
                 else:
-                    yield _RawRow(row, values)
+                    yield RawRow(row, values)
             row += 1
 
 
-def _read_jsonl(path: Path, columns: _Columns) -> Iterator[_RawRow]:
+def _read_jsonl(path: Path, columns: Columns) -> Iterator[RawRow]:
     """JSON Lines rows; invalid UTF-8, invalid JSON or a non-object make a problem row."""
     row = 0
     with path.open("rb") as handle:
@@ -268,13 +374,13 @@ def _read_jsonl(path: Path, columns: _Columns) -> Iterator[_RawRow]:
                         f"unreadable row: expected a JSON object, found {type(value).__name__}"
                     )
             if problem is None:
-                yield _RawRow(row, {name: value.get(name) for name in columns.needed})
+                yield RawRow(row, {name: value.get(name) for name in columns.needed})
             else:
-                yield _RawRow(row, None, problem)
+                yield RawRow(row, None, problem)
             row += 1
 
 
-def _read_parquet(path: Path, columns: _Columns, batch_size: int) -> Iterator[_RawRow]:
+def _read_parquet(path: Path, columns: Columns, batch_size: int) -> Iterator[RawRow]:
     """Parquet rows; a row group that fails to decode yields one problem row per row."""
     parquet = _parquet(path)
     row = 0
@@ -286,25 +392,27 @@ def _read_parquet(path: Path, columns: _Columns, batch_size: int) -> Iterator[_R
                 batch_size=batch_size, row_groups=[group], columns=columns.needed
             ):
                 for values in batch.to_pylist():
-                    yield _RawRow(row, values)
+                    yield RawRow(row, values)
                     row += 1
                     produced += 1
         except (pa.ArrowException, OSError) as exc:
             problem = f"unreadable row: row group {group} cannot be decoded ({exc})"
             for _ in range(expected - produced):
-                yield _RawRow(row, None, problem)
+                yield RawRow(row, None, problem)
                 row += 1
 
 
-def _read(fmt: Format, path: Path, columns: _Columns, chunk_size: int) -> Iterator[_RawRow]:
+def _read(
+    fmt: Format, path: Path, columns: Columns, chunk_size: int, encoding: str
+) -> Iterator[RawRow]:
     if fmt == "csv":
-        return _read_csv(path, columns)
+        return _read_csv(path, columns, encoding)
     if fmt == "jsonl":
         return _read_jsonl(path, columns)
     return _read_parquet(path, columns, chunk_size)
 
 
-def _count_rows(fmt: Format, path: Path) -> int:
+def _count_rows(fmt: Format, path: Path, encoding: str) -> int:
     """Data rows in the input (one extra pass for CSV and JSON Lines)."""
     if fmt == "parquet":
         return int(_parquet(path).metadata.num_rows)
@@ -313,7 +421,7 @@ def _count_rows(fmt: Format, path: Path) -> int:
             return sum(1 for line in handle if line.strip())
     with (
         _csv_field_limit(CSV_FIELD_LIMIT),
-        path.open("r", encoding="utf-8-sig", errors="surrogateescape", newline="") as handle,
+        path.open("r", encoding=encoding, errors="surrogateescape", newline="") as handle,
     ):
         reader = csv.reader(handle)
         count = -1  # the header
@@ -353,7 +461,7 @@ def normalize_id(value: Any, column: str) -> tuple[str | None, str | None]:
     return text, None
 
 
-def _metadata(values: Mapping[str, Any], columns: _Columns) -> tuple[dict[str, Any], str | None]:
+def _metadata(values: Mapping[str, Any], columns: Columns) -> tuple[dict[str, Any], str | None]:
     """Pre-filing metadata from the mapped columns; ages given as text become integers."""
     metadata: dict[str, Any] = {}
     for field, column in columns.metadata.items():
@@ -372,14 +480,14 @@ def _metadata(values: Mapping[str, Any], columns: _Columns) -> tuple[dict[str, A
 
 
 @dataclass(frozen=True)
-class _Prepared:
+class PreparedRow:
     row: int
     id: str | None
     item: PredictInput | None
     error: str | None
 
 
-def _prepare(raw: _RawRow, columns: _Columns, seen: set[str], max_chars: int) -> _Prepared:
+def prepare_row(raw: RawRow, columns: Columns, seen: set[str], max_chars: int) -> PreparedRow:
     """Validate one row; registers its id in ``seen`` (duplicates become errors)."""
     values = raw.values
     row_id, id_problem = normalize_id(
@@ -390,12 +498,12 @@ def _prepare(raw: _RawRow, columns: _Columns, seen: set[str], max_chars: int) ->
             id_problem = id_problem or f"id: duplicate of an earlier row's id {row_id!r}"
         seen.add(row_id)
     if values is None:
-        return _Prepared(raw.row, row_id, None, raw.problem or "unreadable row")
+        return PreparedRow(raw.row, row_id, None, raw.problem or "unreadable row")
     if id_problem is not None:
-        return _Prepared(raw.row, row_id, None, id_problem)
+        return PreparedRow(raw.row, row_id, None, id_problem)
     metadata, problem = _metadata(values, columns)
     if problem is not None:
-        return _Prepared(raw.row, row_id, None, problem)
+        return PreparedRow(raw.row, row_id, None, problem)
     request, summary = values.get(columns.request), values.get(columns.summary)
     try:
         item = PredictInput.of(
@@ -404,19 +512,22 @@ def _prepare(raw: _RawRow, columns: _Columns, seen: set[str], max_chars: int) ->
             metadata,
             max_chars=max_chars,
         )
+        check_text("request", item.request)
+        if item.summary:
+            check_text("summary", item.summary)
     except InvalidInputError as exc:
-        return _Prepared(raw.row, row_id, None, str(exc))
-    return _Prepared(raw.row, row_id, item, None)
+        return PreparedRow(raw.row, row_id, None, str(exc))
+    return PreparedRow(raw.row, row_id, item, None)
 
 
 # ------------------------------------------------------------------------------ scoring
 
 
-def _describe(exc: Exception) -> str:
+def describe_error(exc: Exception) -> str:
     return str(exc) if isinstance(exc, ImrOutcomeError) else f"{type(exc).__name__}: {exc}"
 
 
-def _predict(
+def predict_rows(
     predictor: Predictor, items: Sequence[PredictInput], explain: bool
 ) -> list[Prediction | str]:
     """Predictions for ``items``; when the batch fails, item by item (errors as text)."""
@@ -435,11 +546,11 @@ def _predict(
         except Exception as exc:  # one bad item must not lose the others
             logger.warning("an item failed: %s", type(exc).__name__)
             logger.debug("item failure", exc_info=True)
-            results.append(_describe(exc))
+            results.append(describe_error(exc))
     return results
 
 
-def _record(prepared: _Prepared, outcome: Prediction | str | None) -> dict[str, Any]:
+def _record(prepared: PreparedRow, outcome: Prediction | str | None) -> dict[str, Any]:
     record: dict[str, Any] = dict.fromkeys(OUTPUT_COLUMNS)
     record["id"], record["row"] = prepared.id, prepared.row
     if isinstance(outcome, Prediction):
@@ -447,11 +558,12 @@ def _record(prepared: _Prepared, outcome: Prediction | str | None) -> dict[str, 
             p_overturned=outcome.p_overturned,
             p_upheld=outcome.p_upheld,
             label=outcome.label,
-            evidence=json.dumps([span.model_dump() for span in outcome.evidence]),
-            warnings=json.dumps(outcome.warnings),
+            evidence=[span.model_dump() for span in outcome.evidence],
+            warnings=list(outcome.warnings),
+            warning_details=[detail.model_dump() for detail in outcome.warning_details],
         )
     else:
-        record["error"] = _one_line(prepared.error or outcome or "unknown error")
+        record["error"] = one_line(prepared.error or outcome or "unknown error")
     return record
 
 
@@ -480,7 +592,17 @@ class _Sink(Protocol):
 
 
 def _csv_text(value: Any) -> str:
+    if isinstance(value, list):
+        return json.dumps(value, ensure_ascii=False)
     return "" if value is None else repr(value) if isinstance(value, float) else str(value)
+
+
+def _as_json_text(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with its :data:`JSON_COLUMNS` lists as JSON text (CSV and Parquet)."""
+    return {
+        column: json.dumps(value, ensure_ascii=False) if isinstance(value, list) else value
+        for column, value in record.items()
+    }
 
 
 def _encode_csv(records: list[dict[str, Any]]) -> bytes:
@@ -620,7 +742,8 @@ class _ParquetSink:
         """Write ``records`` as the next part file (temporary name, fsync, rename)."""
         final = self.parts / _part_name(self._next)
         temporary = final.with_name(final.name + ".tmp")
-        pq.write_table(pa.Table.from_pylist(records, schema=OUTPUT_SCHEMA), temporary)
+        table = pa.Table.from_pylist([_as_json_text(r) for r in records], schema=OUTPUT_SCHEMA)
+        pq.write_table(table, temporary)
         with temporary.open("rb") as handle:
             os.fsync(handle.fileno())
         os.replace(temporary, final)
@@ -734,6 +857,10 @@ def score_file(
     in_format, out_format = _format(source, "input"), _format(target, "output")
     if not source.is_file():
         raise InvalidInputError("input", f"{source} does not exist or is not a file")
+    if source.stat().st_size == 0:
+        raise InvalidInputError(
+            "input", f"{source} is empty (0 bytes); give a file with a header and rows to score"
+        )
     if target.resolve() == source.resolve():
         raise InvalidInputError("output", f"{target} is the input file; choose another path")
     if chunk_size < 1:
@@ -745,16 +872,19 @@ def score_file(
             "metadata_columns",
             f"unknown or post-filing field(s) {unknown}; allowed: {list(PREFILING_FIELDS)}",
         )
-    columns = _Columns(id_column, request_column, summary_column, metadata)
-    _check_columns(in_format, source, columns)
-    total = _count_rows(in_format, source) if progress is not None else None
+    encoding = csv_encoding(source) if in_format == "csv" else "utf-8-sig"
+    header = _header(in_format, source, encoding)
+    metadata = prefiling_columns(header, metadata, [id_column, request_column, summary_column])
+    columns = Columns(id_column, request_column, summary_column, metadata)
+    _check_columns(in_format, source, columns, header)
+    total = _count_rows(in_format, source, encoding) if progress is not None else None
     sink = _open_sink(out_format, target, resume=resume, overwrite=overwrite)
     seen = {row_id for row_id in sink.done.values() if row_id is not None}
     rows = scored = failed = skipped = 0
     try:
         if progress is not None:
             progress(len(sink.done), total)
-        reader = _read(in_format, source, columns, chunk_size)
+        reader = _read(in_format, source, columns, chunk_size, encoding)
         while chunk := list(itertools.islice(reader, chunk_size)):
             rows += len(chunk)
             todo = []
@@ -763,10 +893,10 @@ def score_file(
                     _check_same_row(raw, sink.done[raw.row], columns, target)
                     skipped += 1
                 else:
-                    todo.append(_prepare(raw, columns, seen, predictor.max_chars))
+                    todo.append(prepare_row(raw, columns, seen, predictor.max_chars))
             if not todo:
                 continue
-            outcomes = iter(_predict(predictor, [p.item for p in todo if p.item], explain))
+            outcomes = iter(predict_rows(predictor, [p.item for p in todo if p.item], explain))
             records = [_record(p, next(outcomes) if p.item else None) for p in todo]
             sink.write(records)
             chunk_failed = sum(r["error"] is not None for r in records)
@@ -781,7 +911,7 @@ def score_file(
     return ScoreSummary(rows, scored, failed, skipped, sink.failed_existing)
 
 
-def _check_same_row(raw: _RawRow, written_id: str | None, columns: _Columns, output: Path) -> None:
+def _check_same_row(raw: RawRow, written_id: str | None, columns: Columns, output: Path) -> None:
     """A skipped row's id must match the output's, or the output is another input's.
 
     Raises:

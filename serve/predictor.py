@@ -30,9 +30,14 @@ from imr_outcome.serve.warnings import (
     WARN_SHORT_SUMMARY,
     WARN_SUMMARY_VOCABULARY,
     Source,
+    WarningDetail,
     clinical_terms,
+    custom_warning,
     encoder_ood_warning,
     input_source,
+    short_summary_warning,
+    source_warning,
+    vocabulary_warning,
     windows_warning,
 )
 from imr_outcome.train.attribution import IG_STEPS
@@ -180,6 +185,7 @@ class Predictor:
         explain: bool = True,
         top_k: int = 5,
         source: Source | None = None,
+        deadline: float | None = None,
     ) -> Prediction:
         """Predict one item.
 
@@ -190,18 +196,26 @@ class Predictor:
             explain: also compute evidence spans (offsets into ``request`` / ``summary``).
             top_k: evidence spans per direction, >= 1.
             source: the data source if known (``"dwc"`` for a letter), else inferred.
+            deadline: a :func:`time.monotonic` value by which the evidence must be done,
+                or None for no limit (see :meth:`predict_batch`).
 
         Returns:
             The calibrated prediction with warnings (and evidence when asked).
 
         Raises:
             InvalidInputError: invalid input, naming the field.
+            DeadlineExceededError: ``deadline`` passed while computing evidence.
         """
         item = PredictInput.of(request, summary, metadata, source=source, max_chars=self.max_chars)
-        return self.predict_batch([item], explain=explain, top_k=top_k)[0]
+        return self.predict_batch([item], explain=explain, top_k=top_k, deadline=deadline)[0]
 
     def predict_batch(
-        self, items: Sequence[PredictInput], *, explain: bool = False, top_k: int = 5
+        self,
+        items: Sequence[PredictInput],
+        *,
+        explain: bool = False,
+        top_k: int = 5,
+        deadline: float | None = None,
     ) -> list[Prediction]:
         """Predict many items with one batched probability computation.
 
@@ -209,6 +223,10 @@ class Predictor:
             items: n validated inputs (see :meth:`PredictInput.of`).
             explain: also compute evidence spans, one item at a time.
             top_k: evidence spans per direction, >= 1.
+            deadline: a :func:`time.monotonic` value handed to
+                :meth:`OutcomeModel.explain <imr_outcome.train.model.OutcomeModel.explain>`,
+                which stops between batches of integrated-gradients windows once it has
+                passed; None for no limit. Scoring itself is not interrupted.
 
         Returns:
             n predictions, in input order.
@@ -217,6 +235,7 @@ class Predictor:
             InvalidInputError: an item's text is longer than :attr:`max_chars` (named
                 ``items[i].request`` / ``items[i].summary``), or the model rejects an
                 input (e.g. a request too long for a transformer window).
+            DeadlineExceededError: ``deadline`` passed while computing evidence.
         """
         if top_k < 1:
             raise InvalidInputError("top_k", f"expected at least 1, got {top_k}")
@@ -249,12 +268,16 @@ class Predictor:
                     threshold=self.threshold,
                     model_name=self.model_name,
                     model_version=self.model_version,
-                    evidence=self._evidence(item, model_input, top_k) if explain else [],
-                    warnings=self.warnings(
-                        item,
-                        model_input,
-                        int(scores.windows[index]),
-                        None if distances is None else float(distances[index]),
+                    evidence=(
+                        self._evidence(item, model_input, top_k, deadline) if explain else []
+                    ),
+                    **Prediction.warning_fields(
+                        self.warnings(
+                            item,
+                            model_input,
+                            int(scores.windows[index]),
+                            None if distances is None else float(distances[index]),
+                        )
                     ),
                 )
             )
@@ -266,7 +289,7 @@ class Predictor:
         model_input: ModelInput,
         n_windows: int = 1,
         ood_distance: float | None = None,
-    ) -> list[str]:
+    ) -> list[WarningDetail]:
         """The reasons to trust a prediction for ``item`` less (see the module docstring).
 
         Args:
@@ -280,37 +303,32 @@ class Predictor:
             Warnings in a fixed order: summary length, windows, vocabulary, source, OOD.
         """
         classifier = self.model.classifier
-        found: list[str] = []
-        if classifier.reads_summary and len(item.summary.split()) < MIN_SUMMARY_WORDS:
-            found.append(WARN_SHORT_SUMMARY)
+        found: list[WarningDetail] = []
+        summary_words = len(item.summary.split())
+        if classifier.reads_summary and summary_words < MIN_SUMMARY_WORDS:
+            found.append(short_summary_warning(summary_words))
         if n_windows > 1:
             found.append(windows_warning(n_windows))
-        if (
-            classifier.reads_request
-            and len(clinical_terms(item.request)) < MIN_REQUEST_CLINICAL_TERMS
-        ):
-            found.append(WARN_REQUEST_VOCABULARY)
-        if (
-            classifier.reads_summary
-            and item.summary.strip()
-            and len(clinical_terms(item.summary)) < MIN_SUMMARY_CLINICAL_TERMS
-        ):
-            found.append(WARN_SUMMARY_VOCABULARY)
+        request_terms = len(clinical_terms(item.request))
+        if classifier.reads_request and request_terms < MIN_REQUEST_CLINICAL_TERMS:
+            found.append(vocabulary_warning("request", request_terms))
+        if classifier.reads_summary and item.summary.strip():
+            summary_terms = len(clinical_terms(item.summary))
+            if summary_terms < MIN_SUMMARY_CLINICAL_TERMS:
+                found.append(vocabulary_warning("summary", summary_terms))
         source = input_source(item.metadata, item.source)
         trained_on = self.model.info.split
-        if source == "dwc" and trained_on == "dmhc":
-            found.append(WARN_DMHC_MODEL_ON_DWC)
-        elif source == "dmhc" and trained_on == "dwc":
-            found.append(WARN_DWC_MODEL_ON_DMHC)
+        if source is not None and trained_on in ("dwc", "dmhc") and source != trained_on:
+            found.append(source_warning(source, cast(Source, trained_on)))
         detector = classifier.ood
         if ood_distance is not None and detector is not None and ood_distance >= detector.threshold:
             found.append(encoder_ood_warning(ood_distance, detector.threshold, detector.quantile))
         if self.ood_detector is not None and (ood := self.ood_detector(model_input)):
-            found.append(ood)
+            found.append(custom_warning(ood))
         return found
 
     def _evidence(
-        self, item: PredictInput, model_input: ModelInput, top_k: int
+        self, item: PredictInput, model_input: ModelInput, top_k: int, deadline: float | None
     ) -> list[EvidenceSpan]:
         """Evidence spans from :func:`imr_outcome.serve.evidence.explain`."""
         return evidence.explain(
@@ -320,4 +338,5 @@ class Predictor:
             item.summary,
             top_k=top_k,
             n_steps=self.explain_steps,
+            deadline=deadline,
         )

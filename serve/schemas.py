@@ -6,9 +6,11 @@ can highlight ``request[start:end]`` or ``summary[start:end]`` directly.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from imr_outcome.serve.warnings import WarningDetail
 
 Direction = Literal["Overturned", "Upheld"]
 
@@ -55,7 +57,10 @@ class Prediction(BaseModel):
             ``"local"`` for an unregistered model directory).
         evidence: spans, strongest first within each direction (empty when not asked).
         warnings: reasons to trust this prediction less (short summary, chunked input,
-            out-of-distribution text, other data source than training).
+            out-of-distribution text, other data source than training), as plain-language
+            messages that say what to do.
+        warning_details: the same warnings, in the same order, with a stable ``code`` and
+            the ``figures`` behind each (see :mod:`imr_outcome.serve.warnings`).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -68,3 +73,24 @@ class Prediction(BaseModel):
     model_version: str
     evidence: list[EvidenceSpan] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
+    warning_details: list[WarningDetail] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _warnings_match_details(self) -> Prediction:
+        if self.warning_details and self.warnings != [w.message for w in self.warning_details]:
+            raise ValueError("warnings must be the messages of warning_details, in order")
+        return self
+
+    @classmethod
+    def warning_fields(cls, details: list[WarningDetail]) -> dict[str, list[Any]]:
+        """``warnings`` and ``warning_details`` keyword arguments for ``details``."""
+        return {"warnings": [w.message for w in details], "warning_details": list(details)}
+
+    def with_warning(self, detail: WarningDetail) -> Prediction:
+        """A copy with ``detail`` appended to ``warnings`` and ``warning_details``."""
+        return self.model_copy(
+            update={
+                "warnings": [*self.warnings, detail.message],
+                "warning_details": [*self.warning_details, detail],
+            }
+        )

@@ -73,14 +73,14 @@ from pyspark.sql.pandas.functions import pandas_udf
 from imr_outcome.data.schema import PREFILING_FIELDS
 from imr_outcome.errors import InvalidInputError
 from imr_outcome.serve.batch import (
+    Columns,
+    PreparedRow,
+    RawRow,
     ScoreSummary,
-    _Columns,
-    _describe,
-    _one_line,
-    _predict,
-    _prepare,
-    _Prepared,
-    _RawRow,
+    describe_error,
+    one_line,
+    predict_rows,
+    prepare_row,
 )
 from imr_outcome.serve.predictor import MAX_TEXT_CHARS, Predictor
 from imr_outcome.serve.schemas import Prediction
@@ -196,21 +196,21 @@ def _result(error: str | None, outcome: Prediction | str | None) -> dict[str, An
             "error": None,
         }
     return dict.fromkeys(PREDICTION_FIELDS) | {
-        "error": _one_line(error or outcome or "unknown error")
+        "error": one_line(error or outcome or "unknown error")
     }
 
 
-def _prepare_record(record: Mapping[Any, Any], columns: _Columns, max_chars: int) -> _Prepared:
+def _prepare_record(record: Mapping[Any, Any], columns: Columns, max_chars: int) -> PreparedRow:
     """One UDF input row through :mod:`~imr_outcome.serve.batch`'s row checks."""
     values = {str(name): value for name, value in record.items()}
     problem, duplicate = values.pop(_PROBLEM), values.pop(_DUPLICATE)
-    raw = _RawRow(0, None if problem else values, problem, values[columns.id])
+    raw = RawRow(0, None if problem else values, problem, values[columns.id])
     seen = {str(values[columns.id])} if duplicate else set()
-    return _prepare(raw, columns, seen, max_chars)
+    return prepare_row(raw, columns, seen, max_chars)
 
 
 def score_frame(
-    predictor: Predictor, frame: pd.DataFrame, columns: _Columns, batch_size: int
+    predictor: Predictor, frame: pd.DataFrame, columns: Columns, batch_size: int
 ) -> pd.DataFrame:
     """Score one Arrow batch of UDF input with the local rules (runs on the executors).
 
@@ -228,15 +228,15 @@ def score_frame(
     records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
     results: list[dict[str, Any]] = []
     for start in range(0, len(records), batch_size):
-        prepared: list[_Prepared | str] = []
+        prepared: list[PreparedRow | str] = []
         for record in records[start : start + batch_size]:
             try:
                 prepared.append(_prepare_record(record, columns, predictor.max_chars))
             except Exception as exc:  # a row the rules did not foresee must not fail the job
                 logger.warning("a row could not be prepared: %s", type(exc).__name__)
-                prepared.append(_describe(exc))
-        items = [p.item for p in prepared if isinstance(p, _Prepared) and p.item is not None]
-        outcomes = iter(_predict(predictor, items, explain=False))
+                prepared.append(describe_error(exc))
+        items = [p.item for p in prepared if isinstance(p, PreparedRow) and p.item is not None]
+        outcomes = iter(predict_rows(predictor, items, explain=False))
         for p in prepared:
             if isinstance(p, str):
                 results.append(_result(p, None))
@@ -245,7 +245,7 @@ def score_frame(
     return pd.DataFrame(results, columns=list(PREDICTION_FIELDS))
 
 
-def _scoring_udf(model_name: str, max_chars: int, columns: _Columns, batch_size: int) -> Any:
+def _scoring_udf(model_name: str, max_chars: int, columns: Columns, batch_size: int) -> Any:
     """The iterator pandas UDF: a struct of inputs in, a :data:`PREDICTION_TYPE` out."""
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -278,7 +278,7 @@ def _with_row_index(df: DataFrame, column: str) -> DataFrame:
     return indexed.withColumn(column, position + start)
 
 
-def _check_schema(df: DataFrame, columns: _Columns, reserved: Mapping[str, str]) -> None:
+def _check_schema(df: DataFrame, columns: Columns, reserved: Mapping[str, str]) -> None:
     """Fail before any job when a column is missing or of a type no row could pass.
 
     Raises:
@@ -372,7 +372,7 @@ def score_dataframe(
             "metadata_columns",
             f"unknown or post-filing field(s) {unknown}; allowed: {list(PREFILING_FIELDS)}",
         )
-    columns = _Columns(id_column, request_column, summary_column, metadata)
+    columns = Columns(id_column, request_column, summary_column, metadata)
     _check_schema(df, columns, {"prediction_column": prediction_column, "row_column": row_column})
     if prediction_column == row_column:
         raise InvalidInputError("row_column", "must differ from prediction_column")
@@ -467,7 +467,7 @@ def read_input(
         return frame, _CORRUPT
     except AnalysisException as exc:
         raise InvalidInputError(
-            "input", f"{source}: cannot be read ({_one_line(str(exc))})"
+            "input", f"{source}: cannot be read ({one_line(str(exc))})"
         ) from exc
 
 

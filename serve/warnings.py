@@ -1,21 +1,27 @@
-"""Reasons to trust a prediction less: warning texts, the clinical lexicon, the source check.
+"""Reasons to trust a prediction less: warnings, the clinical lexicon, the source check.
 
-Every :class:`~imr_outcome.serve.schemas.Prediction` carries warnings, stable
-human-readable strings, where they apply (see :meth:`Predictor.warnings
-<imr_outcome.serve.predictor.Predictor.warnings>`):
+Every :class:`~imr_outcome.serve.schemas.Prediction` carries its warnings twice (see
+:meth:`Predictor.warnings <imr_outcome.serve.predictor.Predictor.warnings>`):
+``warnings``, the plain-language messages a person reads (each says what to do), and
+``warning_details``, one :class:`WarningDetail` per message with a stable ``code`` and the
+``figures`` behind it. The codes (:data:`WarningCode`):
 
-- :data:`WARN_SHORT_SUMMARY`: the case summary has fewer than :data:`MIN_SUMMARY_WORDS`
-  words (models that read the summary).
-- ``"input split into N windows"`` (:func:`windows_warning`): windowed kinds only, the
-  text does not fit one window of ``max_length`` tokens, so window logits are aggregated.
-- :data:`WARN_REQUEST_VOCABULARY` / :data:`WARN_SUMMARY_VOCABULARY`: the text holds almost
-  no clinical vocabulary (see :func:`clinical_terms`), so it is unlike any training text.
-- :data:`WARN_DMHC_MODEL_ON_DWC` / :data:`WARN_DWC_MODEL_ON_DMHC`: the input comes from
-  another source than the model was trained on (see :func:`input_source`).
-- ``"text unlike the training items: encoder distance ..."`` (:func:`encoder_ood_warning`):
-  models saved with an out-of-distribution detector
-  (:class:`~imr_outcome.train.ood.MahalanobisOod`), when the input's encoder embedding is at
-  least the 99th percentile of the training items' Mahalanobis distances away.
+- ``short_summary`` (:func:`short_summary_warning`): the case summary has fewer than
+  :data:`MIN_SUMMARY_WORDS` words (models that read the summary).
+- ``split_into_windows`` (:func:`windows_warning`): windowed kinds only, the text does not
+  fit one window of ``max_length`` tokens, so window logits are aggregated.
+- ``request_not_clinical`` / ``summary_not_clinical`` (:func:`vocabulary_warning`): the
+  text holds almost no clinical vocabulary (see :func:`clinical_terms`), so it is unlike
+  any training text.
+- ``dmhc_model_on_dwc`` / ``dwc_model_on_dmhc`` (:func:`source_warning`): the input comes
+  from another source than the model was trained on (see :func:`input_source`).
+- ``unlike_training_text`` (:func:`encoder_ood_warning`): models saved with an
+  out-of-distribution detector (:class:`~imr_outcome.train.ood.MahalanobisOod`), when the
+  input's encoder embedding is at least the 99th percentile of the training items'
+  Mahalanobis distances away.
+- ``evidence_not_computed`` (:func:`evidence_budget_warning`): the HTTP API skipped the
+  evidence of an item over its ``max_explain_chars``.
+- ``custom_check`` (:func:`custom_warning`): a caller's own out-of-distribution hook.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from imr_outcome.data.model_input import MetadataValue
 
@@ -33,16 +41,6 @@ MIN_SUMMARY_WORDS = 30
 MIN_REQUEST_CLINICAL_TERMS = 1
 #: Distinct clinical terms a non-empty summary needs.
 MIN_SUMMARY_CLINICAL_TERMS = 2
-
-WARN_SHORT_SUMMARY = "summary too short to be informative"
-WARN_REQUEST_VOCABULARY = "request unlike training data: no clinical vocabulary"
-WARN_SUMMARY_VOCABULARY = "summary unlike training data: almost no clinical vocabulary"
-WARN_DMHC_MODEL_ON_DWC = (
-    "model trained on DMHC health-plan cases, input looks like a DWC workers' compensation letter"
-)
-WARN_DWC_MODEL_ON_DMHC = (
-    "model trained on DWC workers' compensation letters, input looks like a DMHC health-plan case"
-)
 
 #: Metadata fields only the DMHC table has; their presence marks an input as DMHC.
 DMHC_ONLY_FIELDS: tuple[str, ...] = (
@@ -56,19 +54,151 @@ DWC_ONLY_FIELDS: tuple[str, ...] = ("patient_age",)
 
 Source = Literal["dwc", "dmhc"]
 
+#: Warning codes, stable for machines (the message wording may change). A code names the
+#: reason; the figures behind it go in :attr:`WarningDetail.figures`.
+WarningCode = Literal[
+    "short_summary",
+    "split_into_windows",
+    "request_not_clinical",
+    "summary_not_clinical",
+    "dmhc_model_on_dwc",
+    "dwc_model_on_dmhc",
+    "unlike_training_text",
+    "evidence_not_computed",
+    "custom_check",
+]
 
-def windows_warning(n_windows: int) -> str:
-    """The warning for an input cut into ``n_windows`` (> 1) token windows."""
-    return f"input split into {n_windows} windows"
+WARN_SHORT_SUMMARY = (
+    "The case summary is very short, so the model has little to go on; treat the estimate "
+    "as rough, or add the full case summary."
+)
+WARN_REQUEST_VOCABULARY = (
+    "The request names no treatment, test, drug or body part the model knows; check that it "
+    "says what was requested, and treat the estimate as rough."
+)
+WARN_SUMMARY_VOCABULARY = (
+    "The case summary has almost no medical wording, unlike the case summaries the model "
+    "learned from; treat the estimate as rough."
+)
+WARN_DMHC_MODEL_ON_DWC = (
+    "This model learned from health-plan (DMHC) cases, but this looks like a workers' "
+    "compensation (DWC) letter; use a model trained on DWC letters, or treat the estimate "
+    "as rough."
+)
+WARN_DWC_MODEL_ON_DMHC = (
+    "This model learned from workers' compensation (DWC) letters, but this looks like a "
+    "health-plan (DMHC) case; use a model trained on DMHC cases, or treat the estimate as "
+    "rough."
+)
+WARN_WINDOWS = (
+    "The text is longer than the model reads at once, so it was read in overlapping parts "
+    "and their results combined; the estimate may miss links between distant passages."
+)
+WARN_UNLIKE_TRAINING = (
+    "This text reads unlike the IMR letters the model learned from; treat the estimate as rough."
+)
+WARN_EVIDENCE_NOT_COMPUTED = (
+    "Evidence was not computed because the text is longer than this server explains; the "
+    "estimate itself uses the whole text. Shorten the summary to see evidence."
+)
+
+#: Every code's message, for the codes whose message is fixed.
+MESSAGES: dict[str, str] = {
+    "short_summary": WARN_SHORT_SUMMARY,
+    "split_into_windows": WARN_WINDOWS,
+    "request_not_clinical": WARN_REQUEST_VOCABULARY,
+    "summary_not_clinical": WARN_SUMMARY_VOCABULARY,
+    "dmhc_model_on_dwc": WARN_DMHC_MODEL_ON_DWC,
+    "dwc_model_on_dmhc": WARN_DWC_MODEL_ON_DMHC,
+    "unlike_training_text": WARN_UNLIKE_TRAINING,
+    "evidence_not_computed": WARN_EVIDENCE_NOT_COMPUTED,
+}
 
 
-def encoder_ood_warning(distance: float, threshold: float, quantile: float) -> str:
-    """The warning for an input whose encoder embedding lies far from the training items
-    (Mahalanobis ``distance`` at or above ``threshold``, the training ``quantile``)."""
-    return (
-        f"text unlike the training items: encoder distance {distance:.1f} >= {threshold:.1f} "
-        f"(the {quantile:.0%} quantile of training items)"
+class WarningDetail(BaseModel):
+    """One reason to trust a prediction less, for people and for machines.
+
+    Attributes:
+        code: what kind of reason (see :data:`WarningCode`); stable across releases.
+        message: what it means and what to do, in plain language (the text a person reads;
+            also listed in ``Prediction.warnings``).
+        figures: the numbers behind it, by name (e.g. ``{"summary_words": 12,
+            "min_summary_words": 30}``); units are in the names' documentation below.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    code: WarningCode
+    message: str
+    figures: dict[str, int | float] = Field(default_factory=dict)
+
+
+def short_summary_warning(summary_words: int) -> WarningDetail:
+    """A summary of ``summary_words`` (< :data:`MIN_SUMMARY_WORDS`) whitespace-separated
+    words; figures ``summary_words``, ``min_summary_words``."""
+    return WarningDetail(
+        code="short_summary",
+        message=WARN_SHORT_SUMMARY,
+        figures={"summary_words": summary_words, "min_summary_words": MIN_SUMMARY_WORDS},
     )
+
+
+def windows_warning(n_windows: int) -> WarningDetail:
+    """An input cut into ``n_windows`` (> 1) token windows; figure ``windows``."""
+    return WarningDetail(
+        code="split_into_windows", message=WARN_WINDOWS, figures={"windows": n_windows}
+    )
+
+
+def vocabulary_warning(field: Literal["request", "summary"], terms: int) -> WarningDetail:
+    """A ``field`` with only ``terms`` distinct clinical terms (see :func:`clinical_terms`);
+    figures ``clinical_terms``, ``min_clinical_terms``."""
+    if field == "request":
+        return WarningDetail(
+            code="request_not_clinical",
+            message=WARN_REQUEST_VOCABULARY,
+            figures={"clinical_terms": terms, "min_clinical_terms": MIN_REQUEST_CLINICAL_TERMS},
+        )
+    return WarningDetail(
+        code="summary_not_clinical",
+        message=WARN_SUMMARY_VOCABULARY,
+        figures={"clinical_terms": terms, "min_clinical_terms": MIN_SUMMARY_CLINICAL_TERMS},
+    )
+
+
+def source_warning(input_from: Source, trained_on: Source) -> WarningDetail:
+    """An input from ``input_from`` scored by a model trained on the other source."""
+    if input_from == trained_on:
+        raise ValueError(f"no warning: input and model are both {input_from}")
+    if input_from == "dwc":
+        return WarningDetail(code="dmhc_model_on_dwc", message=WARN_DMHC_MODEL_ON_DWC)
+    return WarningDetail(code="dwc_model_on_dmhc", message=WARN_DWC_MODEL_ON_DMHC)
+
+
+def encoder_ood_warning(distance: float, threshold: float, quantile: float) -> WarningDetail:
+    """An input whose encoder embedding lies far from the training items: Mahalanobis
+    ``distance`` at or above ``threshold``, the training ``quantile`` (in (0, 1)) of the
+    training items' distances; figures ``encoder_distance``, ``threshold``, ``quantile``."""
+    return WarningDetail(
+        code="unlike_training_text",
+        message=WARN_UNLIKE_TRAINING,
+        figures={"encoder_distance": distance, "threshold": threshold, "quantile": quantile},
+    )
+
+
+def evidence_budget_warning(n_chars: int, max_explain_chars: int) -> WarningDetail:
+    """An item of ``n_chars`` characters (request + summary) predicted without evidence
+    because it is over ``max_explain_chars``; figures ``chars``, ``max_explain_chars``."""
+    return WarningDetail(
+        code="evidence_not_computed",
+        message=WARN_EVIDENCE_NOT_COMPUTED,
+        figures={"chars": n_chars, "max_explain_chars": max_explain_chars},
+    )
+
+
+def custom_warning(message: str) -> WarningDetail:
+    """A warning from a caller's own check (``Predictor(ood_detector=...)``), as given."""
+    return WarningDetail(code="custom_check", message=message)
 
 
 # ------------------------------------------------------------------ clinical vocabulary

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -28,3 +31,23 @@ def test_pypdf_warnings_are_dropped_unless_verbose(caplog: pytest.LogCaptureFixt
     with caplog.at_level(logging.INFO):
         logging.getLogger("pypdf._reader").warning("incorrect startxref pointer(1)")
     assert [r.getMessage() for r in caplog.records] == ["incorrect startxref pointer(1)"]
+
+
+def test_progress_bars_and_transformers_warnings_are_off_unless_verbose() -> None:
+    # a fresh interpreter: transformers reads the settings when it is first imported
+    code = (
+        "from imr_outcome.logs import quiet_libraries; quiet_libraries(False); "
+        "import logging, huggingface_hub.utils as h; from transformers.utils import logging as t; "
+        "print(h.are_progress_bars_disabled(), t.is_progress_bar_enabled(), "
+        "logging.getLogger('transformers').level, logging.getLogger('pypdf').level)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "TRANSFORMERS_VERBOSITY"},
+    )
+
+    assert done.stdout.split() == ["True", "False", str(logging.ERROR), str(logging.ERROR)]

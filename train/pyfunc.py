@@ -54,6 +54,23 @@ def _metadata(row: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
+def _text(row: dict[str, Any], column: str, n: int) -> str:
+    """Row ``n``'s ``column`` as text; a missing (null/NaN) summary is ``""``.
+
+    Raises:
+        InvalidInputError: a missing or empty request (never scored as the text "None").
+    """
+    value = row.get(column)
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        value = ""
+    text = str(value)
+    if column == "request" and not text.strip():
+        raise InvalidInputError(
+            f"request[{n}]", "is missing or empty; give the requested treatment or item"
+        )
+    return text
+
+
 class ImrOutcomePyfunc(PythonModel):
     """Calibrated P(Upheld), P(Overturned) and the label at the saved threshold."""
 
@@ -77,7 +94,8 @@ class ImrOutcomePyfunc(PythonModel):
             A DataFrame with ``p_upheld``, ``p_overturned`` (rows sum to 1) and ``label``.
 
         Raises:
-            InvalidInputError: a required column is missing or a request is empty.
+            InvalidInputError: a required column is missing, or a request is missing
+                (null) or empty (named ``request[<row>]``).
         """
         missing = {"request", "summary"} - set(model_input.columns)
         if missing:
@@ -87,8 +105,8 @@ class ImrOutcomePyfunc(PythonModel):
         ]
         metadata = [_metadata(row) for row in rows]
         inputs = [
-            build_model_input(str(row["request"]), str(row["summary"] or ""), meta)
-            for row, meta in zip(rows, metadata, strict=True)
+            build_model_input(_text(row, "request", n), _text(row, "summary", n) or "", meta)
+            for n, (row, meta) in enumerate(zip(rows, metadata, strict=True))
         ]
         scores = self.model.score(inputs, metadata)
         return pd.DataFrame(

@@ -27,6 +27,7 @@ from imr_outcome.serve.api import STATIC_DIR, create_app
 from imr_outcome.serve.api_limits import InFlightGate, Saturated, ServeSettings
 from imr_outcome.serve.predictor import PredictInput, Predictor
 from imr_outcome.serve.schemas import Prediction
+from imr_outcome.serve.warnings import WARN_SHORT_SUMMARY, WARN_SUMMARY_VOCABULARY
 from imr_outcome.train.model import CalibratedModel
 from imr_outcome.train.run import TrainResult
 
@@ -282,9 +283,18 @@ def test_explained_spans_index_the_strings_sent(client: TestClient) -> None:
 def test_warnings_are_returned(client: TestClient) -> None:
     response = client.post("/v1/predict", json={"request": REQUEST, "summary": "Short."})
 
-    assert response.json()["warnings"] == [
-        "summary too short to be informative",
-        "summary unlike training data: almost no clinical vocabulary",
+    assert response.json()["warnings"] == [WARN_SHORT_SUMMARY, WARN_SUMMARY_VOCABULARY]
+    assert response.json()["warning_details"] == [
+        {
+            "code": "short_summary",
+            "message": WARN_SHORT_SUMMARY,
+            "figures": {"summary_words": 1, "min_summary_words": 30},
+        },
+        {
+            "code": "summary_not_clinical",
+            "message": WARN_SUMMARY_VOCABULARY,
+            "figures": {"clinical_terms": 0, "min_clinical_terms": 2},
+        },
     ]
 
 

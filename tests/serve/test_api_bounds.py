@@ -27,10 +27,11 @@ from api_stub import (
 from fastapi.testclient import TestClient
 
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.serve.api import _answer_or_give_up, create_app, evidence_budget_warning
+from imr_outcome.serve.api import _answer_or_give_up, create_app
 from imr_outcome.serve.api_errors import ClientGone, TimedOut
 from imr_outcome.serve.api_limits import InFlightGate, Saturated, ServeSettings
 from imr_outcome.serve.predictor import Predictor
+from imr_outcome.serve.warnings import evidence_budget_warning
 
 BODY = {"request": REQUEST, "summary": SUMMARY}
 
@@ -159,12 +160,11 @@ def test_items_over_the_evidence_budget_get_no_evidence_and_a_warning(
         plain = client.post("/v1/predict", json={**long, "explain": False})
 
     predictions = batch.json()["predictions"]
-    warning = evidence_budget_warning(n_long, budget)
-    assert warning == (
-        f"Evidence was not computed: the request and summary have {n_long:,} characters, "
-        "more than this server explains (300). The estimate itself uses the whole text; "
-        "shorten the summary to see evidence."
-    )
+    detail = evidence_budget_warning(n_long, budget)
+    assert detail.figures == {"chars": n_long, "max_explain_chars": 300}
+    warning = detail.message
+    assert warning.startswith("Evidence was not computed")
+    assert detail.model_dump() in predictions[0]["warning_details"]
     assert [bool(p["evidence"]) for p in predictions] == [False, True, False]
     assert [warning in p["warnings"] for p in predictions] == [True, False, True]
     assert predictions[0]["p_overturned"] == single.json()["p_overturned"]

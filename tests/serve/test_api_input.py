@@ -18,6 +18,7 @@ from imr_outcome.serve.api import create_app
 from imr_outcome.serve.api_limits import ServeSettings
 from imr_outcome.serve.api_schemas import Metadata
 from imr_outcome.serve.predictor import Predictor
+from imr_outcome.serve.warnings import WARN_SHORT_SUMMARY
 
 from conftest import LETTER_FIXTURES
 
@@ -145,7 +146,7 @@ def test_a_summary_left_out_is_none_and_predicted(client: TestClient) -> None:
     response = client.post("/v1/predict", json={"request": REQUEST})
 
     assert response.status_code == 200
-    assert "summary too short to be informative" in response.json()["warnings"]
+    assert WARN_SHORT_SUMMARY in response.json()["warnings"]
 
 
 # ------------------------------------------------------------------------ metadata

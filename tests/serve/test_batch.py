@@ -23,7 +23,14 @@ from typer.testing import CliRunner
 
 from imr_outcome.cli import app
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.serve.batch import OUTPUT_COLUMNS, ScoreSummary, parts_dir, score_file
+from imr_outcome.serve.batch import (
+    OUTPUT_COLUMNS,
+    ScoreSummary,
+    csv_encoding,
+    parts_dir,
+    prefiling_columns,
+    score_file,
+)
 from imr_outcome.serve.predictor import PredictInput, Predictor
 from imr_outcome.train.run import TrainResult
 
@@ -128,6 +135,10 @@ def entries_for(fmt: str) -> list[Entry]:
     base = good(2000).values
     assert base is not None
     if fmt == "csv":
+        # valid UTF-8 elsewhere makes the file UTF-8, so the cp1252 byte below is damage
+        rows[0] = dataclasses.replace(
+            rows[0], values={**(rows[0].values or {}), "item": "Physiothérapie 6 sessions"}
+        )
         rows.insert(
             1,
             Entry(None, b"wide,a,b,c,d,e\n", "wide", "unreadable row: expected 5 fields, found 6"),
@@ -183,6 +194,11 @@ def write_input(path: Path, entries: list[Entry]) -> Path:
     return path
 
 
+def lists(value: Any) -> Any:
+    """A list column's value: JSON text in CSV and Parquet, an array in JSON Lines."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
 def read_output(path: Path) -> list[dict[str, Any]]:
     """Output rows with typed values (CSV text converted back)."""
     if path.suffix == ".parquet":
@@ -227,8 +243,16 @@ def test_every_input_row_appears_once_with_a_result_or_an_error(
             assert row["error"] == entry.error
         if row["error"] is not None:
             assert [
-                row[c] for c in ("p_overturned", "p_upheld", "label", "evidence", "warnings")
-            ] == [None] * 5
+                row[c]
+                for c in (
+                    "p_overturned",
+                    "p_upheld",
+                    "label",
+                    "evidence",
+                    "warnings",
+                    "warning_details",
+                )
+            ] == [None] * 6
     n_failed = sum(e.error is not None for e in entries)
     assert summary == ScoreSummary(len(entries), len(entries) - n_failed, n_failed, 0, 0)
     assert list(out[0]) == list(OUTPUT_COLUMNS)
@@ -251,8 +275,13 @@ def test_every_input_row_appears_once_with_a_result_or_an_error(
         atol=1e-12,
     )
     assert [r["label"] for r, _ in scored] == [p.label for p in expected]
-    assert [json.loads(r["warnings"]) for r, _ in scored] == [p.warnings for p in expected]
-    assert all(json.loads(r["evidence"]) == [] for r, _ in scored)
+    assert [lists(r["warnings"]) for r, _ in scored] == [p.warnings for p in expected]
+    assert [lists(r["warning_details"]) for r, _ in scored] == [
+        [w.model_dump() for w in p.warning_details] for p in expected
+    ]
+    assert all(lists(r["evidence"]) == [] for r, _ in scored)
+    if fmt == "jsonl":  # arrays, not JSON text
+        assert all(isinstance(r["warnings"], list) for r, _ in scored)
     if fmt == "parquet":
         assert not parts_dir(target).exists()
 
@@ -542,3 +571,103 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_output(
     out = read_output(killed)
     assert [r["row"] for r in out] == list(range(len(entries)))
     assert [r["id"] for r in out] == [e.id for e in entries]
+
+
+# ------------------------------------------------------------------------ papercuts
+
+
+def test_a_cp1252_csv_from_excel_scores_with_its_accents(
+    predictor: Predictor, tmp_path: Path
+) -> None:
+    source = tmp_path / "excel.csv"
+    lines = [
+        "case_id,item,background",
+        f"a,Physiothérapie 6 sessions,{SUMMARY}Café owner.",
+        f"b,Physical therapy 6 sessions,{SUMMARY}Naïve follow-up.",
+    ]
+    source.write_bytes(("\r\n".join(lines) + "\r\n").encode("cp1252"))
+    assert csv_encoding(source) == "cp1252"
+
+    summary = score_file(source, tmp_path / "scored.jsonl", predictor, **COLUMNS)
+
+    assert (summary.scored, summary.failed) == (2, 0)
+    out = read_output(tmp_path / "scored.jsonl")
+    expected = predictor.predict_batch(
+        [
+            PredictInput.of("Physiothérapie 6 sessions", f"{SUMMARY}Café owner."),
+            PredictInput.of("Physical therapy 6 sessions", f"{SUMMARY}Naïve follow-up."),
+        ]
+    )
+    assert [r["p_overturned"] for r in out] == pytest.approx([p.p_overturned for p in expected])
+
+
+def test_a_utf8_file_with_one_damaged_row_stays_utf8(tmp_path: Path) -> None:
+    source = tmp_path / "mixed.csv"
+    source.write_bytes(b"id,request\n1,Physioth\xc3\xa9rapie\n2,Caf\xe9\n")
+
+    assert csv_encoding(source) == "utf-8-sig"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_an_empty_input_is_refused_with_exit_2(
+    store: TrainResult, tmp_path: Path, suffix: str
+) -> None:
+    source = tmp_path / f"empty{suffix}"
+    source.write_bytes(b"")
+
+    result = runner.invoke(app, ["score", str(source), "--out", str(tmp_path / "out.csv")])
+
+    assert result.exit_code == 2, result.output
+    assert "is empty (0 bytes)" in " ".join(result.output.split())
+    assert not (tmp_path / "out.csv").exists()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_columns_named_like_prefiling_fields_are_used_and_validated(
+    predictor: Predictor, tmp_path: Path, fmt: str
+) -> None:
+    rows = [
+        {"case_id": "a", "item": "Physical therapy", "background": SUMMARY, "patient_age": "44"},
+        {"case_id": "b", "item": "Physical therapy", "background": SUMMARY, "patient_age": "old"},
+        {"case_id": "c", "item": "Physical therapy", "background": SUMMARY, "patient_age": ""},
+    ]
+    source = tmp_path / f"items.{fmt}"
+    if fmt == "csv":
+        with source.open("w", encoding="utf-8", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+    score_file(source, tmp_path / "scored.jsonl", predictor, **COLUMNS)
+
+    out = read_output(tmp_path / "scored.jsonl")
+    (with_age,) = predictor.predict_batch(
+        [PredictInput.of("Physical therapy", SUMMARY, {"patient_age": 44})]
+    )
+    (without,) = predictor.predict_batch([PredictInput.of("Physical therapy", SUMMARY)])
+    assert out[0]["p_overturned"] == pytest.approx(with_age.p_overturned)
+    assert out[1]["error"] == "metadata.patient_age: expected an integer 0-120, got 'old'"
+    assert out[2]["p_overturned"] == pytest.approx(without.p_overturned)
+    assert prefiling_columns(["patient_sex", "sex", "id"], {"patient_age": "age"}, ["id"]) == {
+        "patient_age": "age",
+        "patient_sex": "patient_sex",
+    }
+
+
+def test_text_a_model_cannot_read_makes_an_error_row(predictor: Predictor, tmp_path: Path) -> None:
+    rows = [
+        {"case_id": "a", "item": "12/3", "background": SUMMARY},
+        {"case_id": "b", "item": "Physical therapy", "background": "?!"},
+        {"case_id": "c", "item": "Physical therapy", "background": ""},
+    ]
+    source = tmp_path / "items.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+    score_file(source, tmp_path / "scored.jsonl", predictor, **COLUMNS)
+
+    errors = [r["error"] for r in read_output(tmp_path / "scored.jsonl")]
+    assert errors[0] is not None and errors[0].startswith("request: has no letters")
+    assert errors[1] is not None and errors[1].startswith("summary: has no letters")
+    assert errors[2] is None

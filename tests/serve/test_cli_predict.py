@@ -16,6 +16,7 @@ from imr_outcome.data.letters import parse_letter_file
 from imr_outcome.data.model_input import MetadataValue, ModelInput, build_model_input
 from imr_outcome.data.schema import Letter
 from imr_outcome.serve.schemas import EvidenceSpan
+from imr_outcome.serve.warnings import WARN_SHORT_SUMMARY
 from imr_outcome.train.model import OutcomeModel
 from imr_outcome.train.run import TrainResult
 
@@ -115,6 +116,7 @@ def _fake_explain(
     *,
     top_k: int = 5,
     n_steps: int = 32,
+    deadline: float | None = None,
 ) -> list[EvidenceSpan]:
     return [
         EvidenceSpan(
@@ -148,11 +150,12 @@ def test_predict_free_text_with_a_summary_file(
     output = _flat(shown.output)
     assert "toward Overturned 0.500 request: 'MRI'" in output
     assert "toward Upheld 0.250 summary: 'Chronic'" in output
-    assert "warning: summary too short to be informative" in output
+    assert f"warning: {WARN_SHORT_SUMMARY}" in output
     (prediction,) = json.loads(as_json.stdout)
     assert prediction["actual"] is None
     assert [s["text"] for s in prediction["evidence"]] == ["MRI", "Chronic"]
-    assert prediction["warnings"] == ["summary too short to be informative"]
+    assert prediction["warnings"] == [WARN_SHORT_SUMMARY]
+    assert [w["code"] for w in prediction["warning_details"]] == ["short_summary"]
 
 
 @pytest.mark.parametrize(

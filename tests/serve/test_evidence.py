@@ -3,6 +3,7 @@ from __future__ import annotations
 import itertools
 import re
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -11,7 +12,7 @@ import torch
 
 from imr_outcome.data.model_input import MetadataValue, ModelInput, build_model_input
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError
-from imr_outcome.serve.evidence import explain
+from imr_outcome.serve.evidence import CANDIDATE_FACTOR, content_bounds, explain, to_span
 from imr_outcome.serve.schemas import EvidenceSpan
 from imr_outcome.train.attribution import (
     Attribution,
@@ -158,17 +159,24 @@ def test_directions_follow_the_sign_of_the_summed_token_attributions(
     tokens = token_attributions(classifier, model_input, n_steps=512)
 
     spans = explain(transformer, model_input, request, summary, top_k=50, n_steps=512)
+    stretches = transformer.explain(model_input, request, summary, top_k=150, n_steps=512)
 
     assert max(span.weight for span in spans) > 1.0  # not a flat path: signs mean something
     for span in spans:
+        # a span is a stretch trimmed to its content words; its weight is the stretch's
+        (stretch,) = [
+            s
+            for s in stretches
+            if s.field == span.field and s.start <= span.start and span.end <= s.end
+        ]
         inside = [
             t.score
             for t in tokens
-            if t.field == span.field and span.start <= t.start and t.end <= span.end
+            if t.field == span.field and stretch.start <= t.start and t.end <= stretch.end
         ]
-        assert sum(inside) == pytest.approx(
-            span.weight if span.direction == "Overturned" else -span.weight, rel=1e-6, abs=1e-9
-        )
+        assert sum(inside) == pytest.approx(stretch.score, rel=1e-6, abs=1e-9)
+        assert span.weight == abs(stretch.score)
+        assert span.direction == ("Overturned" if stretch.score > 0 else "Upheld")
     weights = [span.weight for span in spans]
     assert weights == sorted(weights, reverse=True)
 
@@ -425,3 +433,73 @@ def test_explain_rejects_an_input_built_from_other_text(tfidf: TfidfLogReg) -> N
         explain(model, model_input, REQUEST + " ", CUE[1])
     with pytest.raises(InvalidInputError, match="top_k: expected an integer >= 1, found 0"):
         explain(model, model_input, REQUEST, CUE[1], top_k=0)
+
+
+# ------------------------------------------------------------- content-word trimming
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("of the lumbar spine,", "lumbar spine"),
+        ("(Norco 10/325mg #90)", "Norco 10/325mg #90"),
+        ("the patient's", "patient's"),
+        ("is not medically necessary.", "not medically necessary"),
+        ("without improvement", "without improvement"),
+        ("MRI of the", "MRI"),
+        ("of the", None),
+        ("a", None),
+        ("...", None),
+        ("état of", "état"),
+    ],
+)
+def test_spans_are_trimmed_to_their_content_words(text: str, expected: str | None) -> None:
+    summary = f"Seen today: {text} Follow-up in two weeks."
+    start = summary.index(text)
+    stretch = Attribution("summary", start, start + len(text), -0.75)
+
+    span = to_span(stretch, "MRI", summary)
+
+    if expected is None:
+        assert span is None
+        assert content_bounds(text) is None
+    else:
+        assert span is not None
+        assert span.text == expected == summary[span.start : span.end]
+        assert (span.weight, span.direction) == (0.75, "Upheld")
+
+
+def test_function_word_stretches_are_dropped_and_replaced_by_the_next_strongest(
+    monkeypatch: pytest.MonkeyPatch, tfidf: TfidfLogReg
+) -> None:
+    request = "MRI of the lumbar spine"
+    summary = "Pain is not improving with the medications."
+
+    def at(field: Literal["request", "summary"], words: str, score: float) -> Attribution:
+        start = (request if field == "request" else summary).index(words)
+        return Attribution(field, start, start + len(words), score)
+
+    stretches = [
+        at("request", "of the", 2.0),  # dropped
+        at("request", "MRI", 1.5),
+        at("summary", "not improving", 1.0),
+        at("summary", "with the", -0.9),  # dropped
+        at("request", "lumbar spine", -0.5),
+    ]
+    asked: list[int] = []
+
+    def fake_explain(*args: object, top_k: int, **kwargs: object) -> list[Attribution]:
+        asked.append(top_k)
+        return stretches
+
+    model = _wrap(tfidf, "tfidf_coefficients")
+    monkeypatch.setattr(model, "explain", fake_explain)
+
+    spans = explain(model, build_model_input(request, summary), request, summary, top_k=2)
+
+    assert asked == [2 * CANDIDATE_FACTOR]
+    assert [(s.text, s.direction, s.weight) for s in spans] == [
+        ("MRI", "Overturned", 1.5),
+        ("not improving", "Overturned", 1.0),
+        ("lumbar spine", "Upheld", 0.5),
+    ]

@@ -401,6 +401,7 @@ def test_the_out_of_distribution_hook_adds_its_warning(store: Store) -> None:
     prediction = hooked.predict(REQUEST, SUMMARY, explain=False)
 
     assert prediction.warnings == ["far from the training data"]
+    assert [w.code for w in prediction.warning_details] == ["custom_check"]
     assert seen == [build_model_input(REQUEST, SUMMARY)]
 
 
@@ -448,8 +449,9 @@ def test_windows_are_counted_with_the_model_s_tokenizer(
         load_tokenizer(str(tiny_bert), 64), [build_model_input(REQUEST, long_summary)], 64, 16
     )
     assert len(windows) > 2
-    assert long.warnings == [windows_warning(len(windows))]
-    assert windows_warning(len(windows)) == f"input split into {len(windows)} windows"
+    assert long.warning_details == [windows_warning(len(windows))]
+    assert long.warning_details[0].figures == {"windows": len(windows)}
+    assert long.warnings == [long.warning_details[0].message]
     assert short.warnings == [WARN_SHORT_SUMMARY]
     assert long.p_upheld + long.p_overturned == pytest.approx(1.0)
 
@@ -473,12 +475,14 @@ def test_the_encoder_distance_warns_on_text_far_from_the_training_items(
     before = predictor.predict(REQUEST, SUMMARY, explain=False)
     far = predictor.predict(REQUEST, far_text, explain=False)
 
-    assert not any(w.startswith("text unlike the training items") for w in before.warnings)
-    assert encoder_ood_warning(far_d, classifier.ood.threshold, 0.99) in far.warnings
-    assert encoder_ood_warning(12.345, 6.0, 0.99) == (
-        "text unlike the training items: encoder distance 12.3 >= 6.0 "
-        "(the 99% quantile of training items)"
-    )
+    assert "unlike_training_text" not in [w.code for w in before.warning_details]
+    assert encoder_ood_warning(far_d, classifier.ood.threshold, 0.99) in far.warning_details
+    assert encoder_ood_warning(12.345, 6.0, 0.99).model_dump() == {
+        "code": "unlike_training_text",
+        "message": "This text reads unlike the IMR letters the model learned from; treat the "
+        "estimate as rough.",
+        "figures": {"encoder_distance": 12.345, "threshold": 6.0, "quantile": 0.99},
+    }
     # The probabilities come from the same forward passes as without the detector.
     classifier.ood = None
     assert predictor.predict(REQUEST, far_text, explain=False).p_overturned == pytest.approx(
@@ -505,6 +509,7 @@ def test_evidence_comes_from_the_evidence_module_only_when_asked(
         *,
         top_k: int = 5,
         n_steps: int = 32,
+        deadline: float | None = None,
     ) -> list[EvidenceSpan]:
         assert model is predictor.model
         assert model_input == build_model_input(request, summary)

@@ -1,0 +1,43 @@
+"""The MLflow pyfunc wrapper: a missing request is an error, never the text "None"."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from imr_outcome.errors import InvalidInputError
+from imr_outcome.train.baselines import TfidfLogReg
+from imr_outcome.train.config import TfidfConfig, TrainingConfig
+from imr_outcome.train.pyfunc import ImrOutcomePyfunc
+
+from toy_cue import REQUEST, toy_inputs, toy_items, wrap_toy
+
+
+@pytest.fixture(scope="module")
+def pyfunc() -> ImrOutcomePyfunc:
+    items, labels = toy_items(24, 0)
+    classifier = TfidfLogReg(TfidfConfig(min_df=1), TrainingConfig()).fit(
+        toy_inputs(items), np.asarray(labels)
+    )
+    wrapped = ImrOutcomePyfunc()
+    wrapped.model = wrap_toy(classifier, "none")
+    return wrapped
+
+
+@pytest.mark.parametrize("missing", [None, np.nan, "  "])
+def test_a_missing_request_is_an_error_naming_the_row(
+    pyfunc: ImrOutcomePyfunc, missing: object
+) -> None:
+    frame = pd.DataFrame({"request": [REQUEST, missing], "summary": ["Gait is normal.", "x"]})
+
+    with pytest.raises(InvalidInputError, match=r"^request\[1\]: is missing or empty"):
+        pyfunc.predict(None, frame)  # type: ignore[arg-type]
+
+
+def test_a_missing_summary_is_scored_as_no_summary(pyfunc: ImrOutcomePyfunc) -> None:
+    frame = pd.DataFrame({"request": [REQUEST] * 3, "summary": [None, np.nan, ""]})
+
+    scored = pyfunc.predict(None, frame)  # type: ignore[arg-type]
+
+    assert scored["p_overturned"].nunique() == 1

@@ -21,6 +21,7 @@ configs. Loading unpickles code: load only model directories you trust.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -42,6 +43,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
+from imr_outcome.data.counterfactuals import normalize_text
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.data.schema import LABELS, PREFILING_FIELDS
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
@@ -170,7 +172,10 @@ def ngram_spans(text: str, ngram: str) -> list[tuple[int, int]]:
     Returns:
         ``(start, end)`` character offsets into ``text``, in text order; ``text[start:end]``
         runs from the first character of the first word to the last character of the
-        last word. Empty when the n-gram does not occur.
+        last word. When the n-gram is not in ``text`` itself, it is looked up in the
+        normalised text of :func:`normalized_lowercase` and each match is mapped back with
+        ``NormalizedText.to_source_span`` (a span covering a rewritten phrase covers the
+        whole original phrase). Empty when the n-gram occurs in neither.
 
     Raises:
         InvalidInputError: ``ngram`` holds no word of two or more word characters.
@@ -180,6 +185,20 @@ def ngram_spans(text: str, ngram: str) -> list[tuple[int, int]]:
         raise InvalidInputError(
             "ngram", f"expected words of two or more letters or digits, found {ngram!r}"
         )
+    found = _find_words(text, wanted)
+    if found:
+        return found
+    # A feature of a normalising model (model.normalize): find it in the normalised text
+    # and map it back, so "patient" highlights the caller's "injured worker".
+    normalized = normalize_text(text, dates=True, sex=True)
+    if normalized.text == text:
+        return []
+    spans = {normalized.to_source_span(*span) for span in _find_words(normalized.text, wanted)}
+    return sorted(spans)
+
+
+def _find_words(text: str, wanted: list[str]) -> list[tuple[int, int]]:
+    """Spans of every run of tokens of ``text`` equal to ``wanted``."""
     tokens = _tokens_with_offsets(text)
     words = [word for word, _, _ in tokens]
     n = len(wanted)
@@ -421,6 +440,21 @@ class MajorityClassifier(_SklearnClassifier):
 # ----------------------------------------------------------------------------- tf-idf
 
 
+@functools.lru_cache(maxsize=8192)
+def normalized_lowercase(text: str) -> str:
+    """The TF-IDF preprocessor of ``model.normalize``: house style, date formats and the
+    patient's sex normalised (:func:`imr_outcome.data.counterfactuals.normalize_text` with
+    ``dates=True, sex=True``), then lowercased.
+
+    The normalisation lives in the vectorizer, not in ``build_model_input``, so the text
+    and offsets every other kind and the evidence code see are the caller's own. Evidence
+    n-grams that exist only in normalised form (e.g. "patient" for "injured worker") are
+    not found in the caller's text and give no span. Cached: cross-validation tokenizes
+    the same items many times.
+    """
+    return normalize_text(text, dates=True, sex=True).text.lower()
+
+
 class TfidfLogReg(_SklearnClassifier):
     """Word n-gram TF-IDF of the request and the summary, kept apart, then logistic regression.
 
@@ -448,8 +482,10 @@ class TfidfLogReg(_SklearnClassifier):
         return rows
 
     def _vectorizer(self) -> TfidfVectorizer:
+        normalize = getattr(self.model, "normalize", False)  # False in older pickles
         return TfidfVectorizer(
             lowercase=True,
+            preprocessor=normalized_lowercase if normalize else None,
             token_pattern=TOKEN_PATTERN,
             ngram_range=(1, cast(TfidfConfig, self.model).ngram_max),
             min_df=cast(TfidfConfig, self.model).min_df,

@@ -42,7 +42,11 @@ SUMMARY = (
     "exercise program. The physician documented functional improvement and return to "
     "full duty."
 )
-HEADLINE = re.compile(r"^(Likely|Leaning) (upheld|overturned) \u2014 \d{1,3}%$")
+HEADLINE = re.compile(
+    r"^((Likely|Leaning) (upheld|overturned) \u2014 \d{1,3}%"
+    r"|(Likely upheld|Uncertain|Likely overturned|Insufficient information) \u2014 "
+    r"\d{1,3}% chance of Overturned)$"
+)
 
 
 def _browser_or_skip() -> Any:

@@ -479,3 +479,12 @@ def test_save_before_fit_raises_not_fitted(tmp_path: Path) -> None:
         TfidfLogReg(*_configs()).save(tmp_path)
 
     assert not (tmp_path / CLASSIFIER_FILE).exists()
+
+
+def test_a_normalised_ngram_is_found_in_the_caller_s_house_style() -> None:
+    text = "The injured worker has low back pain since 3/17/14."
+    # "patient has" exists only in the normalised text; its span covers the original phrase
+    (span,) = ngram_spans(text, "patient has")
+    assert text[span[0] : span[1]] == "injured worker has"
+    assert ngram_spans(text, "back pain") == [(text.index("back"), text.index(" since"))]
+    assert ngram_spans(text, "knee") == []

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from imr_outcome.cli import app
 from imr_outcome.errors import InvalidInputError
+from imr_outcome.serve.batch import score_file
 from imr_outcome.serve.predictor import Predictor
 
 from model_factory import registered_tfidf_store
@@ -73,3 +77,47 @@ def test_text_without_letters_is_invalid_input(
     with pytest.raises(InvalidInputError) as caught:
         predictor.predict(request_text, summary, explain=False)
     assert caught.value.field == field
+
+
+def test_batch_scoring_gives_an_error_row_for_a_summary_without_letters(
+    predictor: Predictor, tmp_path: Path
+) -> None:
+    source = tmp_path / "items.csv"
+    with source.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["case_id", "item", "background"])
+        writer.writerow(["good", REQUEST, SUMMARY])
+        writer.writerow(["blank", REQUEST, "  \t "])
+        writer.writerow(["symbols", REQUEST, "?! -- 12/3"])
+    target = tmp_path / "scored.csv"
+    score_file(
+        source,
+        target,
+        predictor,
+        id_column="case_id",
+        request_column="item",
+        summary_column="background",
+    )
+    with target.open(encoding="utf-8") as handle:
+        rows = {row["id"]: row for row in csv.DictReader(handle)}
+    assert rows["good"]["error"] == ""
+    assert rows["blank"]["error"] == "summary: is empty; write it out in words"
+    assert rows["symbols"]["error"].startswith("summary: has no letters")
+    assert rows["symbols"]["p_overturned"] == ""
+
+
+def test_the_cli_exits_2_for_a_summary_without_letters(predictor: Predictor) -> None:
+    result = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            "--model",
+            "models:/imr-outcome@champion",
+            "--request",
+            REQUEST,
+            "--summary",
+            " \x01 ?!",
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    assert "summary" in result.output

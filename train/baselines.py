@@ -84,6 +84,8 @@ PRIOR_CLIP: tuple[float, float] = (1e-6, 1.0 - 1e-6)
 #: TF-IDF fields: feature-name prefix -> the ModelInput segment it reads. "request" is
 #: segment A (the metadata prefix followed by the request), "summary" is segment B.
 SEGMENTS: dict[str, str] = {"request": "text", "summary": "text_pair"}
+#: Feature-name prefix of the one vocabulary over request + summary (``segments: joint``).
+JOINT = "text"
 
 #: Columns of the metadata model: the pre-filing fields, then the request category.
 METADATA_COLUMNS: tuple[str, ...] = (*PREFILING_FIELDS, "request")
@@ -455,10 +457,48 @@ def normalized_lowercase(text: str) -> str:
     return normalize_text(text, dates=True, sex=True).text.lower()
 
 
-class TfidfLogReg(_SklearnClassifier):
-    """Word n-gram TF-IDF of the request and the summary, kept apart, then logistic regression.
+#: Joins the request and the summary in the joint column; n-grams never cross it.
+SEGMENT_SEPARATOR = "\x1e"
 
-    Each segment gets its own ``TfidfVectorizer`` (words 1..``model.ngram_max``,
+
+class JointAnalyzer:
+    """Word 1..``ngram_max``-grams of each segment of a joined document, pooled.
+
+    The segments (split on :data:`SEGMENT_SEPARATOR`) are analyzed exactly as a
+    ``TfidfVectorizer`` with :data:`TOKEN_PATTERN` (lowercase, optionally
+    :func:`normalized_lowercase`) would, so no n-gram spans the request/summary border
+    and :func:`ngram_spans` finds every feature in one segment. Picklable.
+    """
+
+    def __init__(self, ngram_max: int, normalize: bool) -> None:
+        self.ngram_max = ngram_max
+        self.normalize = normalize
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"ngram_max": self.ngram_max, "normalize": self.normalize}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["ngram_max"], state["normalize"])  # type: ignore[misc]
+
+    def __call__(self, document: str) -> list[str]:
+        analyze = getattr(self, "_analyze", None)
+        if analyze is None:
+            analyze = self._analyze = TfidfVectorizer(
+                lowercase=True,
+                preprocessor=normalized_lowercase if self.normalize else None,
+                token_pattern=TOKEN_PATTERN,
+                ngram_range=(1, self.ngram_max),
+            ).build_analyzer()
+        return [gram for part in document.split(SEGMENT_SEPARATOR) for gram in analyze(part)]
+
+
+class TfidfLogReg(_SklearnClassifier):
+    """Word n-gram TF-IDF of the request and the summary, then logistic regression.
+
+    ``segments: joint`` (default): one ``TfidfVectorizer`` over request + newline +
+    summary; each feature is attributed to the segment it occurs in (the summary when in
+    both). ``segments: separate``: each segment gets its own ``TfidfVectorizer`` (words
+    1..``model.ngram_max``,
     ``min_df=model.min_df``, lowercase, ``tf = 1 + log(count)`` (``sublinear_tf``), smooth
     idf, rows L2-normalized; scikit-learn user guide §6.2.3.4), so "MRI" in the request and
     "MRI" in the summary are two features, ``request:mri`` and ``summary:mri``. The request
@@ -476,9 +516,10 @@ class TfidfLogReg(_SklearnClassifier):
     def _features(
         self, inputs: Sequence[ModelInput], metadata: Sequence[Mapping[str, Any]] | None
     ) -> Any:
-        rows = np.empty((len(inputs), 2), dtype=object)
+        rows = np.empty((len(inputs), 3), dtype=object)
         rows[:, 0] = [item.text for item in inputs]
         rows[:, 1] = [item.text_pair for item in inputs]
+        rows[:, 2] = [f"{item.text}{SEGMENT_SEPARATOR}{item.text_pair}" for item in inputs]
         return rows
 
     def _vectorizer(self) -> TfidfVectorizer:
@@ -493,11 +534,20 @@ class TfidfLogReg(_SklearnClassifier):
         )
 
     def _fit_estimator(self, features: Any, y: npt.NDArray[np.int64]) -> Any:
-        fields = [
-            (prefix, self._vectorizer(), column)
-            for column, prefix in enumerate(SEGMENTS)
-            if any(_TOKEN_RE.search(text) for text in features[:, column])
-        ]
+        if getattr(self.model, "segments", "separate") == "joint":
+            model = cast(TfidfConfig, self.model)
+            joint = TfidfVectorizer(
+                analyzer=JointAnalyzer(model.ngram_max, model.normalize),
+                min_df=model.min_df,
+                sublinear_tf=True,
+            )
+            fields = [(JOINT, joint, 2)]
+        else:
+            fields = [
+                (prefix, self._vectorizer(), column)
+                for column, prefix in enumerate(SEGMENTS)
+                if any(_TOKEN_RE.search(text) for text in features[:, column])
+            ]
         if not fields:
             raise InvalidInputError(
                 "inputs", "no request or summary holds a word; nothing to learn from"
@@ -559,6 +609,8 @@ class TfidfLogReg(_SklearnClassifier):
         found: list[tuple[str, str, float]] = []
         for column, weight in zip(row.indices, row.data, strict=True):
             prefix, _, ngram = names[column].partition(":")
+            if prefix == JOINT:  # one vocabulary: the segment where the n-gram occurs
+                prefix = "summary" if ngram_spans(item.text_pair, ngram) else "request"
             found.append((SEGMENTS[prefix], ngram, float(coefficients[column] * weight)))
         found.sort(key=lambda entry: abs(entry[2]), reverse=True)
         return found

@@ -577,6 +577,18 @@ def _print_prediction(
         f"[bold]{prediction.label}[/] P(Overturned)={prediction.p_overturned:.3f} "
         f"(threshold {prediction.threshold:.3f})"
     )
+    if prediction.band is not None:  # models saved with a decision rule
+        verdict = (
+            f"[bold]{prediction.band}[/]: P(Overturned) {prediction.p_overturned:.0%}, "
+            f"{prediction.relative_risk:.1f}\N{MULTIPLICATION SIGN} the usual rate of "
+            f"{prediction.base_rate:.0%} "
+            f"({escape(prediction.band_reason)}); label {prediction.label}"
+        )
+        if prediction.band_accuracy is not None:
+            verdict += (
+                f"\n  on held-out letters this band was right {prediction.band_accuracy:.0%} "
+                f"of the time (n={prediction.band_support})"
+            )
     if actual is not None:
         mark = "[green]match[/]" if actual == prediction.label else "[red]miss[/]"
         verdict += f"  actual: [bold]{actual}[/] {mark}"

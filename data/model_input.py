@@ -52,7 +52,11 @@ class ModelInput:
 
 
 def metadata_prefix(metadata: Mapping[str, MetadataValue] | None) -> str:
-    """Render pre-filing metadata as a short sentence, e.g. ``"48-year-old male. "``.
+    """Render pre-filing metadata as a short sentence, e.g. ``"48-year-old patient. "``.
+
+    ``patient_sex`` is validated but never rendered: the patient's sex must not move a
+    text model's score (issue 10's invariance check); metadata-only kinds read it from the
+    metadata dict instead.
 
     Args:
         metadata: values keyed by names from :data:`PREFILING_FIELDS`; None or missing
@@ -74,15 +78,13 @@ def metadata_prefix(metadata: Mapping[str, MetadataValue] | None) -> str:
             f"unknown or post-filing field(s) {unknown}; allowed: {list(PREFILING_FIELDS)}",
         )
     parts: list[str] = []
-    age, sex = metadata.get("patient_age"), metadata.get("patient_sex")
+    age = metadata.get("patient_age")
     if age is not None:
         if not isinstance(age, int) or not 0 <= age <= 120:
             raise InvalidInputError(
                 "metadata.patient_age", f"expected an integer 0-120, got {age!r}"
             )
-        parts.append(f"{age}-year-old {sex or 'patient'}")
-    elif sex:
-        parts.append(f"{sex} patient")
+        parts.append(f"{age}-year-old patient")
     if metadata.get("age_range"):
         parts.append(f"age {metadata['age_range']}")
     if metadata.get("imr_type"):

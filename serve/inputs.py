@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from imr_outcome.data.model_input import MetadataValue, metadata_prefix
+from imr_outcome.data.text_checks import check_text
 from imr_outcome.errors import InvalidInputError
 from imr_outcome.serve.warnings import Source
 
@@ -59,7 +60,14 @@ class PredictInput(BaseModel):
     def _request_not_empty(cls, value: str) -> str:
         if not value.strip():
             raise InvalidInputError("request", "is empty; give the requested treatment or item")
-        return value
+        return check_text("request", value)
+
+    # The API's rule (imr_outcome.data.text_checks): "" means no summary; a summary given
+    # must hold a letter.
+    @field_validator("summary")
+    @classmethod
+    def _summary_text(cls, value: str) -> str:
+        return value if value == "" else check_text("summary", value)
 
     @field_validator("request", "summary")
     @classmethod

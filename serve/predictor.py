@@ -41,6 +41,7 @@ from imr_outcome.serve.warnings import (
     windows_warning,
 )
 from imr_outcome.train.attribution import IG_STEPS
+from imr_outcome.train.decision import DecisionRule
 from imr_outcome.train.model import OutcomeModel
 
 logger = logging.getLogger(__name__)
@@ -118,6 +119,7 @@ class Predictor:
         self.max_chars = max_chars
         self.explain_steps = explain_steps
         self.ood_detector = ood_detector
+        self.decision = DecisionRule.from_dict(model.info.decision) if model.info.decision else None
         self._overturned = model.info.labels.index(LABELS[1])
         self._upheld = model.info.labels.index(LABELS[0])
 
@@ -260,12 +262,14 @@ class Predictor:
             p_overturned = min(max(float(proba[index, self._overturned]), 0.0), 1.0)
             p_upheld = min(max(float(proba[index, self._upheld]), 0.0), 1.0)
             label = cast(Direction, scores.labels[index])
+            distance = None if distances is None else float(distances[index])
             predictions.append(
                 Prediction(
                     p_overturned=p_overturned,
                     p_upheld=p_upheld,
                     label=label,
                     threshold=self.threshold,
+                    **self.decision_fields(item, p_overturned, distance),
                     model_name=self.model_name,
                     model_version=self.model_version,
                     evidence=(
@@ -282,6 +286,45 @@ class Predictor:
                 )
             )
         return predictions
+
+    def decision_fields(
+        self, item: PredictInput, p_overturned: float, ood_distance: float | None = None
+    ) -> dict[str, Any]:
+        """The ``Prediction`` fields of the artifact's band rule for one item.
+
+        Args:
+            item: the validated input.
+            p_overturned: its calibrated P(Overturned).
+            ood_distance: its encoder distance (models with an OOD detector), else None.
+
+        Returns:
+            ``base_rate``, ``relative_risk``, ``band``, ``band_reason``, ``band_accuracy``
+            and ``band_support``; ``{}`` for a model saved without a rule.
+        """
+        rule = self.decision
+        if rule is None:
+            return {}
+        classifier = self.model.classifier
+        detector = classifier.ood
+        band, reason = rule.decide(
+            p_overturned,
+            summary_words=len(item.summary.split()) if classifier.reads_summary else None,
+            clinical_terms=len(clinical_terms(item.request) | clinical_terms(item.summary)),
+            out_of_distribution=(
+                ood_distance is not None
+                and detector is not None
+                and ood_distance >= detector.threshold
+            ),
+        )
+        record = rule.records.get(band)
+        return {
+            "base_rate": rule.base_rate,
+            "relative_risk": rule.relative_risk(p_overturned),
+            "band": band,
+            "band_reason": reason,
+            "band_accuracy": record.accuracy if record else None,
+            "band_support": record.n if record and record.accuracy is not None else None,
+        }
 
     def warnings(
         self,

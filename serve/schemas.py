@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from imr_outcome.serve.warnings import WarningDetail
 
 Direction = Literal["Overturned", "Upheld"]
+#: The bands a person reads (see ``imr_outcome.train.decision``).
+BandName = Literal["likely upheld", "uncertain", "likely overturned", "insufficient information"]
 
 
 class EvidenceSpan(BaseModel):
@@ -51,8 +53,20 @@ class Prediction(BaseModel):
 
     Attributes:
         p_overturned / p_upheld: calibrated probabilities in [0, 1] that sum to 1.
-        label: the predicted outcome at the model's saved threshold.
+        label: the predicted outcome at the model's saved threshold (for machines; a
+            person should read ``band``).
         threshold: P(Overturned) at or above which the label is Overturned.
+        base_rate: the training prior of Overturned for the model's source, in (0, 1)
+            (None for models saved without a decision rule).
+        relative_risk: ``p_overturned / base_rate`` (2.0: twice the usual rate), or None.
+        band: "likely upheld", "uncertain", "likely overturned" or "insufficient
+            information" (too little text to rank; the probability is still given), or
+            None for models saved without a decision rule.
+        band_reason: why this band, in words.
+        band_accuracy: how often this band was right on held-out letters (out-of-fold
+            items of the training rows): the Upheld share for "likely upheld", the
+            Overturned share for "likely overturned"; None for the other bands.
+        band_support: how many held-out items that figure rests on.
         model_name / model_version: registry name and version (or the local path and
             ``"local"`` for an unregistered model directory).
         evidence: spans, strongest first within each direction (empty when not asked).
@@ -69,6 +83,12 @@ class Prediction(BaseModel):
     p_upheld: float = Field(ge=0, le=1)
     label: Direction
     threshold: float = Field(ge=0, le=1)
+    base_rate: float | None = Field(default=None, gt=0, lt=1)
+    relative_risk: float | None = Field(default=None, ge=0)
+    band: BandName | None = None
+    band_reason: str = ""
+    band_accuracy: float | None = Field(default=None, ge=0, le=1)
+    band_support: int | None = Field(default=None, ge=0)
     model_name: str
     model_version: str
     evidence: list[EvidenceSpan] = Field(default_factory=list)

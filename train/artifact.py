@@ -15,7 +15,8 @@ writes a directory is :class:`imr_outcome.train.model.OutcomeModel`.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from imr_outcome.train.attribution import IG_STEPS
 
@@ -42,6 +43,8 @@ class ModelInfo:
         precision: the numeric precision it was trained in on its training machine
             (``"fp32"``/``"bf16"``; ``""`` in older models). Inference resolves its own.
         ig_steps: integrated-gradients quadrature points for its evidence.
+        decision: the band rule, base rate and abstention thresholds
+            (``imr_outcome.train.decision.DecisionRule.to_dict``); ``{}`` in older models.
     """
 
     kind: str
@@ -56,6 +59,7 @@ class ModelInfo:
     created: str
     precision: str = ""
     ig_steps: int = IG_STEPS
+    decision: dict[str, Any] = field(default_factory=dict)
 
     @staticmethod
     def now() -> str:

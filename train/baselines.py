@@ -21,6 +21,7 @@ configs. Loading unpickles code: load only model directories you trust.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -42,6 +43,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
+from imr_outcome.data.counterfactuals import normalize_text
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.data.schema import LABELS, PREFILING_FIELDS
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
@@ -82,6 +84,8 @@ PRIOR_CLIP: tuple[float, float] = (1e-6, 1.0 - 1e-6)
 #: TF-IDF fields: feature-name prefix -> the ModelInput segment it reads. "request" is
 #: segment A (the metadata prefix followed by the request), "summary" is segment B.
 SEGMENTS: dict[str, str] = {"request": "text", "summary": "text_pair"}
+#: Feature-name prefix of the one vocabulary over request + summary (``segments: joint``).
+JOINT = "text"
 
 #: Columns of the metadata model: the pre-filing fields, then the request category.
 METADATA_COLUMNS: tuple[str, ...] = (*PREFILING_FIELDS, "request")
@@ -170,7 +174,10 @@ def ngram_spans(text: str, ngram: str) -> list[tuple[int, int]]:
     Returns:
         ``(start, end)`` character offsets into ``text``, in text order; ``text[start:end]``
         runs from the first character of the first word to the last character of the
-        last word. Empty when the n-gram does not occur.
+        last word. When the n-gram is not in ``text`` itself, it is looked up in the
+        normalised text of :func:`normalized_lowercase` and each match is mapped back with
+        ``NormalizedText.to_source_span`` (a span covering a rewritten phrase covers the
+        whole original phrase). Empty when the n-gram occurs in neither.
 
     Raises:
         InvalidInputError: ``ngram`` holds no word of two or more word characters.
@@ -180,6 +187,20 @@ def ngram_spans(text: str, ngram: str) -> list[tuple[int, int]]:
         raise InvalidInputError(
             "ngram", f"expected words of two or more letters or digits, found {ngram!r}"
         )
+    found = _find_words(text, wanted)
+    if found:
+        return found
+    # A feature of a normalising model (model.normalize): find it in the normalised text
+    # and map it back, so "patient" highlights the caller's "injured worker".
+    normalized = normalize_text(text, dates=True, sex=True)
+    if normalized.text == text:
+        return []
+    spans = {normalized.to_source_span(*span) for span in _find_words(normalized.text, wanted)}
+    return sorted(spans)
+
+
+def _find_words(text: str, wanted: list[str]) -> list[tuple[int, int]]:
+    """Spans of every run of tokens of ``text`` equal to ``wanted``."""
     tokens = _tokens_with_offsets(text)
     words = [word for word, _, _ in tokens]
     n = len(wanted)
@@ -421,10 +442,63 @@ class MajorityClassifier(_SklearnClassifier):
 # ----------------------------------------------------------------------------- tf-idf
 
 
-class TfidfLogReg(_SklearnClassifier):
-    """Word n-gram TF-IDF of the request and the summary, kept apart, then logistic regression.
+@functools.lru_cache(maxsize=8192)
+def normalized_lowercase(text: str) -> str:
+    """The TF-IDF preprocessor of ``model.normalize``: house style, date formats and the
+    patient's sex normalised (:func:`imr_outcome.data.counterfactuals.normalize_text` with
+    ``dates=True, sex=True``), then lowercased.
 
-    Each segment gets its own ``TfidfVectorizer`` (words 1..``model.ngram_max``,
+    The normalisation lives in the vectorizer, not in ``build_model_input``, so the text
+    and offsets every other kind and the evidence code see are the caller's own. Evidence
+    n-grams that exist only in normalised form (e.g. "patient" for "injured worker") are
+    not found in the caller's text and give no span. Cached: cross-validation tokenizes
+    the same items many times.
+    """
+    return normalize_text(text, dates=True, sex=True).text.lower()
+
+
+#: Joins the request and the summary in the joint column; n-grams never cross it.
+SEGMENT_SEPARATOR = "\x1e"
+
+
+class JointAnalyzer:
+    """Word 1..``ngram_max``-grams of each segment of a joined document, pooled.
+
+    The segments (split on :data:`SEGMENT_SEPARATOR`) are analyzed exactly as a
+    ``TfidfVectorizer`` with :data:`TOKEN_PATTERN` (lowercase, optionally
+    :func:`normalized_lowercase`) would, so no n-gram spans the request/summary border
+    and :func:`ngram_spans` finds every feature in one segment. Picklable.
+    """
+
+    def __init__(self, ngram_max: int, normalize: bool) -> None:
+        self.ngram_max = ngram_max
+        self.normalize = normalize
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"ngram_max": self.ngram_max, "normalize": self.normalize}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["ngram_max"], state["normalize"])  # type: ignore[misc]
+
+    def __call__(self, document: str) -> list[str]:
+        analyze = getattr(self, "_analyze", None)
+        if analyze is None:
+            analyze = self._analyze = TfidfVectorizer(
+                lowercase=True,
+                preprocessor=normalized_lowercase if self.normalize else None,
+                token_pattern=TOKEN_PATTERN,
+                ngram_range=(1, self.ngram_max),
+            ).build_analyzer()
+        return [gram for part in document.split(SEGMENT_SEPARATOR) for gram in analyze(part)]
+
+
+class TfidfLogReg(_SklearnClassifier):
+    """Word n-gram TF-IDF of the request and the summary, then logistic regression.
+
+    ``segments: joint`` (default): one ``TfidfVectorizer`` over request + newline +
+    summary; each feature is attributed to the segment it occurs in (the summary when in
+    both). ``segments: separate``: each segment gets its own ``TfidfVectorizer`` (words
+    1..``model.ngram_max``,
     ``min_df=model.min_df``, lowercase, ``tf = 1 + log(count)`` (``sublinear_tf``), smooth
     idf, rows L2-normalized; scikit-learn user guide §6.2.3.4), so "MRI" in the request and
     "MRI" in the summary are two features, ``request:mri`` and ``summary:mri``. The request
@@ -442,14 +516,17 @@ class TfidfLogReg(_SklearnClassifier):
     def _features(
         self, inputs: Sequence[ModelInput], metadata: Sequence[Mapping[str, Any]] | None
     ) -> Any:
-        rows = np.empty((len(inputs), 2), dtype=object)
+        rows = np.empty((len(inputs), 3), dtype=object)
         rows[:, 0] = [item.text for item in inputs]
         rows[:, 1] = [item.text_pair for item in inputs]
+        rows[:, 2] = [f"{item.text}{SEGMENT_SEPARATOR}{item.text_pair}" for item in inputs]
         return rows
 
     def _vectorizer(self) -> TfidfVectorizer:
+        normalize = getattr(self.model, "normalize", False)  # False in older pickles
         return TfidfVectorizer(
             lowercase=True,
+            preprocessor=normalized_lowercase if normalize else None,
             token_pattern=TOKEN_PATTERN,
             ngram_range=(1, cast(TfidfConfig, self.model).ngram_max),
             min_df=cast(TfidfConfig, self.model).min_df,
@@ -457,11 +534,20 @@ class TfidfLogReg(_SklearnClassifier):
         )
 
     def _fit_estimator(self, features: Any, y: npt.NDArray[np.int64]) -> Any:
-        fields = [
-            (prefix, self._vectorizer(), column)
-            for column, prefix in enumerate(SEGMENTS)
-            if any(_TOKEN_RE.search(text) for text in features[:, column])
-        ]
+        if getattr(self.model, "segments", "separate") == "joint":
+            model = cast(TfidfConfig, self.model)
+            joint = TfidfVectorizer(
+                analyzer=JointAnalyzer(model.ngram_max, model.normalize),
+                min_df=model.min_df,
+                sublinear_tf=True,
+            )
+            fields = [(JOINT, joint, 2)]
+        else:
+            fields = [
+                (prefix, self._vectorizer(), column)
+                for column, prefix in enumerate(SEGMENTS)
+                if any(_TOKEN_RE.search(text) for text in features[:, column])
+            ]
         if not fields:
             raise InvalidInputError(
                 "inputs", "no request or summary holds a word; nothing to learn from"
@@ -523,6 +609,8 @@ class TfidfLogReg(_SklearnClassifier):
         found: list[tuple[str, str, float]] = []
         for column, weight in zip(row.indices, row.data, strict=True):
             prefix, _, ngram = names[column].partition(":")
+            if prefix == JOINT:  # one vocabulary: the segment where the n-gram occurs
+                prefix = "summary" if ngram_spans(item.text_pair, ngram) else "request"
             found.append((SEGMENTS[prefix], ngram, float(coefficients[column] * weight)))
         found.sort(key=lambda entry: abs(entry[2]), reverse=True)
         return found

@@ -84,15 +84,36 @@ class FrozenEncoderConfig(_WindowedConfig):
 
     kind: Literal["frozen_encoder_lr"] = Field("frozen_encoder_lr", description="Classifier kind.")
     c: float = Field(1.0, gt=0, description="Logistic regression inverse regularization C.")
+    c_grid: list[float] = Field(
+        default_factory=list,
+        description="Candidate values of C tuned by inner grouped CV on the training rows "
+        "(best out-of-fold AUROC); empty: use c.",
+    )
 
 
 class TfidfConfig(_Section):
     """TF-IDF n-grams + logistic regression (``kind: tfidf_lr``)."""
 
     kind: Literal["tfidf_lr"] = Field("tfidf_lr", description="Classifier kind.")
+    segments: Literal["joint", "separate"] = Field(
+        "joint",
+        description="joint: one vocabulary over request + newline + summary (5x1 AUROC 0.69 "
+        "on the DWC items); separate: one per segment, each row L2-normalized on its own, "
+        "which lets a few request words outweigh the summary (0.55 5x5).",
+    )
+    normalize: bool = Field(
+        True,
+        description="Normalise house style, date formats and the patient's sex before "
+        "tokenizing (data.counterfactuals.normalize_text), so those rewrites cannot move P.",
+    )
     ngram_max: int = Field(2, ge=1, le=3, description="Longest word n-gram.")
     min_df: int = Field(2, ge=1, description="Minimum document frequency.")
     c: float = Field(1.0, gt=0, description="Logistic regression inverse regularization C.")
+    c_grid: list[float] = Field(
+        default_factory=list,
+        description="Candidate values of C tuned by inner grouped CV on the training rows "
+        "(best out-of-fold AUROC); empty: use c.",
+    )
 
 
 class MetadataConfig(_Section):
@@ -100,6 +121,11 @@ class MetadataConfig(_Section):
 
     kind: Literal["metadata_lr"] = Field("metadata_lr", description="Classifier kind.")
     c: float = Field(1.0, gt=0, description="Logistic regression inverse regularization C.")
+    c_grid: list[float] = Field(
+        default_factory=list,
+        description="Candidate values of C tuned by inner grouped CV on the training rows "
+        "(best out-of-fold AUROC); empty: use c.",
+    )
 
 
 class MajorityConfig(_Section):
@@ -166,7 +192,16 @@ class TrainingConfig(_Section):
         "or AMX, or a bf16 GPU), else fp32; bf16 elsewhere is emulated, ~15x slower.",
     )
     validation_fraction: float = Field(
-        0.2, gt=0, lt=0.5, description="Share of training letters held for calibration."
+        0.2,
+        gt=0,
+        lt=0.5,
+        description="Transformer kinds: share of training letters held for calibration.",
+    )
+    crossfit_folds: int = Field(
+        5,
+        ge=2,
+        description="Other kinds: inner grouped folds of the training rows whose "
+        "out-of-fold scores fit the calibrator, threshold and bands (cross-fitting).",
     )
     seed: int = Field(13, description="Seed for splits, initialization and sampling.")
     torch_threads: int | None = Field(None, ge=1, description="torch CPU threads (None: all).")
@@ -184,18 +219,58 @@ class CalibrationConfig(_Section):
 class ThresholdConfig(_Section):
     """Decision threshold chosen on the validation slice (never on test data)."""
 
-    objective: Literal["f1", "cost"] = Field(
-        "f1", description="Maximize Overturned F1 or minimize expected cost."
+    objective: Literal["bayes", "f1", "cost"] = Field(
+        "bayes",
+        description="bayes: the fixed threshold 1 / (1 + cost_ratio) on calibrated P "
+        "(Elkan 2001), stable across refits; f1: maximize Overturned F1; cost: minimize "
+        "expected cost empirically.",
     )
     cost_ratio: float | None = Field(
-        None, gt=0, description="objective=cost: cost of a missed Overturned vs a false alarm."
+        None,
+        gt=0,
+        description="objective=cost (required) or bayes (default 1): cost of a missed "
+        "Overturned in false alarms.",
     )
 
     @model_validator(mode="after")
     def _cost_needs_ratio(self) -> ThresholdConfig:
-        if (self.objective == "cost") != (self.cost_ratio is not None):
-            raise ValueError("threshold.cost_ratio is required with objective=cost, and only then")
+        if self.objective == "cost" and self.cost_ratio is None:
+            raise ValueError("threshold.cost_ratio is required with objective=cost")
+        if self.objective == "f1" and self.cost_ratio is not None:
+            raise ValueError("threshold.cost_ratio applies to objective=cost or bayes only")
         return self
+
+
+class DecisionConfig(_Section):
+    """The band a person reads and when to abstain (see ``imr_outcome.train.decision``).
+
+    Band edges are set on out-of-fold calibrated scores of the training rows: "likely
+    overturned" starts at the lowest P whose band {p >= edge} holds at least
+    ``min_band_items`` items with an Overturned share >= ``overturned_precision``;
+    "likely upheld" ends at the highest P whose band {p <= edge} holds at least
+    ``min_band_items`` items with an Upheld share >= ``upheld_precision``.
+    """
+
+    upheld_precision: float = Field(
+        0.95, gt=0.5, le=1, description="Upheld share required in the 'likely upheld' band."
+    )
+    overturned_precision: float = Field(
+        0.5, gt=0, le=1, description="Overturned share required in 'likely overturned'."
+    )
+    min_band_items: int = Field(
+        10, ge=1, description="Fewest out-of-fold items a band edge may rest on."
+    )
+    min_summary_words: int = Field(
+        20, ge=0, description="Fewer summary words: band 'insufficient information'."
+    )
+    min_clinical_terms: int = Field(
+        1,
+        ge=0,
+        description="Fewer clinical terms in request + summary: 'insufficient information'.",
+    )
+    abstain_on_ood: bool = Field(
+        True, description="Encoder distance beyond the OOD threshold: 'insufficient information'."
+    )
 
 
 class EvaluationConfig(_Section):
@@ -208,6 +283,11 @@ class EvaluationConfig(_Section):
     subgroups: list[str] = Field(
         default_factory=lambda: ["reviewer_specialty", "request_category", "patient_sex"],
         description="Columns to report subgroup metrics by.",
+    )
+    invariance: bool = Field(
+        True,
+        description="Report |dP(Overturned)| under counterfactual rewrites (house style, "
+        "sex, dates) on the held-out items of the first repeat.",
     )
     faithfulness_items: int = Field(
         0,
@@ -270,6 +350,7 @@ class RunConfig(_Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
+    decision: DecisionConfig = Field(default_factory=DecisionConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)

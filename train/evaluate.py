@@ -9,11 +9,17 @@ Each fold is scored with its own model and threshold and the fold scores are ave
 ``imr_outcome.train.metrics.fold_averaged_ci``). For repeated CV, each repeat's
 estimates and interval bounds are averaged over repeats. Plots and subgroup tables use
 the pooled out-of-fold predictions of the first repeat.
+
+Besides the metrics, an evaluation reports invariance (mean and max |dP(Overturned)|
+under counterfactual rewrites of house style, sex and dates, on held-out items; see
+:mod:`imr_outcome.train.invariance`) and, per band, how often each fold model's band was
+right on its held-out items.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -24,6 +30,8 @@ from sklearn.model_selection import StratifiedGroupKFold
 from imr_outcome.errors import InvalidInputError
 from imr_outcome.train.bootstrap import FoldPredictions, fold_averaged_ci
 from imr_outcome.train.config import RunConfig
+from imr_outcome.train.decision import BANDS, DecisionRule
+from imr_outcome.train.invariance import InvarianceFigure, flatten_report, invariance_report
 from imr_outcome.train.metrics import METRIC_NAMES, subgroup_metrics
 from imr_outcome.train.model import OutcomeModel
 from imr_outcome.train.pipeline import Rows, fit_calibrated
@@ -49,6 +57,13 @@ class Evaluation:
             from the first repeat); ``predicted`` is 0/1 at each fold model's threshold.
         subgroups: column -> subgroup value -> metrics (see ``subgroup_metrics``).
         thresholds: the threshold of each fitted model.
+        groups: the letter group of each item (for paired bootstraps over letters).
+        invariance: flat figures ``invariance.<rewrite>.<field>`` (see
+            :func:`imr_outcome.train.invariance.flatten_report`) of the held-out items of
+            the first repeat, pooled over folds; empty when not measured.
+        bands: band name -> ``{"n", "overturned", "overturned_rate", "accuracy"}`` of the
+            held-out items of every repeat, each banded by its own fold model's rule
+            (score bands only: the text-based abstention is a serving check).
     """
 
     metrics: dict[str, Interval]
@@ -61,6 +76,23 @@ class Evaluation:
     predicted: npt.NDArray[np.int64]
     subgroups: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     thresholds: list[float] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
+    invariance: dict[str, float] = field(default_factory=dict)
+    bands: dict[str, dict[str, float | None]] = field(default_factory=dict)
+
+    def figures(self) -> dict[str, float]:
+        """Invariance and band figures as flat MLflow metric names (``bands.<band>.n``)."""
+        flat = {name: value for name, value in self.invariance.items() if math.isfinite(value)}
+        for band, record in self.bands.items():
+            key = band.replace(" ", "_")
+            flat.update(
+                {
+                    f"bands.{key}.{name}": value
+                    for name, value in record.items()
+                    if value is not None
+                }
+            )
+        return flat
 
 
 def _evaluation(
@@ -91,14 +123,101 @@ def _evaluation(
         predicted=predicted,
         subgroups=subgroups,
         thresholds=thresholds,
+        groups=list(rows.groups),
     )
 
 
 def evaluate_model(config: RunConfig, model: OutcomeModel, rows: Rows) -> Evaluation:
-    """Score a fitted model on held-out rows it never saw."""
+    """Score a fitted model on held-out rows it never saw (with invariance and bands)."""
     p = model.predict_proba(rows.inputs, rows.metadata)[:, 1]
     fold = FoldPredictions(rows.labels, p, rows.groups, model.threshold)
-    return _evaluation(config, rows, p, [fold])
+    evaluation = _evaluation(config, rows, p, [fold])
+    counts: dict[str, list[int]] = {}
+    _add_band_counts(counts, model, rows.labels, p)
+    evaluation.bands = _band_figures(counts)
+    if config.evaluation.invariance:
+        evaluation.invariance = _pooled_invariance([held_out_invariance(model, rows)])
+    return evaluation
+
+
+def held_out_invariance(model: OutcomeModel, rows: Rows) -> dict[str, InvarianceFigure]:
+    """:func:`~imr_outcome.train.invariance.invariance_report` of ``model`` on ``rows``.
+
+    The request and summary are recovered from each row's model input
+    (``text[request_offset:]`` and ``text_pair``), so the rewrites see the letter's text.
+    Kinds that read metadata (``metadata_lr``) are not measured: the report scores model
+    inputs only; an empty dict is returned.
+    """
+    if model.info.kind == "metadata_lr":
+        return {}
+    return invariance_report(
+        lambda inputs: model.predict_proba(inputs, None)[:, 1],
+        [item.text[item.request_offset :] for item in rows.inputs],
+        [item.text_pair for item in rows.inputs],
+        rows.metadata,
+        labels=[int(y) for y in rows.labels],
+    )
+
+
+def _pooled_invariance(reports: list[dict[str, InvarianceFigure]]) -> dict[str, float]:
+    """Pool per-fold invariance reports: deltas weighted by items, maxima over folds,
+    AUROC before/after averaged over folds; flat names as ``flatten_report``."""
+    pooled: dict[str, InvarianceFigure] = {}
+    if not reports or not reports[0]:
+        return {}
+    for name in reports[0]:
+        figures = [report[name] for report in reports]
+        n_items = sum(f.n_items for f in figures)
+        n_changed = sum(f.n_changed for f in figures)
+        changed_sum = sum(f.mean_abs_delta * f.n_changed for f in figures if f.n_changed)
+        before = [f.auroc_before for f in figures if f.auroc_before is not None]
+        after = [f.auroc_after for f in figures if f.auroc_after is not None]
+        pooled[name] = InvarianceFigure(
+            n_items=n_items,
+            n_changed=n_changed,
+            mean_abs_delta=changed_sum / n_changed if n_changed else math.nan,
+            max_abs_delta=max(f.max_abs_delta for f in figures),
+            mean_abs_delta_all=sum(f.mean_abs_delta_all * f.n_items for f in figures) / n_items,
+            auroc_before=float(np.mean(before)) if before else None,
+            auroc_after=float(np.mean(after)) if after else None,
+        )
+    return flatten_report(pooled)
+
+
+def _add_band_counts(
+    counts: dict[str, list[int]],
+    model: OutcomeModel,
+    labels: npt.NDArray[np.int64],
+    p: npt.NDArray[np.float64],
+) -> None:
+    """Add ``[items, Overturned]`` per band of ``model``'s rule on held-out ``p``."""
+    if not model.info.decision:
+        return
+    rule = DecisionRule.from_dict(model.info.decision)
+    for y, score in zip(labels, p, strict=True):
+        band = rule.band(float(score))
+        counts.setdefault(band, [0, 0])
+        counts[band][0] += 1
+        counts[band][1] += int(y)
+
+
+def _band_figures(counts: dict[str, list[int]]) -> dict[str, dict[str, float | None]]:
+    figures: dict[str, dict[str, float | None]] = {}
+    for band in BANDS[:3]:
+        n, overturned = counts.get(band, [0, 0])
+        rate = overturned / n if n else None
+        accuracy = None
+        if rate is not None and band == "likely upheld":
+            accuracy = 1.0 - rate
+        elif rate is not None and band == "likely overturned":
+            accuracy = rate
+        figures[band] = {
+            "n": float(n),
+            "overturned": float(overturned),
+            "overturned_rate": rate,
+            "accuracy": accuracy,
+        }
+    return figures
 
 
 def _check_both_classes(rows: Rows, where: str) -> None:
@@ -144,6 +263,8 @@ def cross_validate(
     _check_both_classes(rows, "dataset")
     per_repeat: list[dict[str, Interval]] = []
     first: Evaluation | None = None
+    band_counts: dict[str, list[int]] = {}
+    invariance: list[dict[str, InvarianceFigure]] = []
     for repeat in range(config.evaluation.repeats):
         splitter = StratifiedGroupKFold(
             n_splits=config.evaluation.folds,
@@ -163,6 +284,9 @@ def cross_validate(
             folds.append(
                 FoldPredictions(test_rows.labels, p[test_idx], test_rows.groups, model.threshold)
             )
+            _add_band_counts(band_counts, model, test_rows.labels, p[test_idx])
+            if repeat == 0 and config.evaluation.invariance:
+                invariance.append(held_out_invariance(model, test_rows))
             logger.info("repeat %d fold %d done", repeat, fold)
             if on_fold_model is not None:
                 on_fold_model(repeat, fold, model, test_rows)
@@ -179,6 +303,8 @@ def cross_validate(
         )
         for name in METRIC_NAMES
     }
+    first.bands = _band_figures(band_counts)
+    first.invariance = _pooled_invariance(invariance) if invariance else {}
     return first, per_repeat
 
 

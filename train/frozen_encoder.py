@@ -4,10 +4,15 @@ A cheap transformer baseline: the encoder is never trained, so fitting costs one
 forward pass per window. Item embeddings are mean-pooled over tokens and windows
 (Reimers & Gurevych 2019, see :func:`imr_outcome.train.encoders.mean_pooled_embeddings`),
 standardized, and fed to an L2-regularized logistic regression.
+
+Embeddings are cached in memory per process, keyed by the encoder settings and a SHA-256
+of the item text (:data:`_EMBEDDINGS`): the encoder is frozen, so an item embedded for one
+cross-validation fold is reused by every other fold and inner cross-fitting fold.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -46,6 +51,15 @@ SETTINGS_FILE = "encoder.json"
 PIPELINE_FILE = "pipeline.joblib"
 #: Bump when the saved layout changes incompatibly.
 FORMAT_VERSION = 1
+
+#: (base_model, max_length, stride, precision, sha256 of text + text_pair) ->
+#: (embedding, windows). Bounded by :data:`_CACHE_LIMIT` items (cleared when full).
+_EMBEDDINGS: dict[tuple[str, int, int, str, str], tuple[FloatArray, int]] = {}
+_CACHE_LIMIT = 50_000
+
+
+def _text_key(item: ModelInput) -> str:
+    return hashlib.sha256(f"{item.text}\x00{item.text_pair}".encode()).hexdigest()
 
 
 class FrozenEncoderLogReg:
@@ -94,19 +108,37 @@ class FrozenEncoderLogReg:
             ModelNotFoundError, IncompatibleModelError: the encoder cannot be loaded.
         """
         config, training = self.model_config, self.training_config
-        if training.torch_threads is not None:
-            torch.set_num_threads(training.torch_threads)
-        if self._encoder is None or self._tokenizer is None:
-            self._tokenizer = load_tokenizer(config.base_model, config.max_length)
-            self._encoder = load_encoder(config.base_model)
-        return pooled_embeddings(
-            self._encoder,
-            self._tokenizer,
-            inputs,
-            max_length=config.max_length,
-            stride=config.stride,
-            batch_size=self.batch_size,
-            precision=training.precision,
+        settings = (config.base_model, config.max_length, config.stride, training.precision)
+        keys = [(*settings, _text_key(item)) for item in inputs]
+        missing = [i for i, key in enumerate(keys) if key not in _EMBEDDINGS]
+        if missing:
+            if training.torch_threads is not None:
+                torch.set_num_threads(training.torch_threads)
+            if self._encoder is None or self._tokenizer is None:
+                self._tokenizer = load_tokenizer(config.base_model, config.max_length)
+                self._encoder = load_encoder(config.base_model)
+            embedded, counts = pooled_embeddings(
+                self._encoder,
+                self._tokenizer,
+                [inputs[i] for i in missing],
+                max_length=config.max_length,
+                stride=config.stride,
+                batch_size=self.batch_size,
+                precision=training.precision,
+            )
+            if len(_EMBEDDINGS) + len(missing) > _CACHE_LIMIT:
+                _EMBEDDINGS.clear()
+            for row, i in enumerate(missing):
+                _EMBEDDINGS[keys[i]] = (
+                    np.asarray(embedded[row], dtype=np.float64),
+                    int(counts[row]),
+                )
+        if not keys:
+            return np.zeros((0, 0)), np.zeros(0, dtype=np.int64)
+        cached = [_EMBEDDINGS[key] for key in keys]
+        return (
+            np.stack([embedding for embedding, _ in cached]),
+            np.asarray([count for _, count in cached], dtype=np.int64),
         )
 
     def fit(

@@ -117,6 +117,7 @@ def _log_evaluation(prefix: str, evaluation: Evaluation) -> None:
         }
     )
     log_metrics(flatten_metrics(f"{prefix}.subgroup", evaluation.subgroups))
+    log_metrics({f"{prefix}.{name}": value for name, value in evaluation.figures().items()})
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         plot_all(evaluation.labels, evaluation.p_overturned, out, prefix=f"{prefix}_")
@@ -314,6 +315,8 @@ def _figures(evaluation: Evaluation) -> dict[str, object]:
         "n_overturned": evaluation.n_overturned,
         "metrics": {name: list(interval) for name, interval in m.items()},
         "accuracy": (m["tn"][0] + m["tp"][0]) / n if n else None,
+        "invariance": evaluation.invariance,
+        "bands": evaluation.bands,
     }
 
 
@@ -348,3 +351,19 @@ def write_report(
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    # Out-of-fold predictions (ids, letters, labels, P) for paired comparisons in
+    # experiments/cv_table.py; beside the dataset, never committed (ids index real letters).
+    oof = config.data.dataset_dir.parent / "oof" / f"{config.name}.json"
+    oof.parent.mkdir(parents=True, exist_ok=True)
+    cv = result.cv
+    oof.write_text(
+        json.dumps(
+            {
+                "ids": cv.ids,
+                "groups": cv.groups,
+                "labels": [int(y) for y in cv.labels],
+                "p_overturned": [float(p) for p in cv.p_overturned],
+            }
+        ),
+        encoding="utf-8",
+    )

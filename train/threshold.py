@@ -17,10 +17,10 @@ import numpy.typing as npt
 from imr_outcome.errors import InvalidInputError
 from imr_outcome.train.metrics import as_labels, as_probabilities
 
-Objective = Literal["f1", "cost"]
+Objective = Literal["bayes", "f1", "cost"]
 
 #: Threshold objectives by the name used in experiment configs.
-OBJECTIVES: tuple[str, ...] = ("f1", "cost")
+OBJECTIVES: tuple[str, ...] = ("bayes", "f1", "cost")
 
 #: Scores within this relative distance of the best count as a tie.
 _TIE_RTOL = 1e-12
@@ -41,6 +41,10 @@ def choose_threshold(
     Candidates are the distinct predicted probabilities plus 0.5 and 1.0 (1.0 flags
     nothing unless some p is 1; it can only win for ``"cost"``).
 
+    - ``"bayes"``: the fixed threshold ``1 / (1 + cost_ratio)`` (``cost_ratio`` default
+      1, i.e. 0.5: "more likely than not"). It is Bayes-optimal for calibrated p (Elkan
+      2001) and does not move when the model is refitted, unlike an F1 maximum over a
+      handful of positives; ``y_true`` is only validated.
     - ``"f1"``: maximize the F1 of Overturned, ``2 TP / (2 TP + FP + FN)``; ties go to the
       candidate closest to 0.5 (then the lower one).
     - ``"cost"``: minimize ``FP + cost_ratio * FN``, a missed Overturned costing
@@ -52,9 +56,9 @@ def choose_threshold(
     Args:
         y_true: shape (n,), labels 0 (Upheld) or 1 (Overturned).
         p_overturned: shape (n,), probabilities of Overturned in [0, 1].
-        objective: ``"f1"`` or ``"cost"``.
-        cost_ratio: for ``"cost"`` only, the cost of a false negative in units of a false
-            positive; a positive finite number.
+        objective: ``"bayes"``, ``"f1"`` or ``"cost"``.
+        cost_ratio: for ``"cost"`` (required) and ``"bayes"`` (default 1), the cost of a
+            false negative in units of a false positive; a positive finite number.
 
     Returns:
         The chosen threshold, in [0, 1].
@@ -67,7 +71,13 @@ def choose_threshold(
     y = as_labels(y_true)
     p = as_probabilities(p_overturned, y.size, "p_overturned")
     if objective not in OBJECTIVES:
-        raise InvalidInputError("objective", f"expected 'f1' or 'cost', found {objective!r}")
+        raise InvalidInputError(
+            "objective", f"expected one of {list(OBJECTIVES)}, found {objective!r}"
+        )
+    if objective == "bayes":
+        ratio = 1.0 if cost_ratio is None else _check_cost_ratio("cost", cost_ratio)
+        assert ratio is not None
+        return 1.0 / (1.0 + ratio)
     ratio = _check_cost_ratio(objective, cost_ratio)
     if objective == "f1" and not y.any():
         raise InvalidInputError(

@@ -28,6 +28,11 @@
 
   // "Likely upheld — 87%": the model's label (at its threshold) and that label's probability.
   function headline(prediction) {
+    if (prediction.band) {
+      // "Likely upheld — 6% chance of Overturned": the band a person should read.
+      const band = prediction.band.charAt(0).toUpperCase() + prediction.band.slice(1);
+      return `${band} — ${percent(prediction.p_overturned)} chance of Overturned`;
+    }
     const p = prediction.label === "Upheld" ? prediction.p_upheld : prediction.p_overturned;
     const strength = p >= 0.5 ? "Likely" : "Leaning";
     return `${strength} ${LABEL_WORDS[prediction.label]} \u2014 ${percent(p)}`;
@@ -95,6 +100,17 @@
     overturned.style.width = percent(prediction.p_overturned);
     bar.append(upheld, overturned);
     article.append(bar);
+    if (prediction.band) {
+      let context =
+        `${prediction.relative_risk.toFixed(1)}× the usual rate of ` +
+        `${percent(prediction.base_rate)}; ${prediction.band_reason}.`;
+      if (prediction.band_accuracy !== null && prediction.band_accuracy !== undefined) {
+        context +=
+          ` On held-out letters this band was right ${percent(prediction.band_accuracy)} ` +
+          `of the time (${prediction.band_support} items).`;
+      }
+      article.append(element("p", { class: "band", "data-band": prediction.band }, context));
+    }
     let meta =
       `Model ${prediction.model_name} version ${prediction.model_version}; ` +
       `Overturned when its probability is at least ${percent(prediction.threshold)}.`;

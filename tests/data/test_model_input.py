@@ -15,7 +15,7 @@ def test_prefix_renders_prefiling_metadata_and_offset_points_at_the_request() ->
         {"patient_age": 48, "patient_sex": "male"},
     )
 
-    assert model_input.text == "48-year-old male. MRI of the right shoulder without contrast"
+    assert model_input.text == "48-year-old patient. MRI of the right shoulder without contrast"
     assert model_input.text[model_input.request_offset :] == request
     assert model_input.text_pair == "The injured worker is a 48 year old male."
 
@@ -31,9 +31,7 @@ def test_dmhc_metadata_prefix() -> None:
         }
     )
 
-    assert prefix == (
-        "female patient. age 41-50. Medical Necessity review. diagnosis Cancer / Breast. "
-    )
+    assert prefix == ("age 41-50. Medical Necessity review. diagnosis Cancer / Breast. ")
 
 
 def test_no_metadata_gives_no_prefix() -> None:
@@ -87,5 +85,5 @@ def test_record_model_input_uses_only_prefiling_fields() -> None:
 
     model_input = record_model_input(record)
 
-    assert model_input.text == "52-year-old female. Acupuncture 6 sessions"
+    assert model_input.text == "52-year-old patient. Acupuncture 6 sessions"
     assert "Family Practice" not in model_input.text + model_input.text_pair

@@ -44,7 +44,11 @@ SUMMARY = (
     "full duty."
 )
 KEY = "browser-key-0123456789abcdef"
-HEADLINE = re.compile(r"^(Likely|Leaning) (upheld|overturned) \u2014 \d{1,3}%$")
+HEADLINE = re.compile(
+    r"^((Likely|Leaning) (upheld|overturned) \u2014 \d{1,3}%"
+    r"|(Likely upheld|Uncertain|Likely overturned|Insufficient information) \u2014 "
+    r"\d{1,3}% chance of Overturned)$"
+)
 
 
 def _browser_or_skip() -> Any:

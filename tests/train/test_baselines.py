@@ -124,7 +124,7 @@ def test_majority_fits_one_class_with_a_clipped_prior() -> None:
 def test_tfidf_separates_documented_functional_improvement() -> None:
     inputs, labels = _toy_set()
 
-    classifier = TfidfLogReg(*_configs()).fit(inputs, labels)
+    classifier = TfidfLogReg(*_configs(segments="separate")).fit(inputs, labels)
     scores = classifier.logits(inputs)[:, 1]
     coefficients = dict(
         zip(classifier.feature_names(), _estimator(classifier)["logreg"].coef_[0], strict=True)
@@ -142,7 +142,9 @@ def test_the_same_word_in_request_and_summary_gives_two_features() -> None:
         build_model_input("Physical therapy", "No imaging on file."),
     ]
 
-    classifier = TfidfLogReg(*_configs()).fit(inputs, np.array([1, 0], dtype=np.int64))
+    classifier = TfidfLogReg(*_configs(segments="separate")).fit(
+        inputs, np.array([1, 0], dtype=np.int64)
+    )
     names = classifier.feature_names()
 
     assert {"request:mri", "summary:mri"} <= set(names)
@@ -152,7 +154,9 @@ def test_the_same_word_in_request_and_summary_gives_two_features() -> None:
 def test_a_summary_empty_everywhere_is_left_out() -> None:
     inputs = [build_model_input(r, "") for r in ("Infertility: IVF", "Mental Health: ABA")]
 
-    classifier = TfidfLogReg(*_configs()).fit(inputs, np.array([0, 1], dtype=np.int64))
+    classifier = TfidfLogReg(*_configs(segments="separate")).fit(
+        inputs, np.array([0, 1], dtype=np.int64)
+    )
 
     assert classifier.feature_names() == [
         "request:aba",
@@ -479,3 +483,12 @@ def test_save_before_fit_raises_not_fitted(tmp_path: Path) -> None:
         TfidfLogReg(*_configs()).save(tmp_path)
 
     assert not (tmp_path / CLASSIFIER_FILE).exists()
+
+
+def test_a_normalised_ngram_is_found_in_the_caller_s_house_style() -> None:
+    text = "The injured worker has low back pain since 3/17/14."
+    # "patient has" exists only in the normalised text; its span covers the original phrase
+    (span,) = ngram_spans(text, "patient has")
+    assert text[span[0] : span[1]] == "injured worker has"
+    assert ngram_spans(text, "back pain") == [(text.index("back"), text.index(" since"))]
+    assert ngram_spans(text, "knee") == []

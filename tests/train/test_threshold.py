@@ -68,7 +68,10 @@ def test_cost_threshold_on_calibrated_p_is_near_the_bayes_threshold(cost_ratio: 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"objective": "accuracy"}, "objective: expected 'f1' or 'cost', found 'accuracy'"),
+        (
+            {"objective": "accuracy"},
+            "objective: expected one of ['bayes', 'f1', 'cost'], found 'accuracy'",
+        ),
         (
             {"objective": "cost"},
             "cost_ratio: expected a positive number with objective='cost', found None",
@@ -105,3 +108,12 @@ def test_probabilities_are_validated() -> None:
         choose_threshold(Y, [0.1, 0.3, 0.4, 0.6, 3.2])
 
     assert excinfo.value.field == "p_overturned"
+
+
+@pytest.mark.parametrize(("cost_ratio", "expected"), [(None, 0.5), (1.0, 0.5), (4.0, 0.2)])
+def test_bayes_threshold_is_fixed_by_the_cost_ratio(
+    cost_ratio: float | None, expected: float
+) -> None:
+    # the same value for any scores: it does not move when the model is refitted
+    assert choose_threshold(Y, P, objective="bayes", cost_ratio=cost_ratio) == expected
+    assert choose_threshold(Y, P[::-1], objective="bayes", cost_ratio=cost_ratio) == expected

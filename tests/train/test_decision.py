@@ -1,0 +1,235 @@
+"""Band rule, abstention edges and cross-fitting (issue 10)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from imr_outcome.data.model_input import build_model_input
+from imr_outcome.errors import InvalidInputError
+from imr_outcome.train import pipeline
+from imr_outcome.train.calibration import make_calibrator
+from imr_outcome.train.config import DecisionConfig, load_config
+from imr_outcome.train.decision import DecisionRule, fit_decision_rule, usual_rate_text
+from imr_outcome.train.evaluate import cross_validate
+from imr_outcome.train.pipeline import Rows, crossfit_splits, fit_calibrated
+
+
+def _rule(**overrides: Any) -> DecisionRule:
+    values: dict[str, Any] = {
+        "source": "dwc",
+        "base_rate": 0.1,
+        "upheld_edge": 0.05,
+        "overturned_edge": 0.5,
+        "min_summary_words": 20,
+        "min_clinical_terms": 1,
+    }
+    return DecisionRule(**{**values, **overrides})
+
+
+def test_band_edges_are_inclusive() -> None:
+    rule = _rule()
+    assert rule.band(0.05) == "likely upheld"
+    assert rule.band(0.0501) == "uncertain"
+    assert rule.band(0.4999) == "uncertain"
+    assert rule.band(0.5) == "likely overturned"
+
+
+def test_missing_edge_means_band_never_given() -> None:
+    rule = _rule(upheld_edge=None, overturned_edge=None)
+    assert {rule.band(p) for p in (0.0, 0.3, 1.0)} == {"uncertain"}
+
+
+def test_relative_risk_and_text() -> None:
+    rule = _rule(base_rate=0.11)
+    assert rule.relative_risk(0.22) == pytest.approx(2.0)
+    assert (
+        usual_rate_text(rule.relative_risk(0.22), 0.11)
+        == "2.0\N{MULTIPLICATION SIGN} the usual rate of 11%"
+    )
+
+
+@pytest.mark.parametrize(
+    ("words", "terms", "ood", "expected"),
+    [
+        (20, 1, False, None),  # exactly at both thresholds: informative
+        (19, 1, False, "the case summary has 19 words; at least 20 are needed"),
+        (0, 3, False, "there is no case summary"),
+        (40, 0, False, "the request and summary use no clinical vocabulary"),
+        (40, 3, True, "the text is unlike the letters the model was trained on"),
+        (None, 1, False, None),  # a kind that reads no summary skips the word count
+    ],
+)
+def test_insufficient_information_edges(
+    words: int | None, terms: int, ood: bool, expected: str | None
+) -> None:
+    rule = _rule()
+    assert (
+        rule.insufficient(summary_words=words, clinical_terms=terms, out_of_distribution=ood)
+        == expected
+    )
+    band, reason = rule.decide(
+        0.9, summary_words=words, clinical_terms=terms, out_of_distribution=ood
+    )
+    if expected is None:
+        assert band == "likely overturned" and "90%" in reason
+    else:
+        assert (band, reason) == ("insufficient information", expected)
+
+
+def test_fit_decision_rule_reaches_precision_targets() -> None:
+    # 30 low scores all Upheld, 40 middle with 10% Overturned, 10 high with 6 Overturned.
+    p = np.concatenate(
+        [np.linspace(0.01, 0.04, 30), np.linspace(0.1, 0.3, 40), np.linspace(0.6, 0.9, 10)]
+    )
+    y = np.concatenate(
+        [np.zeros(30), np.r_[np.ones(4), np.zeros(36)], np.r_[np.zeros(4), np.ones(6)]]
+    )
+    config = DecisionConfig(upheld_precision=0.95, overturned_precision=0.5, min_band_items=10)
+    rule = fit_decision_rule(y.astype(np.int64), p, config, source="dwc")
+    assert rule.base_rate == pytest.approx(10 / 80)
+    # the 10 highest hold 6 Overturned (60% >= 50%); 11 would be 6/11 too, 12 -> 6/12.
+    assert rule.overturned_edge is not None
+    assert np.mean(y[p >= rule.overturned_edge]) >= 0.5
+    assert (p >= rule.overturned_edge).sum() >= 10
+    # every low score is Upheld; the edge stops before Upheld share drops under 95%.
+    assert rule.upheld_edge is not None and rule.upheld_edge >= 0.04
+    assert 1 - np.mean(y[p <= rule.upheld_edge]) >= 0.95
+    assert rule.records["likely overturned"].accuracy == pytest.approx(
+        float(np.mean(y[p >= rule.overturned_edge]))
+    )
+    assert DecisionRule.from_dict(rule.to_dict()) == rule
+
+
+def test_fit_decision_rule_without_reachable_target() -> None:
+    p = np.linspace(0.05, 0.2, 50)
+    y = (np.arange(50) % 9 == 0).astype(np.int64)  # ~11% everywhere: no band is sure
+    config = DecisionConfig(upheld_precision=0.99, overturned_precision=0.5, min_band_items=10)
+    rule = fit_decision_rule(y, p, config, source="dwc")
+    assert rule.overturned_edge is None and rule.upheld_edge is None
+    assert rule.records["uncertain"].n == 50
+
+
+# ------------------------------------------------------------------- cross-fitting
+
+
+def _rows(n_groups: int = 40, per_group: int = 2) -> Rows:
+    rng = np.random.default_rng(0)
+    ids, groups, inputs, labels = [], [], [], []
+    for g in range(n_groups):
+        label = int(g % 4 == 0)
+        for k in range(per_group):
+            word = "arthroscopy denied" if label else "physical therapy"
+            noise = " ".join(rng.choice(["knee", "pain", "report", "visit", "clinic"], 6))
+            ids.append(f"L{g}-{k}")
+            groups.append(f"L{g}")
+            inputs.append(build_model_input("MRI lumbar spine", f"{word} {noise} {word}"))
+            labels.append(label)
+    return Rows(
+        ids=ids,
+        groups=groups,
+        inputs=inputs,
+        metadata=[{} for _ in ids],
+        labels=np.asarray(labels, dtype=np.int64),
+        context={},
+    )
+
+
+def test_crossfit_splits_cover_every_training_row_once_by_letter() -> None:
+    rows = _rows()
+    splits = crossfit_splits(rows, 5, seed=13)
+    held = np.concatenate([val for _, val in splits])
+    assert sorted(held.tolist()) == list(range(len(rows)))
+    for fit_idx, val_idx in splits:
+        assert not {rows.groups[i] for i in fit_idx} & {rows.groups[i] for i in val_idx}
+
+
+def test_cross_fitted_calibration_never_sees_the_test_fold(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rows = _rows()
+    calibrated_on: list[int] = []
+    split_groups: list[set[str]] = []
+    real_calibrator, real_splits = make_calibrator, pipeline.crossfit_splits
+
+    class Recording:
+        def __init__(self, method: str) -> None:
+            self.inner = real_calibrator(method)
+
+        def fit(self, logits: npt.ArrayLike, y: npt.ArrayLike) -> Any:
+            calibrated_on.append(len(np.asarray(y)))
+            self.inner.fit(logits, y)
+            return self.inner
+
+    def recording_splits(train_rows: Rows, n: int, seed: int) -> Any:
+        split_groups.append(set(train_rows.groups))
+        return real_splits(train_rows, n, seed)
+
+    monkeypatch.setattr(pipeline, "make_calibrator", Recording)
+    monkeypatch.setattr(pipeline, "crossfit_splits", recording_splits)
+    config = load_config(
+        None,
+        [
+            "model.kind=tfidf_lr",
+            "model.min_df=1",
+            "model.c_grid=[0.1, 1.0]",
+            "explainer=none",
+            "calibration.method=platt",
+            "evaluation.folds=4",
+            "evaluation.repeats=1",
+            "evaluation.bootstrap=100",
+            "evaluation.invariance=false",
+        ],
+    )
+    fold_tests: list[set[str]] = []
+    fold_sizes: list[int] = []
+
+    def on_fold(repeat: int, fold: int, model: Any, test_rows: Rows) -> None:
+        fold_tests.append(set(test_rows.groups))
+        fold_sizes.append(len(rows) - len(test_rows))
+        assert model.info.decision["base_rate"] == pytest.approx(0.25, abs=0.05)
+
+    cross_validate(config, rows, data_fingerprint="t", on_fold_model=on_fold)
+    assert len(fold_tests) == 4
+    # calibrated on every training row of the fold, none of its test rows
+    assert calibrated_on == fold_sizes
+    for train_groups, test_groups in zip(split_groups, fold_tests, strict=True):
+        assert not train_groups & test_groups
+        assert train_groups | test_groups == set(rows.groups)
+
+
+def test_final_model_fits_on_all_training_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = _rows()
+    fitted_sizes: list[int] = []
+    real = pipeline.new_classifier
+
+    def recording(config: Any, callbacks: Any = None) -> Any:
+        classifier = real(config, callbacks)
+        fit = classifier.fit
+
+        def fit_and_record(inputs: Any, labels: Any, metadata: Any = None) -> Any:
+            fitted_sizes.append(len(inputs))
+            return fit(inputs, labels, metadata)
+
+        classifier.fit = fit_and_record  # type: ignore[method-assign]
+        return classifier
+
+    monkeypatch.setattr(pipeline, "new_classifier", recording)
+    config = load_config(
+        None,
+        ["model.kind=tfidf_lr", "model.min_df=1", "explainer=none", "calibration.method=platt"],
+    )
+    model = fit_calibrated(config, rows, data_fingerprint="t")
+    assert fitted_sizes[-1] == len(rows)  # the final fit: every training row
+    assert len(fitted_sizes) == 1 + 5  # five inner fits for the out-of-fold scores
+    assert model.threshold == pytest.approx(0.5)  # objective bayes, cost ratio 1
+
+
+def test_crossfit_needs_both_classes_in_each_part() -> None:
+    rows = _rows(n_groups=8)
+    rows = rows.subset([i for i, g in enumerate(rows.groups) if g not in {"L0"}])
+    with pytest.raises(InvalidInputError):
+        crossfit_splits(rows, 5, seed=13)

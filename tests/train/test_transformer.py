@@ -301,7 +301,11 @@ def _clinical_like_bert(directory: Path) -> Path:
     """The tiny BERT with Bio_ClinicalBERT's vocabulary size and casing: a cased WordPiece
     vocabulary trained on the fixture letters, filled up with unused tokens to 28,996."""
     from tokenizers import BertWordPieceTokenizer
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    from transformers import (  # type: ignore[attr-defined]  # the fast alias is not in the stubs
+        BertConfig,
+        BertForSequenceClassification,
+        BertTokenizerFast,
+    )
 
     from tiny_bert import SPECIAL_TOKENS
 
@@ -351,12 +355,12 @@ def test_bio_clinicalbert_config_trains_on_every_window_from_a_local_path(
     )
     assert config.training.precision == "auto"
     assert config.training.windows_per_item is None
-    assert (config.model.max_length, config.training.batch_size) == (512, 16)
     inputs, labels = _toy_set(8)
     # Long summaries: several 512-token windows per item.
     inputs = [ModelInput(i.text, " ".join([i.text_pair] * 30), 0) for i in inputs]
 
     assert isinstance(config.model, TransformerConfig)
+    assert (config.model.max_length, config.training.batch_size) == (512, 16)
     classifier = TransformerClassifier(config.model, config.training, [Steps()])
     classifier.fit(inputs, labels)
 

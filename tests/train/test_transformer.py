@@ -357,7 +357,7 @@ def test_bio_clinicalbert_config_trains_on_every_window_from_a_local_path(
     assert config.training.windows_per_item is None
     inputs, labels = _toy_set(8)
     # Long summaries: several 512-token windows per item.
-    inputs = [ModelInput(i.text, " ".join([i.text_pair] * 30), 0) for i in inputs]
+    inputs = [ModelInput(i.text, " ".join([i.text_pair] * 60), 0) for i in inputs]
 
     assert isinstance(config.model, TransformerConfig)
     assert (config.model.max_length, config.training.batch_size) == (512, 16)

@@ -314,10 +314,19 @@ def train_command(
         "artifacts/models"
     ),
 ) -> None:
-    """Train on the training folds, evaluate on the held-out fold, log to MLflow."""
-    from imr_outcome.train.run import train
+    """Train on the training folds, evaluate on the held-out fold, log to MLflow.
+
+    Data-parallel under `torchrun --nproc_per_node N` or `accelerate launch
+    --num_processes N`: rank 0 logs, writes and registers; the other ranks only train.
+    """
+    from imr_outcome.train.distributed import is_main_process, rank
+    from imr_outcome.train.run import train, train_worker
 
     run_config = _load_run_config(config, overrides)
+    if not is_main_process():
+        train_worker(run_config)
+        err_console.print(f"rank {rank()}: training done; rank 0 logged the run")
+        return
     result = train(run_config, models_dir=models_dir, register_model=register)
     _print_evaluation(
         f"{run_config.name}: held-out fold {run_config.data.holdout_fold} "

@@ -173,7 +173,7 @@ class TrainingConfig(_Section):
     """Optimization settings (transformer kinds) and the validation slice."""
 
     epochs: float = Field(4, gt=0, description="Training epochs.")
-    batch_size: int = Field(16, ge=1, description="Windows per optimizer step.")
+    batch_size: int = Field(16, ge=1, description="Windows per process and forward pass.")
     learning_rate: float = Field(5e-5, gt=0, description="Peak AdamW learning rate.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Linear warm-up fraction.")
@@ -205,6 +205,17 @@ class TrainingConfig(_Section):
     )
     seed: int = Field(13, description="Seed for splits, initialization and sampling.")
     torch_threads: int | None = Field(None, ge=1, description="torch CPU threads (None: all).")
+    gradient_accumulation_steps: int = Field(
+        1,
+        ge=1,
+        description="Forward passes per optimizer step; a step sees batch_size x "
+        "processes x gradient_accumulation_steps windows.",
+    )
+    group_by_length: bool = Field(
+        True,
+        description="Batch windows of similar length (less padding); each epoch still "
+        "sees every sampled window once, in batches of fixed size.",
+    )
 
 
 class CalibrationConfig(_Section):

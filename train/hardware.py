@@ -3,7 +3,9 @@
 bf16 autocast is fast on a CPU only with AVX512-BF16 or AMX; elsewhere PyTorch emulates
 it, measured at 99 s per optimizer step against 6.7 s in fp32 on a 2-core AMD EPYC (AVX2
 only) with the default fine-tuning job (issue 11). ``precision: auto`` therefore means
-bf16 on a CUDA GPU with bf16 support or a CPU with AVX512-BF16/AMX, and fp32 otherwise.
+bf16 on a CUDA GPU with bf16 support or a CPU with AVX512-BF16/AMX, fp16 mixed precision on
+a CUDA GPU without bf16 (before Ampere: V100, T4; fp16 tensor cores, loss scaling by the
+Trainer), and fp32 otherwise.
 Every machine resolves its own precision: a model trained in bf16 still runs inference
 in fp32 on a CPU without bf16.
 """
@@ -19,7 +21,7 @@ from typing import Literal
 logger = logging.getLogger(__name__)
 
 Precision = Literal["auto", "fp32", "bf16"]
-ResolvedPrecision = Literal["fp32", "bf16"]
+ResolvedPrecision = Literal["fp32", "bf16", "fp16"]
 
 #: Slowdown of emulated bf16 against fp32 on an AVX2-only CPU (99 s vs 6.7 s per step).
 EMULATED_BF16_SLOWDOWN = 15
@@ -101,25 +103,41 @@ def cuda_bf16() -> bool:
     return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
 
+def cuda_without_bf16() -> bool:
+    """Whether a CUDA GPU is used that lacks bf16 (compute capability below 8.0)."""
+    import torch
+
+    return bool(torch.cuda.is_available() and not torch.cuda.is_bf16_supported())
+
+
 def resolve_precision(
-    requested: Precision, *, flags: CpuFlags | None = None, gpu_bf16: bool | None = None
+    requested: Precision,
+    *,
+    flags: CpuFlags | None = None,
+    gpu_bf16: bool | None = None,
+    gpu_fp16: bool | None = None,
 ) -> ResolvedPrecision:
     """The precision to run in on this machine.
 
     Args:
-        requested: ``"auto"`` (bf16 where native, else fp32), ``"fp32"`` or ``"bf16"``
+        requested: ``"auto"`` (bf16 where native, fp16 on a GPU without bf16, else
+            fp32), ``"fp32"`` or ``"bf16"``
             (honoured everywhere; logged as a warning where bf16 is emulated).
         flags: the CPU flags; default :func:`cpu_flags` (tests pass fakes).
         gpu_bf16: whether a bf16-capable CUDA GPU is used; default :func:`cuda_bf16`.
+        gpu_fp16: whether a CUDA GPU without bf16 is used (``auto`` gives fp16 mixed
+            precision there); default :func:`cuda_without_bf16`.
 
     Returns:
-        ``"fp32"`` or ``"bf16"``.
+        ``"fp32"``, ``"bf16"``, or (``auto`` on a CUDA GPU without bf16) ``"fp16"``.
     """
     if requested == "fp32":
         return "fp32"
     flags = cpu_flags() if flags is None else flags
     gpu = cuda_bf16() if gpu_bf16 is None else gpu_bf16
-    native = gpu or flags.native_bf16
+    fp16_gpu = cuda_without_bf16() if gpu_fp16 is None else gpu_fp16
+    # On a GPU the CPU's flags do not matter: the GPU runs the matrix products.
+    native = gpu or (not fp16_gpu and flags.native_bf16)
     if requested == "bf16":
         if not native:
             logger.warning(
@@ -129,7 +147,7 @@ def resolve_precision(
                 EMULATED_BF16_SLOWDOWN,
             )
         return "bf16"
-    resolved: ResolvedPrecision = "bf16" if native else "fp32"
+    resolved: ResolvedPrecision = "bf16" if native else "fp16" if fp16_gpu else "fp32"
     logger.info("precision auto -> %s (%s, cuda bf16: %s)", resolved, flags.describe(), gpu)
     return resolved
 

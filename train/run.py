@@ -5,6 +5,10 @@ everything to MLflow (config, dataset and fingerprint, git commit, metrics with 
 subgroups, plots, dataset card, the pyfunc model) and optionally registers the model.
 ``evaluate`` runs ``evaluation.folds`` x ``evaluation.repeats`` grouped CV and logs the
 same figures for the out-of-fold predictions; it registers nothing.
+
+Under ``torchrun``/``accelerate launch`` (:mod:`imr_outcome.train.distributed`), rank 0
+runs :func:`train` and every other rank :func:`train_worker`, which joins the fine-tuning
+and then waits for rank 0; ``evaluate`` runs in one process only.
 """
 
 from __future__ import annotations
@@ -26,6 +30,13 @@ if TYPE_CHECKING:
 from imr_outcome.data.dataset import load_dataset
 from imr_outcome.errors import InvalidInputError
 from imr_outcome.train.config import RunConfig, WindowedConfig, save_config
+from imr_outcome.train.distributed import (
+    finish,
+    finish_group,
+    is_main_process,
+    rank,
+    world_size,
+)
 from imr_outcome.train.evaluate import (
     Evaluation,
     cross_validate,
@@ -52,10 +63,36 @@ logger = logging.getLogger(__name__)
 
 class MlflowLossCallback(TrainerCallback):
     """Logs the Trainer's numeric logs (loss, learning rate, gradient norm, and at the end
-    the mean training loss and runtime) to the active MLflow run as ``train.<name>``."""
+    the mean training loss and runtime) to the active MLflow run as ``train.<name>``.
+
+    At the start of training it also logs, as ``resolved.*`` params, the batch geometry the
+    Trainer actually runs with: ``world_size`` (processes), ``per_device_batch_size``,
+    ``gradient_accumulation_steps``, ``effective_batch_size`` (their product: windows per
+    optimizer step), ``learning_rate`` (peak) and ``ddp_backend`` (``none`` in one process).
+    """
 
     def __init__(self, prefix: str = "train") -> None:
         self.prefix = prefix
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+        if mlflow.active_run() is None:
+            return
+        import torch.distributed as dist
+
+        backend = dist.get_backend() if dist.is_available() and dist.is_initialized() else None
+        processes = int(args.world_size)
+        per_device = int(args.per_device_train_batch_size)
+        accumulation = int(args.gradient_accumulation_steps)
+        mlflow.log_params(
+            {
+                "resolved.world_size": processes,
+                "resolved.per_device_batch_size": per_device,
+                "resolved.gradient_accumulation_steps": accumulation,
+                "resolved.effective_batch_size": processes * per_device * accumulation,
+                "resolved.learning_rate": float(args.learning_rate),
+                "resolved.ddp_backend": str(backend or "none"),
+            }
+        )
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **_: Any) -> None:
         if not logs or mlflow.active_run() is None:
@@ -185,6 +222,9 @@ class TrainResult:
 def train(config: RunConfig, *, models_dir: Path, register_model: bool) -> TrainResult:
     """Fit on the training folds, evaluate on the held-out fold, log, optionally register.
 
+    In a data-parallel launch this is rank 0's part (the other ranks run
+    :func:`train_worker`): the fine-tuning is shared, the rest happens here only.
+
     Args:
         config: the run config.
         models_dir: where the model directory is written (``<models_dir>/<run_id>``).
@@ -192,12 +232,20 @@ def train(config: RunConfig, *, models_dir: Path, register_model: bool) -> Train
 
     Returns:
         The :class:`TrainResult`.
+
+    Raises:
+        RuntimeError: called on a rank other than 0.
     """
+    if not is_main_process():
+        raise RuntimeError(
+            f"train() runs on rank 0 only (this is rank {rank()}); call train_worker()"
+        )
     data = load_training_data(config)
     train_rows, test_rows = holdout_split(data.rows, data.folds, config.data.holdout_fold)
     with tracked_run(config, "train") as run:
         log_inputs(config, data.split, data.card_dir, data.fingerprint)
         model = fit_and_log(config, train_rows, fingerprint=data.fingerprint)
+        done = finish_group()
         evaluation = evaluate_model(config, model, test_rows)
         _log_evaluation("test", evaluation)
         log_metrics({"threshold": model.threshold})
@@ -215,7 +263,27 @@ def train(config: RunConfig, *, models_dir: Path, register_model: bool) -> Train
                     "trained_at": model.info.created,
                 },
             )
-        return TrainResult(evaluation, model, model_dir, model_uri, run.info.run_id, registration)
+        result = TrainResult(evaluation, model, model_dir, model_uri, run.info.run_id, registration)
+    finish(done)
+    return result
+
+
+def train_worker(config: RunConfig) -> None:
+    """A non-zero rank's part of :func:`train` in a data-parallel launch.
+
+    It loads the same data and fits the same calibrated model as rank 0 (the fine-tuning
+    is one DDP job across the ranks; the calibration, threshold and OOD fit that follow
+    are the same computation on the same network, so they agree with rank 0's), then
+    waits for rank 0 to finish evaluating, logging and registering. Nothing is tracked
+    or written here.
+
+    Args:
+        config: the run config (the same as rank 0's).
+    """
+    data = load_training_data(config)
+    train_rows, _ = holdout_split(data.rows, data.folds, config.data.holdout_fold)
+    fit_calibrated(config, train_rows, data_fingerprint=data.fingerprint)
+    finish(finish_group())
 
 
 @dataclass(frozen=True)
@@ -237,6 +305,12 @@ def evaluate(config: RunConfig) -> EvaluateResult:
     its held-out items (:mod:`imr_outcome.train.faithfulness`); the pooled figures are
     logged as ``faithfulness.*`` metrics.
     """
+    if world_size() > 1:
+        raise InvalidInputError(
+            "evaluate",
+            f"runs in one process, found a launch of {world_size()}; run `imr-outcome "
+            "evaluate` without torchrun/accelerate launch (only `train` is data-parallel)",
+        )
     data = load_training_data(config)
     reports: list[FaithfulnessReport] = []
 

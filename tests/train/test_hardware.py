@@ -28,7 +28,17 @@ def test_auto_is_the_default() -> None:
     ],
 )
 def test_auto_is_bf16_only_where_it_is_native(flags: CpuFlags, gpu: bool, expected: str) -> None:
-    assert resolve_precision("auto", flags=flags, gpu_bf16=gpu) == expected
+    assert resolve_precision("auto", flags=flags, gpu_bf16=gpu, gpu_fp16=False) == expected
+
+
+@pytest.mark.parametrize(("flags", "expected"), [(AVX2_ONLY, "fp16"), (SAPPHIRE_RAPIDS, "fp16")])
+def test_auto_on_a_gpu_without_bf16_is_fp16(flags: CpuFlags, expected: str) -> None:
+    # A V100/T4 (no bf16) runs the products: fp16 mixed precision, whatever the CPU has.
+    assert resolve_precision("auto", flags=flags, gpu_bf16=False, gpu_fp16=True) == expected
+
+
+def test_explicit_precisions_ignore_a_gpu_without_bf16() -> None:
+    assert resolve_precision("fp32", flags=AVX2_ONLY, gpu_bf16=False, gpu_fp16=True) == "fp32"
 
 
 def test_fp32_is_always_honoured() -> None:

@@ -290,3 +290,82 @@ def test_loading_missing_files_names_the_directory(
     shutil.move(tmp_path / "model" / "model.safetensors", tmp_path / "weights.bak")
     with pytest.raises(ModelNotFoundError, match=r"no file named model\.safetensors"):
         TransformerClassifier.load(tmp_path / "model")
+
+
+# --------------------------------------------------------- the GPU config, run small
+
+CLINICAL_BERT_VOCAB = 28_996  # emilyalsentzer/Bio_ClinicalBERT (BERT-base cased vocab)
+
+
+def _clinical_like_bert(directory: Path) -> Path:
+    """The tiny BERT with Bio_ClinicalBERT's vocabulary size and casing: a cased WordPiece
+    vocabulary trained on the fixture letters, filled up with unused tokens to 28,996."""
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import (  # type: ignore[attr-defined]  # the fast alias is not in the stubs
+        BertConfig,
+        BertForSequenceClassification,
+        BertTokenizerFast,
+    )
+
+    from tiny_bert import SPECIAL_TOKENS
+
+    letters = Path(__file__).resolve().parents[1] / "fixtures" / "letters"
+    corpus = [path.read_text(encoding="utf-8") for path in sorted(letters.glob("*.txt"))]
+    wordpiece = BertWordPieceTokenizer(lowercase=False, strip_accents=False)
+    wordpiece.train_from_iterator(
+        iter(corpus), vocab_size=800, min_frequency=1, special_tokens=SPECIAL_TOKENS
+    )
+    vocab = list(wordpiece.get_vocab(with_added_tokens=True))
+    vocab = sorted(vocab, key=wordpiece.get_vocab(with_added_tokens=True).__getitem__)
+    vocab += [f"[unused{i}]" for i in range(CLINICAL_BERT_VOCAB - len(vocab))]
+    directory.mkdir(parents=True)
+    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(str(directory / "vocab.txt"), do_lower_case=False)
+    tokenizer.save_pretrained(str(directory))
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=CLINICAL_BERT_VOCAB,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
+    BertForSequenceClassification(config).save_pretrained(str(directory))
+    return directory
+
+
+def test_bio_clinicalbert_config_trains_on_every_window_from_a_local_path(
+    tmp_path: Path,
+) -> None:
+    from imr_outcome.train.config import load_config
+    from imr_outcome.train.encoders import encode_windows
+
+    class Steps(TrainerCallback):
+        max_steps = 0
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            Steps.max_steps = int(state.max_steps)
+
+    weights = _clinical_like_bert(tmp_path / "Bio_ClinicalBERT")
+    experiments = Path(__file__).resolve().parents[2] / "experiments"
+    config = load_config(
+        experiments / "bio_clinicalbert.yaml",
+        [f"model.base_model={weights}", "training.epochs=2", "training.torch_threads=2"],
+    )
+    assert config.training.precision == "auto"
+    assert config.training.windows_per_item is None
+    inputs, labels = _toy_set(8)
+    # Long summaries: several 512-token windows per item.
+    inputs = [ModelInput(i.text, " ".join([i.text_pair] * 60), 0) for i in inputs]
+
+    assert isinstance(config.model, TransformerConfig)
+    assert (config.model.max_length, config.training.batch_size) == (512, 16)
+    classifier = TransformerClassifier(config.model, config.training, [Steps()])
+    classifier.fit(inputs, labels)
+
+    assert classifier.model.config.vocab_size == CLINICAL_BERT_VOCAB
+    assert classifier.tokenizer("MRI")["input_ids"] != classifier.tokenizer("mri")["input_ids"]
+    n_windows = len(encode_windows(classifier.tokenizer, inputs, 512, config.model.stride))
+    assert n_windows > len(inputs)
+    assert Steps.max_steps == -(-2 * n_windows // 16)  # every window, both epochs

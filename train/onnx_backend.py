@@ -30,7 +30,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -104,7 +104,7 @@ def check_backend(backend: str) -> Backend:
         raise InvalidInputError(
             "backend", f"expected one of {', '.join(BACKENDS)}, found {backend!r}"
         )
-    return backend  # type: ignore[return-value]
+    return backend
 
 
 # ----------------------------------------------------------------------------- export
@@ -157,7 +157,7 @@ def export(model: PreTrainedModel, uses_token_types: bool, path: Path) -> Path:
     dummy = tuple(torch.ones((2, 8), dtype=torch.long) for _ in names)
     axes = {name: {0: "batch", 1: "sequence"} for name in names}
     axes |= {"logits": {0: "batch"}, "pooled": {0: "batch"}}
-    model = model.float()
+    model = cast(Any, model).float()
     model.train(False)
     with torch.no_grad():
         torch.onnx.export(
@@ -240,11 +240,13 @@ def open_session(
     passed = {
         entry["variant"]
         for entry in record.get("variants", [])
-        if entry.get("passed") and (directory / ONNX_FILES[entry["variant"]]).is_file()
+        if entry.get("passed")
+        and (directory / ONNX_FILES[cast(Variant, entry["variant"])]).is_file()
     }
     first = preferred_variant(flags)
     # int8 without VNNI/AMX is slower than fp32 (module docstring): fp32 only there.
-    for variant in [first, "fp32"] if first == "int8" else ["fp32"]:
+    candidates: list[Variant] = [first, "fp32"] if first == "int8" else ["fp32"]
+    for variant in candidates:
         if variant in passed:
             logger.info("scoring with ONNX Runtime (%s) from %s", variant, directory)
             return OnnxSession(directory / ONNX_FILES[variant])
@@ -334,9 +336,8 @@ def export_with_parity(
     if not isinstance(classifier, TransformerClassifier) or len(inputs) == 0:
         return []
     directory = model_dir / "classifier"
-    chosen: list[Variant] = list(
-        variants or ["fp32", *(["int8"] * (preferred_variant() == "int8"))]
-    )
+    default: list[Variant] = ["fp32", "int8"] if preferred_variant() == "int8" else ["fp32"]
+    chosen: list[Variant] = list(variants or default)
     uses_types = "token_type_ids" in classifier.tokenizer.model_input_names
     results: list[Parity] = []
     with tempfile.TemporaryDirectory() as scratch:

@@ -123,7 +123,7 @@ def data_build(
     report.write(report_path)
     built = build_dataset(report.records, config)
     save_dataset(built, out)
-    card = build_card(built, report, [str(s) for s in sources])
+    card = build_card(built, report, [str(s) for s in sources], dmhc_findings=report.dmhc_findings)
     json_path, md_path = write_card(card, out)
     _print_card(card)
     console.print(f"wrote {out}/hf, {md_path.name}, {json_path.name}, {report_path.name}")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from imr_outcome.data.dataset import records_from_letter
 from imr_outcome.data.dmhc import load_dmhc
+from imr_outcome.data.dmhc_findings import FindingsStats
 from imr_outcome.data.extract import LETTER_SUFFIXES
 from imr_outcome.data.letters import parse_letter_file
 from imr_outcome.data.schema import ItemRecord, Letter
@@ -52,6 +53,8 @@ class IngestReport:
         skipped: files in the given folders that are neither letters nor tables.
         excluded_rows: table rows left out, as ``{"source", "id", "reason"}``.
         files_read: number of source files attempted (parsed + failed).
+        dmhc_findings: the DMHC ``Findings`` sentence split counts (rows kept and excluded
+            by reason, sentences kept and dropped, background lengths), summed over tables.
     """
 
     letters: list[Letter] = field(default_factory=list)
@@ -60,6 +63,7 @@ class IngestReport:
     skipped: list[str] = field(default_factory=list)
     excluded_rows: list[dict[str, str]] = field(default_factory=list)
     files_read: int = 0
+    dmhc_findings: FindingsStats = field(default_factory=FindingsStats)
 
     def to_json(self) -> dict[str, object]:
         """A JSON-ready summary (no case text): counts, failures, skips, exclusions."""
@@ -70,6 +74,7 @@ class IngestReport:
             "failures": [asdict(f) for f in self.failures],
             "skipped": self.skipped,
             "excluded_rows": self.excluded_rows,
+            "dmhc_findings": self.dmhc_findings.to_json(),
         }
 
     def write(self, path: Path) -> None:
@@ -127,6 +132,7 @@ def ingest(sources: Iterable[Path]) -> IngestReport:
             if path.suffix.lower() in TABLE_SUFFIXES:
                 table = load_dmhc(path)
                 report.records.extend(table.records)
+                report.dmhc_findings = report.dmhc_findings.merge(table.findings)
                 report.excluded_rows.extend(
                     {"source": str(path), "id": row.reference_id, "reason": row.reason}
                     for row in table.excluded

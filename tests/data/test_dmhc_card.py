@@ -8,7 +8,7 @@ from imr_outcome.data.card import build_card, render_markdown
 from imr_outcome.data.dataset import BuildConfig, build_dataset
 from imr_outcome.data.dmhc import load_dmhc
 from imr_outcome.data.dmhc_findings import EMPTY_REASON, NO_REQUEST_REASON
-from imr_outcome.data.ingest import IngestReport
+from imr_outcome.data.ingest import IngestReport, ingest
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "dmhc"
 
@@ -56,3 +56,15 @@ def test_card_without_findings_counts_has_no_findings_section() -> None:
     assert "dmhc_findings" not in card
     assert card["splits"]["dmhc"]["with_summary"] == 0
     assert "Findings split" not in render_markdown(card)
+
+
+def test_ingest_sums_the_findings_split_of_every_dmhc_table() -> None:
+    portal = load_dmhc(FIXTURES / "imr_portal_findings.csv")
+    table = load_dmhc(FIXTURES / "imr_2016_small.csv")
+
+    report = ingest([FIXTURES / "imr_portal_findings.csv", FIXTURES / "imr_2016_small.csv"])
+
+    expected = portal.findings.merge(table.findings).to_json()
+    assert report.dmhc_findings.to_json() == expected
+    assert report.to_json()["dmhc_findings"] == expected
+    assert expected["rows_kept"] == portal.findings.kept > 0

@@ -631,11 +631,15 @@ def _blocking(predictor: Predictor, entered: threading.Event, release: threading
     original = predictor.predict_batch
 
     def predict_batch(
-        items: Sequence[PredictInput], *, explain: bool = False, top_k: int = 5
+        items: Sequence[PredictInput],
+        *,
+        explain: bool = False,
+        top_k: int = 5,
+        deadline: float | None = None,
     ) -> list[Prediction]:
         entered.set()
         release.wait(30)
-        return original(items, explain=explain, top_k=top_k)
+        return original(items, explain=explain, top_k=top_k, deadline=deadline)
 
     predictor.predict_batch = predict_batch  # type: ignore[method-assign]
 

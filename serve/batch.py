@@ -145,6 +145,23 @@ class Columns:
         return list(dict.fromkeys([self.id, self.request, self.summary, *self.metadata.values()]))
 
 
+def checked_metadata_columns(metadata_columns: Mapping[str, str] | None) -> dict[str, str]:
+    """The ``field -> column`` map, with every field a pre-filing one.
+
+    Raises:
+        InvalidInputError: a key that is not in :data:`PREFILING_FIELDS` (field
+            ``metadata_columns``), e.g. a reviewer field known only after filing.
+    """
+    metadata = dict(metadata_columns or {})
+    unknown = sorted(set(metadata) - set(PREFILING_FIELDS))
+    if unknown:
+        raise InvalidInputError(
+            "metadata_columns",
+            f"unknown or post-filing field(s) {unknown}; allowed: {list(PREFILING_FIELDS)}",
+        )
+    return metadata
+
+
 @dataclass(frozen=True)
 class RawRow:
     """One input row: its values, or why it cannot be read (and its raw id if known)."""
@@ -865,13 +882,7 @@ def score_file(
         raise InvalidInputError("output", f"{target} is the input file; choose another path")
     if chunk_size < 1:
         raise InvalidInputError("chunk_size", f"expected at least 1, got {chunk_size}")
-    metadata = dict(metadata_columns or {})
-    unknown = sorted(set(metadata) - set(PREFILING_FIELDS))
-    if unknown:
-        raise InvalidInputError(
-            "metadata_columns",
-            f"unknown or post-filing field(s) {unknown}; allowed: {list(PREFILING_FIELDS)}",
-        )
+    metadata = checked_metadata_columns(metadata_columns)
     encoding = csv_encoding(source) if in_format == "csv" else "utf-8-sig"
     header = _header(in_format, source, encoding)
     metadata = prefiling_columns(header, metadata, [id_column, request_column, summary_column])

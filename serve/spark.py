@@ -70,13 +70,13 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.functions import pandas_udf
 
-from imr_outcome.data.schema import PREFILING_FIELDS
 from imr_outcome.errors import InvalidInputError
 from imr_outcome.serve.batch import (
     Columns,
     PreparedRow,
     RawRow,
     ScoreSummary,
+    checked_metadata_columns,
     describe_error,
     one_line,
     predict_rows,
@@ -365,13 +365,7 @@ def score_dataframe(
     """
     if batch_size < 1:
         raise InvalidInputError("batch_size", f"expected at least 1, got {batch_size}")
-    metadata = dict(metadata_columns or {})
-    unknown = sorted(set(metadata) - set(PREFILING_FIELDS))
-    if unknown:
-        raise InvalidInputError(
-            "metadata_columns",
-            f"unknown or post-filing field(s) {unknown}; allowed: {list(PREFILING_FIELDS)}",
-        )
+    metadata = checked_metadata_columns(metadata_columns)
     columns = Columns(id_column, request_column, summary_column, metadata)
     _check_schema(df, columns, {"prediction_column": prediction_column, "row_column": row_column})
     if prediction_column == row_column:

@@ -24,7 +24,12 @@ class CountingPredictor:
         self.calls: list[int] = []
 
     def predict_batch(
-        self, items: Sequence[PredictInput], *, explain: bool = False, top_k: int = 5
+        self,
+        items: Sequence[PredictInput],
+        *,
+        explain: bool = False,
+        top_k: int = 5,
+        deadline: float | None = None,
     ) -> list[Prediction]:
         self.calls.append(len(items))
         if any(item.request == "bad" for item in items):

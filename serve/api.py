@@ -302,7 +302,12 @@ async def _answer_or_give_up(
     future.cancel()
     if watcher in done:
         raise ClientGone("the client disconnected")
-    raise TimedOut(
+    raise _timed_out(timeout_s)
+
+
+def _timed_out(timeout_s: float) -> TimedOut:
+    """The 504 for a request that reached its deadline (``timeout_s``: the server's limit)."""
+    return TimedOut(
         f"the estimate took longer than this server's limit of {timeout_s:g} s and was "
         "stopped; send a shorter summary, leave out the evidence (explain: false), or "
         "retry when the server is less busy"
@@ -376,10 +381,20 @@ class MicroBatcher:
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
-    async def _call(self, items: list[PredictInput], deadline: float) -> list[Prediction]:
+    async def _call(self, live: list[_Waiting], deadline: float) -> list[Prediction] | None:
+        """The predictions of ``live``'s items, or None when every caller has gone.
+
+        The slot is never held past ``deadline`` nor after the last caller left: waiting
+        stops then (a model call that has not started is cancelled; one that runs ends on
+        its own thread, bounded by the deadline it was given).
+
+        Raises:
+            Saturated: no slot in time. TimedOut: the deadline passed.
+        """
         predictor, gate, executor = self.state.ready()
+        items = [entry.item for entry in live]
         async with gate.slot(timeout_s=deadline - time.monotonic()):
-            return await asyncio.get_running_loop().run_in_executor(
+            future = asyncio.get_running_loop().run_in_executor(
                 executor,
                 functools.partial(
                     score,
@@ -391,6 +406,22 @@ class MicroBatcher:
                     max_explain_chars=self.state.settings.max_explain_chars,
                 ),
             )
+            abandoned = asyncio.ensure_future(asyncio.wait([entry.answer for entry in live]))
+            racing: set[asyncio.Future[Any]] = {future, abandoned}
+            try:
+                done, _ = await asyncio.wait(
+                    racing,
+                    timeout=max(deadline - time.monotonic(), 0.0),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                abandoned.cancel()
+            if future in done:
+                return future.result()
+            future.cancel()
+            if all(entry.answer.done() for entry in live):
+                return None
+            raise _timed_out(self.state.settings.request_timeout_s)
 
     async def _run(self, batch: list[_Waiting]) -> None:
         live = [entry for entry in batch if not entry.answer.done()]
@@ -398,7 +429,7 @@ class MicroBatcher:
             return
         deadline = max(entry.deadline for entry in live)
         try:
-            predictions = await self._call([entry.item for entry in live], deadline)
+            predictions = await self._call(live, deadline)
         except Exception as exc:
             if len(live) == 1 or not isinstance(exc, ImrOutcomeError) or isinstance(exc, Saturated):
                 for entry in live:
@@ -407,6 +438,8 @@ class MicroBatcher:
                 return
             for entry in live:  # one bad item must not fail the others
                 await self._run([entry])
+            return
+        if predictions is None:  # every caller left
             return
         if len(live) > 1:
             logger.debug("micro-batch of %d predictions", len(live))

@@ -290,7 +290,7 @@ def test_pypdf_messages_stay_on_the_pypdf_logger(
     startxref = data.rindex(b"startxref\n") + len(b"startxref\n")
     path.write_bytes(data[:startxref] + b"1" + data[startxref:])
 
-    with caplog.at_level(logging.DEBUG):
+    with caplog.at_level(logging.DEBUG), caplog.at_level(logging.DEBUG, logger="pypdf"):
         read_letter_text(path)
 
     assert caplog.records, "expected pypdf to warn about the damage"

@@ -314,17 +314,15 @@ def test_tfidf_evidence_never_maps_prefix_hits_into_the_request(tfidf: TfidfLogR
     model = _wrap(tfidf, "tfidf_coefficients")
     request, summary = "Physical therapy for a female patient", CUE[1]
     model_input = build_model_input(request, summary, METADATA)
-    assert "Female" in model_input.text[: model_input.request_offset]
+    assert "patient" in model_input.text[: model_input.request_offset]  # shared with the request
 
     spans = explain(model, model_input, request, summary, top_k=50)
 
     request_spans = [span for span in spans if span.field == "request"]
     assert request_spans
     assert all(span.text == request[span.start : span.end] for span in request_spans)
-    female = [span for span in request_spans if "female" in span.text]
-    assert [(span.start, span.end, span.direction) for span in female] == [
-        (request.index("female"), request.index("female") + 6, "Overturned")
-    ]
+    # The patient's sex is normalised away before TF-IDF (invariance), so it is no evidence.
+    assert not [span for span in request_spans if "female" in span.text]
 
 
 def test_overlapping_ngram_spans_merge_keeping_the_larger_weight() -> None:

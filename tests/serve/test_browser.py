@@ -233,11 +233,8 @@ def test_the_page_asks_for_the_key_once_and_keeps_it_for_the_tab(
     page.wait_for_selector("#key-error:has-text('not accepted')", timeout=30_000)
     page.get_by_label("API key", exact=True).fill(KEY)
     page.get_by_role("button", name="Use this key").click()
-    page.wait_for_function(
-        "document.getElementById('model-line').textContent.startsWith('Model: ') && "
-        "document.getElementById('model-line').textContent.includes('version')",
-        timeout=30_000,
-    )
+    # Selectors, not wait_for_function: the page's CSP forbids the eval that the latter uses.
+    page.wait_for_selector("#model-line:text-matches('^Model: .*version')", timeout=30_000)
     page.get_by_label("Requested treatment").fill(REQUEST)  # no summary: it is left out
     page.get_by_label("Highlight the evidence (takes longer)").first.uncheck()
     page.get_by_role("button", name="Estimate the outcome").click()
@@ -245,9 +242,7 @@ def test_the_page_asks_for_the_key_once_and_keeps_it_for_the_tab(
     headline = page.inner_text("article.prediction h3")
     stored = page.evaluate("sessionStorage.getItem('imr-outcome-api-key')")
     page.reload()
-    page.wait_for_function(
-        "document.getElementById('model-line').textContent.includes('version')", timeout=30_000
-    )
+    page.wait_for_selector("#model-line:has-text('version')", timeout=30_000)
     asked_again = page.is_visible("#key-card")
 
     assert asked_first == "Model: enter the API key to see it."

@@ -31,11 +31,11 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -287,7 +287,25 @@ async def _answer_or_give_up(
         TimedOut: the deadline passed.
         ClientGone: the client disconnected.
     """
-    watcher = asyncio.ensure_future(_disconnected(request))
+    ended = await _race(future, _disconnected(request), deadline)
+    if ended == "done":
+        return future.result()
+    if ended == "gone":
+        raise ClientGone("the client disconnected")
+    raise _timed_out(timeout_s)
+
+
+async def _race(
+    future: asyncio.Future[Any], gone: Awaitable[Any], deadline: float
+) -> Literal["done", "gone", "late"]:
+    """Wait for ``future`` until ``gone`` completes or ``deadline`` passes.
+
+    Returns:
+        ``"done"`` when ``future`` finished first; otherwise ``future`` is cancelled (a model
+        call that has not started never starts) and the answer says why: ``"gone"`` (the
+        callers left) or ``"late"`` (the deadline passed).
+    """
+    watcher = asyncio.ensure_future(gone)
     racing: set[asyncio.Future[Any]] = {future, watcher}
     try:
         done, _ = await asyncio.wait(
@@ -298,11 +316,9 @@ async def _answer_or_give_up(
     finally:
         watcher.cancel()
     if future in done:
-        return future.result()
+        return "done"
     future.cancel()
-    if watcher in done:
-        raise ClientGone("the client disconnected")
-    raise _timed_out(timeout_s)
+    return "gone" if watcher in done else "late"
 
 
 def _timed_out(timeout_s: float) -> TimedOut:
@@ -406,20 +422,10 @@ class MicroBatcher:
                     max_explain_chars=self.state.settings.max_explain_chars,
                 ),
             )
-            abandoned = asyncio.ensure_future(asyncio.wait([entry.answer for entry in live]))
-            racing: set[asyncio.Future[Any]] = {future, abandoned}
-            try:
-                done, _ = await asyncio.wait(
-                    racing,
-                    timeout=max(deadline - time.monotonic(), 0.0),
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-            finally:
-                abandoned.cancel()
-            if future in done:
+            ended = await _race(future, asyncio.wait([e.answer for e in live]), deadline)
+            if ended == "done":
                 return future.result()
-            future.cancel()
-            if all(entry.answer.done() for entry in live):
+            if ended == "gone":
                 return None
             raise _timed_out(self.state.settings.request_timeout_s)
 

@@ -107,6 +107,11 @@ class TfidfConfig(_Section):
         "tokenizing (data.counterfactuals.normalize_text), so those rewrites cannot move P.",
     )
     ngram_max: int = Field(2, ge=1, le=3, description="Longest word n-gram.")
+    ngram_max_grid: list[int] = Field(
+        default_factory=list,
+        description="Candidate longest n-grams (1-3) tuned with c_grid by inner grouped CV on "
+        "the training rows (every pair; best out-of-fold AUROC); empty: use ngram_max.",
+    )
     min_df: int = Field(2, ge=1, description="Minimum document frequency.")
     c: float = Field(1.0, gt=0, description="Logistic regression inverse regularization C.")
     c_grid: list[float] = Field(

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -159,7 +160,12 @@ def export(model: PreTrainedModel, uses_token_types: bool, path: Path) -> Path:
     axes |= {"logits": {0: "batch"}, "pooled": {0: "batch"}}
     model = cast(Any, model).float()
     model.train(False)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # The tracer's notes on Python branches in transformers' masking code and on
+        # advanced indexing: the graph is checked against torch on held-out items at
+        # export (export_with_parity), so they are noise in a user's console.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Exporting aten::index", category=UserWarning)
         torch.onnx.export(
             _wrapper(model),
             dummy,

@@ -9,6 +9,7 @@ never seen here, so nothing is tuned on test data.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -177,11 +178,16 @@ def crossfit_splits(
 
 
 def _candidates(config: RunConfig) -> list[RunConfig]:
-    """One config per value of ``model.c_grid`` (the config itself when the grid is empty)."""
-    grid = getattr(config.model, "c_grid", None) or []
-    return [
-        config.model_copy(update={"model": config.model.model_copy(update={"c": c})}) for c in grid
-    ] or [config]
+    """One config per combination of ``model.c_grid`` and ``model.ngram_max_grid`` (an
+    empty grid keeps the config's own value; both empty: the config itself)."""
+    model = config.model
+    c_grid = getattr(model, "c_grid", None) or [getattr(model, "c", None)]
+    ngram_grid = getattr(model, "ngram_max_grid", None) or [getattr(model, "ngram_max", None)]
+    updates = [
+        {key: value for key, value in (("c", c), ("ngram_max", n)) if value is not None}
+        for c, n in itertools.product(c_grid, ngram_grid)
+    ]
+    return [config.model_copy(update={"model": model.model_copy(update=u)}) for u in updates]
 
 
 def _out_of_fold_logits(
@@ -266,7 +272,7 @@ def fit_calibrated(
         for candidate in _candidates(config):
             logits = _out_of_fold_logits(candidate, rows, splits)
             auroc = _auroc(rows.labels, logits[:, 1] - logits[:, 0])
-            logger.info("inner CV %s: AUROC %.3f", flatten_c(candidate), auroc)
+            logger.info("inner CV %s: AUROC %.3f", hyperparameters(candidate), auroc)
             if best is None or auroc > best[0]:
                 best = (auroc, candidate, logits)
         assert best is not None
@@ -302,7 +308,11 @@ def fit_calibrated(
     return OutcomeModel(classifier, calibrator, threshold, info)
 
 
-def flatten_c(config: RunConfig) -> str:
-    """``"C=0.1"`` for kinds with a regularization strength, else the kind."""
-    c = getattr(config.model, "c", None)
-    return f"C={c:g}" if c is not None else config.model.kind
+def hyperparameters(config: RunConfig) -> str:
+    """``"C=0.1 ngram_max=2"``: the tuned hyper-parameters a kind has, else the kind."""
+    tuned = [
+        f"{label}={value:g}"
+        for label, field in (("C", "c"), ("ngram_max", "ngram_max"))
+        if (value := getattr(config.model, field, None)) is not None
+    ]
+    return " ".join(tuned) or config.model.kind

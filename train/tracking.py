@@ -124,7 +124,7 @@ def log_dataset(frame: pd.DataFrame, *, name: str, source: str, fingerprint: str
         dataset = from_pandas(
             frame, source=source, targets="label", name=name, digest=fingerprint[:32]
         )
-    mlflow.log_input(dataset, context="training")
+        mlflow.log_input(dataset, context="training")  # infers the schema: the int hint
     mlflow.set_tag("data_fingerprint", fingerprint)
 
 

@@ -155,6 +155,7 @@ def _bare_forward(model: OutcomeModel, items: list[dict[str, Any]]) -> list[floa
         windows = encode_windows(tokenizer, inputs, config.max_length, config.stride)
         batches.append(collate([windows.features(w) for w in range(len(windows))], 0))
     seconds = []
+    network.train(False)  # as scoring does: no dropout, SDPA's fused path
     with torch.no_grad():
         for batch in batches[:2] + batches:  # two warm-up passes
             started = time.perf_counter()

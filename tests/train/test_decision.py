@@ -233,3 +233,48 @@ def test_crossfit_needs_both_classes_in_each_part() -> None:
     rows = rows.subset([i for i, g in enumerate(rows.groups) if g not in {"L0"}])
     with pytest.raises(InvalidInputError):
         crossfit_splits(rows, 5, seed=13)
+
+
+def test_inner_cv_tunes_every_pair_of_c_and_ngram_max(monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = _rows()
+    fitted: list[tuple[float, int, int]] = []
+    real = pipeline.new_classifier
+
+    def recording(config: Any, callbacks: Any = None) -> Any:
+        classifier = real(config, callbacks)
+        fit = classifier.fit
+
+        def fit_and_record(inputs: Any, labels: Any, metadata: Any = None) -> Any:
+            fitted.append((config.model.c, config.model.ngram_max, len(inputs)))
+            return fit(inputs, labels, metadata)
+
+        classifier.fit = fit_and_record  # type: ignore[method-assign]
+        return classifier
+
+    monkeypatch.setattr(pipeline, "new_classifier", recording)
+    config = load_config(
+        None,
+        [
+            "model.kind=tfidf_lr",
+            "model.min_df=1",
+            "model.c_grid=[0.1, 1.0]",
+            "model.ngram_max_grid=[1, 2]",
+            "explainer=none",
+            "calibration.method=platt",
+        ],
+    )
+    fit_calibrated(config, rows, data_fingerprint="t")
+    inner = fitted[:-1]
+    pairs = {(c, n) for c, n, _ in inner}
+    assert pairs == {(0.1, 1), (0.1, 2), (1.0, 1), (1.0, 2)}
+    assert len(inner) == 4 * 5  # five inner folds per pair
+    assert all(size < len(rows) for _, _, size in inner)
+    final_c, final_n, final_size = fitted[-1]
+    assert (final_c, final_n) in pairs and final_size == len(rows)
+
+
+def test_hyperparameters_names_what_a_kind_tunes() -> None:
+    tfidf = load_config(None, ["model.kind=tfidf_lr", "model.c=0.3", "explainer=none"])
+    assert pipeline.hyperparameters(tfidf) == "C=0.3 ngram_max=2"
+    majority = load_config(None, ["model.kind=majority", "explainer=none"])
+    assert pipeline.hyperparameters(majority) == "majority"

@@ -40,7 +40,6 @@ explainers, their registry and the entry points :func:`explain` and
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
@@ -67,8 +66,6 @@ if TYPE_CHECKING:
     from imr_outcome.train.baselines import TfidfLogReg
     from imr_outcome.train.model import OutcomeModel
     from imr_outcome.train.transformer import TransformerClassifier
-
-logger = logging.getLogger(__name__)
 
 C = TypeVar("C")
 

@@ -38,7 +38,7 @@ from typing import Final, Literal
 import ftfy.bad_codecs  # noqa: F401  (registers the "sloppy-windows-1252" codec)
 import pandas as pd
 
-from imr_outcome.data.dmhc_findings import FindingsStats, fix_text, split_findings, split_many
+from imr_outcome.data.dmhc_findings import FindingsStats, fix_text, split_many
 from imr_outcome.data.schema import LABELS, ItemRecord
 from imr_outcome.errors import InvalidInputError, ParseError
 
@@ -133,16 +133,6 @@ class DmhcLoadResult:
     excluded: list[ExcludedRow]
     schema: DmhcSchema
     findings: FindingsStats = field(default_factory=FindingsStats)
-
-
-def extract_background(findings: str) -> str | None:
-    """The kept background of one ``Findings`` text, or None when the row is excluded.
-
-    Shorthand for :func:`imr_outcome.data.dmhc_findings.split_findings` ``.background``:
-    the request sentence, then the facts about this patient up to the reviewer's first
-    evaluative sentence, single-spaced.
-    """
-    return split_findings(findings).background
 
 
 def _decode(raw: bytes) -> tuple[str, str]:

@@ -360,21 +360,3 @@ def _wide_encoding(raw: bytes) -> str | None:
         return None
     text = raw.decode(guess.encoding, errors="replace")
     return guess.encoding if sum(ch.isascii() for ch in text) >= 0.5 * len(text) else None
-
-
-def looks_like_text(data: bytes) -> bool:
-    """Whether bytes are a text export :func:`read_letter_text` can decode.
-
-    For upload checks: UTF-16/32 letters hold NUL bytes, so "no NUL byte" alone would
-    refuse them.
-
-    Args:
-        data: the file's bytes (or its first few KB).
-
-    Returns:
-        True for bytes with a byte-order mark, without NUL bytes, or detected as
-        UTF-16/32; False for binary data.
-    """
-    if any(data.startswith(bom) for bom, _ in _BOMS):
-        return True
-    return _wide_encoding(data) is not None or b"\x00" not in data

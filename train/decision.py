@@ -26,7 +26,6 @@ predictor, the pyfunc and Spark scoring read the same edges.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -269,11 +268,3 @@ def band_records(
             accuracy = rate
         records[name] = BandRecord(n=int(members.size), overturned_rate=rate, accuracy=accuracy)
     return records
-
-
-def usual_rate_text(relative_risk: float, base_rate: float) -> str:
-    """The relative risk for a person: "1.8 times the usual rate of 11%", written with a
-    multiplication sign; the relative risk to one decimal, the base rate in percent."""
-    if not math.isfinite(relative_risk):
-        return f"the usual rate is {base_rate:.0%}"
-    return f"{relative_risk:.1f}\N{MULTIPLICATION SIGN} the usual rate of {base_rate:.0%}"

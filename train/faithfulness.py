@@ -14,7 +14,7 @@ reader can see whether the explainer beats chance. Probabilities are the model's
 calibrated ``predict_proba``; the prediction is the label at the model's threshold.
 
 The unit is a word of the caller's request or summary (a maximal run of non-whitespace
-characters, :func:`imr_outcome.train.attribution.words`); the metadata prefix is never
+characters, :func:`imr_outcome.train.attribution_spans.words`); the metadata prefix is never
 removed. Removing a word deletes its characters (whitespace around it stays) and the
 model input is rebuilt from the edited strings.
 """
@@ -37,7 +37,9 @@ from imr_outcome.data.model_input import (
 )
 from imr_outcome.data.schema import LABELS
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.train.attribution import IG_STEPS, WordAttribution, word_attributions
+from imr_outcome.train.attribution import word_attributions
+from imr_outcome.train.attribution_spans import WordAttribution
+from imr_outcome.train.attribution_tokens import IG_STEPS
 from imr_outcome.train.model import OutcomeModel
 from imr_outcome.train.pipeline import Rows
 

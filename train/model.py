@@ -26,6 +26,7 @@ from imr_outcome.data.schema import LABELS
 from imr_outcome.errors import IncompatibleModelError, ModelNotFoundError
 from imr_outcome.train import attribution
 from imr_outcome.train.artifact import ARTIFACT_FILE, FORMAT_VERSION, ModelInfo
+from imr_outcome.train.attribution_spans import Attribution
 from imr_outcome.train.base import Classifier, classifier_class
 from imr_outcome.train.calibration import Calibrator, calibrator_from_dict
 from imr_outcome.train.model_uri import resolve
@@ -134,7 +135,7 @@ class OutcomeModel:
         top_k: int = 5,
         n_steps: int | None = None,
         deadline: float | None = None,
-    ) -> list[attribution.Attribution]:
+    ) -> list[Attribution]:
         """The strongest stretches of one item with the explainer saved in the artifact.
 
         Args:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from imr_outcome.data.dmhc import ExcludedRow, extract_background, load_dmhc
-from imr_outcome.data.dmhc_findings import EMPTY_REASON, NO_REQUEST_REASON
+from imr_outcome.data.dmhc import ExcludedRow, load_dmhc
+from imr_outcome.data.dmhc_findings import EMPTY_REASON, NO_REQUEST_REASON, split_findings
 from imr_outcome.data.schema import ItemRecord
 from imr_outcome.errors import InvalidInputError, ParseError
 
@@ -27,7 +27,7 @@ PORTAL_HEADER = (
 START = "Nature of Statutory Criteria/Case Summary:"
 
 
-# --- extract_background -----------------------------------------------------------
+# --- split_findings(...).background --------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -46,7 +46,7 @@ START = "Nature of Statutory Criteria/Case Summary:"
 )
 def test_background_ends_at_each_marker(end: str) -> None:
     findings = f"{START} An enrollee has requested an MRI of the knee. {end} that it helps."
-    assert extract_background(findings) == "An enrollee has requested an MRI of the knee."
+    assert split_findings(findings).background == "An enrollee has requested an MRI of the knee."
 
 
 def test_background_ends_at_the_earliest_marker_present() -> None:
@@ -55,7 +55,7 @@ def test_background_ends_at_the_earliest_marker_present() -> None:
         "Final Result: The reviewer determined that the MRI is medically necessary. "
         "Findings: The physician reviewer found that the MRI is appropriate."
     )
-    assert extract_background(findings) == "An enrollee, aged 40, has requested an MRI."
+    assert split_findings(findings).background == "An enrollee, aged 40, has requested an MRI."
 
 
 def test_background_keeps_the_parties_positions() -> None:
@@ -64,7 +64,7 @@ def test_background_keeps_the_parties_positions() -> None:
         "medically necessary. Her physician believes the MRI should be done now. "
         "Findings: The physician reviewer found that the MRI is appropriate."
     )
-    assert extract_background(findings) == (
+    assert split_findings(findings).background == (
         "An enrollee has requested an MRI. The health plan denied the request as not "
         "medically necessary. Her physician believes the MRI should be done now."
     )
@@ -100,7 +100,7 @@ def test_background_keeps_the_parties_positions() -> None:
     ],
 )
 def test_outcome_sentences_are_dropped_and_the_request_kept(findings: str, background: str) -> None:
-    assert extract_background(findings) == background
+    assert split_findings(findings).background == background
 
 
 @pytest.mark.parametrize(
@@ -112,7 +112,7 @@ def test_outcome_sentences_are_dropped_and_the_request_kept(findings: str, backg
     ],
 )
 def test_background_is_none_without_a_request_sentence(findings: str) -> None:
-    assert extract_background(findings) is None
+    assert split_findings(findings).background is None
 
 
 # --- 2016 structured schema --------------------------------------------------------

@@ -12,7 +12,6 @@ from pypdf.errors import LimitReachedError, PdfReadError, PdfStreamError
 from imr_outcome.data import extract
 from imr_outcome.data.extract import (
     blank_page_furniture,
-    looks_like_text,
     read_letter_text,
     undo_double_spacing,
 )
@@ -94,19 +93,6 @@ def test_utf16_and_utf32_text_letters_read_like_utf8(tmp_path: Path, encoding: s
 
     assert read_letter_text(path) == read_letter_text(LETTER)
     assert parse_letter_file(path).items == parse_letter_file(LETTER).items
-
-
-def test_utf16_text_looks_like_text_and_binary_does_not() -> None:
-    text = LETTER.read_text(encoding="utf-8")
-    zip_header = b"PK\x03\x04\x14\x00\x00\x00\x08\x00" + bytes(range(256)) * 4
-
-    assert [looks_like_text(text.encode(e)) for e in ("utf-8", "utf-16", "utf-16-le")] == [
-        True,
-        True,
-        True,
-    ]
-    assert not looks_like_text(zip_header)
-    assert not looks_like_text(b"abc\x00\x01\x02")
 
 
 def test_lone_surrogates_and_control_characters_do_not_survive_reading(tmp_path: Path) -> None:

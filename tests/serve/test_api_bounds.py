@@ -27,7 +27,8 @@ from api_stub import (
 from fastapi.testclient import TestClient
 
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.serve.api import _answer_or_give_up, create_app
+from imr_outcome.serve.api import create_app
+from imr_outcome.serve.api_calls import answer_or_give_up
 from imr_outcome.serve.api_errors import ClientGone, TimedOut
 from imr_outcome.serve.api_limits import InFlightGate, Saturated, ServeSettings
 from imr_outcome.serve.predictor import Predictor
@@ -198,7 +199,7 @@ def test_a_disconnect_or_the_deadline_gives_up_and_cancels_the_call() -> None:
         loop = asyncio.get_running_loop()
         gone_future: asyncio.Future[int] = loop.create_future()
         with pytest.raises(ClientGone) as gone:
-            await _answer_or_give_up(
+            await answer_or_give_up(
                 gone_future,
                 _Request(0.05),  # type: ignore[arg-type]
                 time.monotonic() + 30,
@@ -206,7 +207,7 @@ def test_a_disconnect_or_the_deadline_gives_up_and_cancels_the_call() -> None:
             )
         late_future: asyncio.Future[int] = loop.create_future()
         with pytest.raises(TimedOut) as late:
-            await _answer_or_give_up(
+            await answer_or_give_up(
                 late_future,
                 _Request(30),  # type: ignore[arg-type]
                 time.monotonic() + 0.05,
@@ -214,7 +215,7 @@ def test_a_disconnect_or_the_deadline_gives_up_and_cancels_the_call() -> None:
             )
         done: asyncio.Future[int] = loop.create_future()
         done.set_result(7)
-        value = await _answer_or_give_up(done, _Request(30), time.monotonic() + 30, 30)  # type: ignore[arg-type]
+        value = await answer_or_give_up(done, _Request(30), time.monotonic() + 30, 30)  # type: ignore[arg-type]
         return gone.type, late.type, gone_future.cancelled(), late_future.cancelled(), value
 
     assert asyncio.run(scenario()) == (ClientGone, TimedOut, True, True, 7)

@@ -23,14 +23,9 @@ from typer.testing import CliRunner
 
 from imr_outcome.cli import app
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.serve.batch import (
-    OUTPUT_COLUMNS,
-    ScoreSummary,
-    csv_encoding,
-    parts_dir,
-    prefiling_columns,
-    score_file,
-)
+from imr_outcome.serve.batch import ScoreSummary, score_file
+from imr_outcome.serve.batch_readers import csv_encoding, prefiling_columns
+from imr_outcome.serve.batch_sinks import OUTPUT_COLUMNS, parts_dir
 from imr_outcome.serve.predictor import PredictInput, Predictor
 from imr_outcome.train.run import TrainResult
 

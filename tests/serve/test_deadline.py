@@ -15,7 +15,7 @@ from imr_outcome.errors import DeadlineExceededError
 from imr_outcome.serve.api import create_app
 from imr_outcome.serve.api_limits import ServeSettings
 from imr_outcome.serve.predictor import PredictInput, Predictor
-from imr_outcome.train.attribution import Attribution
+from imr_outcome.train.attribution_spans import Attribution
 
 
 @pytest.fixture(scope="module")

@@ -14,15 +14,15 @@ from imr_outcome.data.model_input import MetadataValue, ModelInput, build_model_
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError
 from imr_outcome.serve.evidence import CANDIDATE_FACTOR, content_bounds, explain, to_span
 from imr_outcome.serve.schemas import EvidenceSpan
-from imr_outcome.train.attribution import (
+from imr_outcome.train.attribution_spans import (
     Attribution,
     TokenAttribution,
     WordAttribution,
     merge_overlapping,
     phrase_spans,
-    token_attributions,
     word_scores,
 )
+from imr_outcome.train.attribution_tokens import token_attributions
 from imr_outcome.train.baselines import TfidfLogReg
 from imr_outcome.train.config import TfidfConfig, TrainingConfig
 from imr_outcome.train.encoders import encode_windows

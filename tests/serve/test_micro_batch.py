@@ -1,4 +1,4 @@
-"""Micro-batching of concurrent /v1/predict calls without evidence (serve.api.MicroBatcher)."""
+"""Micro-batching of concurrent /v1/predict calls without evidence (api_calls.MicroBatcher)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any, cast
 import pytest
 
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.serve.api import MicroBatcher, ServerState
+from imr_outcome.serve.api_calls import MicroBatcher, ServerState
 from imr_outcome.serve.api_limits import InFlightGate, ServeSettings
 from imr_outcome.serve.predictor import PredictInput, Predictor
 from imr_outcome.serve.schemas import Prediction

@@ -13,7 +13,7 @@ from imr_outcome.errors import InvalidInputError
 from imr_outcome.train import pipeline
 from imr_outcome.train.calibration import make_calibrator
 from imr_outcome.train.config import DecisionConfig, load_config
-from imr_outcome.train.decision import DecisionRule, fit_decision_rule, usual_rate_text
+from imr_outcome.train.decision import DecisionRule, fit_decision_rule
 from imr_outcome.train.evaluate import cross_validate
 from imr_outcome.train.pipeline import Rows, crossfit_splits, fit_calibrated
 
@@ -43,13 +43,9 @@ def test_missing_edge_means_band_never_given() -> None:
     assert {rule.band(p) for p in (0.0, 0.3, 1.0)} == {"uncertain"}
 
 
-def test_relative_risk_and_text() -> None:
+def test_relative_risk() -> None:
     rule = _rule(base_rate=0.11)
     assert rule.relative_risk(0.22) == pytest.approx(2.0)
-    assert (
-        usual_rate_text(rule.relative_risk(0.22), 0.11)
-        == "2.0\N{MULTIPLICATION SIGN} the usual rate of 11%"
-    )
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from imr_outcome.train import attribution
-from imr_outcome.train.attribution import EXPLAINERS, token_attributions, word_attributions
+from imr_outcome.train import attribution_tokens
+from imr_outcome.train.attribution import EXPLAINERS, word_attributions
+from imr_outcome.train.attribution_tokens import token_attributions
 from imr_outcome.train.model import OutcomeModel
 
 from toy_cue import CUE, toy_inputs, toy_items, toy_transformer, wrap_toy
@@ -23,7 +24,7 @@ def test_every_explainer_puts_the_cue_among_the_strongest_summary_words(
     cue_model: OutcomeModel, method: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # the toy summaries are a few tokens long: occlude one token at a time
-    monkeypatch.setattr(attribution, "OCCLUSION_TOKENS", 1)
+    monkeypatch.setattr(attribution_tokens, "OCCLUSION_TOKENS", 1)
     items, labels = toy_items(6, seed=0)
     model = OutcomeModel(
         cue_model.classifier,

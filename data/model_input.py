@@ -8,6 +8,7 @@ add outcome text.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypedDict
@@ -32,6 +33,42 @@ def prefiling_metadata(letter: Letter) -> LetterMetadata:
         patient_age=letter.patient_age.value if letter.patient_age else None,
         patient_sex=letter.patient_sex.value if letter.patient_sex else None,
     )
+
+
+def coerce_metadata_value(field: str, value: object) -> MetadataValue:
+    """One pre-filing metadata value as a table or JSON row gives it, in the model's type.
+
+    Missing values (None, NaN, empty text) become None. ``patient_age`` becomes an int
+    from an int, a whole float (Excel and pandas read integer columns with gaps as
+    floats) or digit text; every other field keeps its text (or int). The one rule for
+    batch scoring and the MLflow pyfunc.
+
+    Args:
+        field: a name from :data:`PREFILING_FIELDS`.
+        value: the raw cell.
+
+    Returns:
+        ``str``, ``int`` or None.
+
+    Raises:
+        InvalidInputError: (field ``metadata.<field>``) an age that is not a whole number,
+            or a value that is neither text nor an integer (e.g. a bool or a list).
+    """
+    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if field == "patient_age":
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value.strip())
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise InvalidInputError(f"metadata.{field}", f"expected an integer 0-120, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise InvalidInputError(
+            f"metadata.{field}", f"expected text or an integer, got {type(value).__name__}"
+        )
+    return value
 
 
 @dataclass(frozen=True)

@@ -203,6 +203,8 @@ def report(run: int, results: list[Result], wall: float, rss: float | None) -> N
     statuses = Counter(r.status for r in results)
     by_kind = Counter((r.kind.split(":")[0], r.status) for r in results)
     print(f"run {run}: {len(results)} requests in {wall:.1f} s = {len(results) / wall:.1f} req/s")
+    answered = sum(1 for r in results if r.kind.startswith("valid") and r.status == 200)
+    print(f"  valid requests answered 200: {answered} = {answered / wall:.2f} per s")
     print(f"  latency all:            {percentiles([r.seconds for r in results])}")
     plain = [r.seconds for r in results if r.kind == "valid"]
     explained = [r.seconds for r in results if r.kind == "valid+explain"]

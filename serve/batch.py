@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from imr_outcome.data.model_input import coerce_metadata_value
 from imr_outcome.data.text_checks import check_text
 from imr_outcome.errors import ImrOutcomeError, InvalidInputError
 from imr_outcome.serve.batch_readers import (
@@ -126,20 +127,16 @@ def normalize_id(value: Any, column: str) -> tuple[str | None, str | None]:
 
 
 def _metadata(values: Mapping[str, Any], columns: Columns) -> tuple[dict[str, Any], str | None]:
-    """Pre-filing metadata from the mapped columns; ages given as text become integers."""
+    """Pre-filing metadata from the mapped columns (:func:`coerce_metadata_value`), or
+    ``({}, error message)``."""
     metadata: dict[str, Any] = {}
     for field, column in columns.metadata.items():
-        value = values.get(column)
-        if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
-            continue
-        if field == "patient_age":
-            if isinstance(value, str) and value.strip().isdigit():
-                value = int(value.strip())
-            elif isinstance(value, float) and value.is_integer():
-                value = int(value)
-        if isinstance(value, bool) or not isinstance(value, str | int):
-            return {}, f"metadata.{field}: expected text or an integer, got {type(value).__name__}"
-        metadata[field] = value
+        try:
+            value = coerce_metadata_value(field, values.get(column))
+        except InvalidInputError as exc:
+            return {}, str(exc)
+        if value is not None:
+            metadata[field] = value
     return metadata, None
 
 

@@ -85,6 +85,16 @@ class FaithfulnessReport:
     item_random_comprehensiveness: tuple[float, ...] = ()
 
     @property
+    def excess(self) -> float:
+        """``comprehensiveness - random_comprehensiveness`` in [-2, 2]; > 0 beats chance.
+
+        Defined whatever the sign of the random baseline, unlike :attr:`ratio` (removing
+        random words can raise the predicted class's probability a little, making the
+        ratio's denominator negative).
+        """
+        return self.comprehensiveness - self.random_comprehensiveness
+
+    @property
     def ratio(self) -> float:
         """``comprehensiveness / random_comprehensiveness``; > 1 beats chance.
 

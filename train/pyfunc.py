@@ -15,7 +15,7 @@ from mlflow.models import ModelSignature
 from mlflow.pyfunc.model import PythonModel, PythonModelContext
 from mlflow.types.schema import ColSpec, Schema, TensorSpec
 
-from imr_outcome.data.model_input import build_model_input
+from imr_outcome.data.model_input import build_model_input, coerce_metadata_value
 from imr_outcome.data.schema import LABELS, PREFILING_FIELDS
 from imr_outcome.errors import InvalidInputError
 from imr_outcome.train.model import OutcomeModel
@@ -45,13 +45,13 @@ SIGNATURE = ModelSignature(
 
 
 def _metadata(row: dict[str, Any]) -> dict[str, Any]:
-    meta: dict[str, Any] = {}
-    for name in PREFILING_FIELDS:
-        value = row.get(name)
-        if value is None or (isinstance(value, float) and pd.isna(value)):
-            continue
-        meta[name] = int(value) if name in _INTEGER_FIELDS else str(value)
-    return meta
+    """The row's pre-filing metadata (:func:`coerce_metadata_value`; missing ones left out).
+
+    Raises:
+        InvalidInputError: a value of the wrong type (field ``metadata.<name>``).
+    """
+    values = {name: coerce_metadata_value(name, row.get(name)) for name in PREFILING_FIELDS}
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def _text(row: dict[str, Any], column: str, n: int) -> str:

@@ -2,7 +2,12 @@ from __future__ import annotations
 
 import pytest
 
-from imr_outcome.data.model_input import build_model_input, metadata_prefix, record_model_input
+from imr_outcome.data.model_input import (
+    build_model_input,
+    coerce_metadata_value,
+    metadata_prefix,
+    record_model_input,
+)
 from imr_outcome.data.schema import ItemRecord, OutcomeText
 from imr_outcome.errors import InvalidInputError, LeakageError
 
@@ -87,3 +92,23 @@ def test_record_model_input_uses_only_prefiling_fields() -> None:
 
     assert model_input.text == "52-year-old patient. Acupuncture 6 sessions"
     assert "Family Practice" not in model_input.text + model_input.text_pair
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(47, 47), (47.0, 47), (" 47 ", 47), ("", None), (None, None), (float("nan"), None)],
+)
+def test_age_from_a_table_cell_becomes_whole_years(value: object, expected: int | None) -> None:
+    assert coerce_metadata_value("patient_age", value) == expected
+
+
+@pytest.mark.parametrize("value", [44.7, "forty", True, [47]])
+def test_age_that_is_not_whole_years_is_refused_naming_the_field(value: object) -> None:
+    with pytest.raises(InvalidInputError, match=r"metadata\.patient_age"):
+        coerce_metadata_value("patient_age", value)
+
+
+def test_other_fields_keep_text_and_refuse_other_types() -> None:
+    assert coerce_metadata_value("patient_sex", "female") == "female"
+    with pytest.raises(InvalidInputError, match=r"metadata\.patient_sex.*bool"):
+        coerce_metadata_value("patient_sex", False)

@@ -118,6 +118,16 @@ def test_ratio_is_nan_without_a_random_effect() -> None:
     assert math.isnan(report.ratio)
 
 
+def test_excess_over_random_keeps_its_sign_when_random_removal_helps() -> None:
+    faithful = FaithfulnessReport(0.067, -0.05, -0.005, 0.007, n_items=40)
+    unfaithful = FaithfulnessReport(-0.019, 0.01, -0.005, 0.007, n_items=40)
+
+    assert faithful.excess == pytest.approx(0.072)
+    assert unfaithful.excess == pytest.approx(-0.014)
+    # the ratio ranks them the wrong way round when the random baseline is negative
+    assert unfaithful.ratio > faithful.ratio
+
+
 def test_erase_deletes_exactly_the_given_characters() -> None:
     assert erase("No\timprovement  documented.", [(16, 27), (0, 2)]) == "\timprovement  "
     assert erase("café 東京", []) == "café 東京"

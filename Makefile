@@ -56,7 +56,7 @@ bench-parse: install
 
 # The figures in experiments/README.md: 5x5 grouped CV of every DWC model and the DMHC
 # metadata model (long: the fine-tuned MiniLM alone fits 25 times).
-BENCH_CONFIGS ?= majority tfidf_lr frozen_minilm_lr default dmhc_metadata_lr
+BENCH_CONFIGS ?= majority tfidf_lr tfidf_lr_grid tfidf_lr_fixed_c frozen_minilm_lr default dmhc_metadata_lr
 bench-cv: dataset
 	for c in $(BENCH_CONFIGS); do \
 	  $(BIN)/imr-outcome evaluate --config experiments/$$c.yaml \

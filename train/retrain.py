@@ -48,11 +48,11 @@ from imr_outcome.data.card import build_card, write_card
 from imr_outcome.data.dataset import BuiltDataset, build_dataset, save_dataset
 from imr_outcome.data.schema import LABELS
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
-from imr_outcome.train.artifact import ARTIFACT_FILE
 from imr_outcome.train.config import RunConfig, load_config
 from imr_outcome.train.evaluate import Evaluation, evaluate_model
 from imr_outcome.train.metrics import flatten_metrics
 from imr_outcome.train.model import OutcomeModel
+from imr_outcome.train.model_uri import resolve
 from imr_outcome.train.pipeline import Rows, rows_from_dataset
 from imr_outcome.train.promotion import Comparison, Decision, compare, decide, describe_rule
 from imr_outcome.train.retrain_data import (
@@ -92,7 +92,8 @@ class Champion:
 
 
 def _load_champion_model(ref: VersionRef, target: Path) -> tuple[OutcomeModel, Path]:
-    """Download the champion's artifact into ``target``; returns the model and its folder.
+    """Download the champion's artifact into ``target`` (:func:`model_uri.resolve`);
+    returns the model and its folder.
 
     Raises:
         ModelNotFoundError: the artifact is missing or holds no imr-outcome model.
@@ -104,19 +105,10 @@ def _load_champion_model(ref: VersionRef, target: Path) -> tuple[OutcomeModel, P
         "promote`, or register a new one with `imr-outcome train --register`"
     )
     try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(target)))
-    except (MlflowException, OSError) as exc:
-        raise ModelNotFoundError(
-            f"champion {uri}: its artifact is missing ({type(exc).__name__}); {fix}"
-        ) from exc
-    found = sorted(local.rglob(ARTIFACT_FILE))
-    if not found:
-        raise ModelNotFoundError(
-            f"champion {uri}: its artifact is missing (no {ARTIFACT_FILE} found); {fix}"
-        )
-    directory = found[0].parent
-    try:
+        directory = resolve(uri, cache_dir=target).directory
         return OutcomeModel.load(directory), directory
+    except ModelNotFoundError as exc:
+        raise ModelNotFoundError(f"champion {uri}: its artifact is missing ({exc}); {fix}") from exc
     except IncompatibleModelError as exc:
         raise IncompatibleModelError(f"champion {uri}: {exc}") from exc
 

@@ -70,7 +70,7 @@ bench-predict: install
 	$(PY) experiments/bench_predict.py --model "models:/imr-outcome@champion"
 
 bench-faithfulness: install
-	$(PY) experiments/bench_faithfulness.py --model "models:/imr-outcome@champion" --steps 16
+	$(PY) experiments/bench_faithfulness.py --model "models:/imr-outcome@champion"
 
 clean:
 	rm -rf build *.egg-info .pytest_cache .mypy_cache .ruff_cache

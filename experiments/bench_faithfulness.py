@@ -3,7 +3,7 @@
 Usage:
     python experiments/bench_faithfulness.py [--model models:/imr-outcome@champion]
         [--config experiments/default.yaml] [--dataset artifacts/dataset] [--items 40]
-        [--explainers ig:16 ig:4 gxi occlusion] [--allow-other-data]
+        [--explainers ig:16 ig:1 gxi occlusion] [--allow-other-data]
 
 Scores the same items of the config's held-out fold (``data.holdout_fold``: the fold
 ``imr-outcome train`` kept out of training) with
@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=Path("experiments/default.yaml"))
     parser.add_argument("--dataset", type=Path, default=None)
     parser.add_argument("--items", type=int, default=40)
-    parser.add_argument("--explainers", nargs="+", default=["ig:16", "ig:4", "gxi", "occlusion"])
+    parser.add_argument("--explainers", nargs="+", default=["ig:16", "ig:1", "gxi", "occlusion"])
     parser.add_argument("--steps", type=int, nargs="*", default=[], help="extra ig:<steps>")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)

@@ -164,7 +164,7 @@ def export(model: PreTrainedModel, uses_token_types: bool, path: Path) -> Path:
         # The tracer's notes on Python branches in transformers' masking code and on
         # advanced indexing: the graph is checked against torch on held-out items at
         # export (export_with_parity), so they are noise in a user's console.
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Converting a tensor to a Python boolean")
         warnings.filterwarnings("ignore", message="Exporting aten::index", category=UserWarning)
         torch.onnx.export(
             _wrapper(model),

@@ -13,15 +13,13 @@ into one model call by the :class:`MicroBatcher` (:func:`call_model_batched`). T
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, TypeVar
 
 from fastapi import Request
 
@@ -75,27 +73,6 @@ class ServerState:
         return self.predictor, self.gate, self.executor
 
 
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, or None where the C library has none (musl, macOS)."""
-    name = ctypes.util.find_library("c")
-    trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
-    return cast(Callable[[int], int], trim) if trim is not None else None
-
-
-def release_freed_memory() -> None:
-    """Hand the heap pages a model call freed back to the OS (glibc ``malloc_trim(0)``).
-
-    glibc keeps freed pages in its arenas: one 99k-character summary (about 130 token
-    windows) left the server 770 MiB larger for good (798 -> 1566 MiB, issue 14). A no-op
-    without glibc. Runs on the model thread after every model call; it takes well under a
-    millisecond when little was freed.
-    """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
 def score(
     predictor: Predictor,
     items: Sequence[PredictInput],
@@ -125,16 +102,13 @@ def score(
     wanted = [ask and size <= max_explain_chars for ask, size in zip(explain, sizes, strict=True)]
     kwargs: dict[str, Any] = {"top_k": top_k, "deadline": deadline}
     found: dict[int, Prediction] = {}
-    try:
-        for explained in (False, True):
-            chosen = [n for n, want in enumerate(wanted) if want == explained]
-            if chosen:
-                predictions = predictor.predict_batch(
-                    [items[n] for n in chosen], explain=explained, **kwargs
-                )
-                found.update(zip(chosen, predictions, strict=True))
-    finally:
-        release_freed_memory()
+    for explained in (False, True):
+        chosen = [n for n, want in enumerate(wanted) if want == explained]
+        if chosen:
+            predictions = predictor.predict_batch(
+                [items[n] for n in chosen], explain=explained, **kwargs
+            )
+            found.update(zip(chosen, predictions, strict=True))
     out = []
     for n, (ask, want) in enumerate(zip(explain, wanted, strict=True)):
         prediction = found[n]

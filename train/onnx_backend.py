@@ -210,6 +210,11 @@ class OnnxSession:
         self.path = path
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_names = [node.name for node in self.session.get_inputs()]
+        # Without shrinkage the CPU arena keeps its high-water mark for good: one
+        # 99k-character summary (4 batches of 32 windows) left it at 960 MiB instead of
+        # 215 MiB, for ~4% on a two-window call (issue 14; AMD EPYC, avx2).
+        self.run_options = ort.RunOptions()
+        self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
     def run(self, batch: dict[str, Any]) -> tuple[FloatArray, FloatArray]:
         """Window logits ``(b, 2)`` and pooled hidden states ``(b, d)``, float64.
@@ -218,7 +223,7 @@ class OnnxSession:
             batch: padded int64 arrays or tensors ``(b, t)`` keyed by input name.
         """
         feed = {name: np.asarray(batch[name], dtype=np.int64) for name in self.input_names}
-        logits, pooled = self.session.run(["logits", "pooled"], feed)
+        logits, pooled = self.session.run(["logits", "pooled"], feed, self.run_options)
         return np.asarray(logits, dtype=np.float64), np.asarray(pooled, dtype=np.float64)
 
 

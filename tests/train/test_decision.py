@@ -197,9 +197,9 @@ def test_cross_fitted_calibration_never_sees_the_test_fold(
         assert train_groups | test_groups == set(rows.groups)
 
 
-def test_final_model_fits_on_all_training_rows(monkeypatch: pytest.MonkeyPatch) -> None:
-    rows = _rows()
-    fitted_sizes: list[int] = []
+def _record_fits(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, int]]:
+    """Every classifier fit of the pipeline as (model config, training rows), in order."""
+    fitted: list[tuple[Any, int]] = []
     real = pipeline.new_classifier
 
     def recording(config: Any, callbacks: Any = None) -> Any:
@@ -207,20 +207,26 @@ def test_final_model_fits_on_all_training_rows(monkeypatch: pytest.MonkeyPatch) 
         fit = classifier.fit
 
         def fit_and_record(inputs: Any, labels: Any, metadata: Any = None) -> Any:
-            fitted_sizes.append(len(inputs))
+            fitted.append((config.model, len(inputs)))
             return fit(inputs, labels, metadata)
 
         classifier.fit = fit_and_record  # type: ignore[method-assign]
         return classifier
 
     monkeypatch.setattr(pipeline, "new_classifier", recording)
+    return fitted
+
+
+def test_final_model_fits_on_all_training_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = _rows()
+    fitted = _record_fits(monkeypatch)
     config = load_config(
         None,
         ["model.kind=tfidf_lr", "model.min_df=1", "explainer=none", "calibration.method=platt"],
     )
     model = fit_calibrated(config, rows, data_fingerprint="t")
-    assert fitted_sizes[-1] == len(rows)  # the final fit: every training row
-    assert len(fitted_sizes) == 1 + 5  # five inner fits for the out-of-fold scores
+    assert fitted[-1][1] == len(rows)  # the final fit: every training row
+    assert len(fitted) == 1 + 5  # five inner fits for the out-of-fold scores
     assert model.threshold == pytest.approx(0.5)  # objective bayes, cost ratio 1
 
 
@@ -233,21 +239,7 @@ def test_crossfit_needs_both_classes_in_each_part() -> None:
 
 def test_inner_cv_tunes_every_pair_of_c_and_ngram_max(monkeypatch: pytest.MonkeyPatch) -> None:
     rows = _rows()
-    fitted: list[tuple[float, int, int]] = []
-    real = pipeline.new_classifier
-
-    def recording(config: Any, callbacks: Any = None) -> Any:
-        classifier = real(config, callbacks)
-        fit = classifier.fit
-
-        def fit_and_record(inputs: Any, labels: Any, metadata: Any = None) -> Any:
-            fitted.append((config.model.c, config.model.ngram_max, len(inputs)))
-            return fit(inputs, labels, metadata)
-
-        classifier.fit = fit_and_record  # type: ignore[method-assign]
-        return classifier
-
-    monkeypatch.setattr(pipeline, "new_classifier", recording)
+    fits = _record_fits(monkeypatch)
     config = load_config(
         None,
         [
@@ -260,6 +252,7 @@ def test_inner_cv_tunes_every_pair_of_c_and_ngram_max(monkeypatch: pytest.Monkey
         ],
     )
     fit_calibrated(config, rows, data_fingerprint="t")
+    fitted = [(model.c, model.ngram_max, size) for model, size in fits]
     inner = fitted[:-1]
     pairs = {(c, n) for c, n, _ in inner}
     assert pairs == {(0.1, 1), (0.1, 2), (1.0, 1), (1.0, 2)}

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from imr_outcome.cli_predict import ModelOption
 from imr_outcome.console import fail
 
 #: Defaults of the serving limits (see ``imr_outcome.serve.api_limits.ServeSettings``).
@@ -29,15 +30,7 @@ class LogFormat(StrEnum):
 
 
 def serve_command(
-    model: Annotated[
-        str,
-        typer.Option(
-            "--model",
-            "-m",
-            help="models:/<name>@<alias>, models:/<name>/<version>, runs:/<run_id>/model, "
-            "or a local model directory.",
-        ),
-    ] = "models:/imr-outcome@champion",
+    model: ModelOption = "models:/imr-outcome@champion",
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
     backend: Annotated[

@@ -195,6 +195,29 @@ class ModelCall:
 #: all their windows, sorted by length), at most :data:`MICRO_BATCH_ITEMS` (and at most
 #: ``max_batch_items``) at a time. 5 ms is small beside a transformer forward pass
 #: (tens to hundreds of ms on a CPU) and long enough to catch concurrent clients.
+def _score_on_model_thread(
+    state: ServerState,
+    items: Sequence[PredictInput],
+    explain: Sequence[bool],
+    top_k: int,
+    deadline: float,
+) -> asyncio.Future[list[Prediction]]:
+    """Start :func:`score` on the model executor; the caller holds a model slot."""
+    predictor, _, executor = state.ready()
+    return asyncio.get_running_loop().run_in_executor(
+        executor,
+        functools.partial(
+            score,
+            predictor,
+            items,
+            explain=explain,
+            top_k=top_k,
+            deadline=deadline,
+            max_explain_chars=state.settings.max_explain_chars,
+        ),
+    )
+
+
 MICRO_BATCH_WAIT_S = 0.005
 MICRO_BATCH_ITEMS = 16
 
@@ -258,20 +281,11 @@ class MicroBatcher:
         Raises:
             Saturated: no slot in time. TimedOut: the deadline passed.
         """
-        predictor, gate, executor = self.state.ready()
+        _, gate, _ = self.state.ready()
         items = [entry.item for entry in live]
         async with gate.slot(timeout_s=deadline - time.monotonic()):
-            future = asyncio.get_running_loop().run_in_executor(
-                executor,
-                functools.partial(
-                    score,
-                    predictor,
-                    items,
-                    explain=[False] * len(items),
-                    top_k=DEFAULT_TOP_K,
-                    deadline=deadline,
-                    max_explain_chars=self.state.settings.max_explain_chars,
-                ),
+            future = _score_on_model_thread(
+                self.state, items, [False] * len(items), DEFAULT_TOP_K, deadline
             )
             ended = await _race(future, asyncio.wait([e.answer for e in live]), deadline)
             if ended == "done":
@@ -318,24 +332,13 @@ async def call_model(
         Saturated: no slot (wait list full, or none freed in time).
         TimedOut / ClientGone: see :func:`answer_or_give_up`; the slot is freed at once.
     """
-    predictor, gate, executor = state.ready()
+    _, gate, _ = state.ready()
     settings = state.settings
     started = time.perf_counter()
     outcome = "ok"
     try:
         async with gate.slot(timeout_s=deadline - time.monotonic()):
-            future = asyncio.get_running_loop().run_in_executor(
-                executor,
-                functools.partial(
-                    score,
-                    predictor,
-                    call.items,
-                    explain=call.explain,
-                    top_k=call.top_k,
-                    deadline=deadline,
-                    max_explain_chars=settings.max_explain_chars,
-                ),
-            )
+            future = _score_on_model_thread(state, call.items, call.explain, call.top_k, deadline)
             return await answer_or_give_up(future, request, deadline, settings.request_timeout_s)
     except (TimedOut, ClientGone) as exc:
         outcome = "timed out" if isinstance(exc, TimedOut) else "client disconnected"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -37,3 +38,38 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     corpus = [p.read_text(encoding="utf-8") for p in sorted(LETTER_FIXTURES.glob("*.txt"))]
     return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), corpus)
+
+
+#: The two kinds of CPU this project runs on, as ``IMR_CPU_FLAGS`` values: AVX2 only (bf16
+#: emulated, int8 without VNNI slower than fp32) and AVX512-BF16 with VNNI (AMD Zen 4).
+CPUS = {
+    "avx2-only": "avx2",
+    "avx512-bf16-vnni": "avx2 avx512_bf16 avx512_vnni",
+}
+
+
+@pytest.fixture
+def fake_cpu(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
+    """A setter: ``fake_cpu("avx2")`` makes
+    :func:`~imr_outcome.train.hardware.cpu_flags` report those flags (and forgets the cached
+    precision) until the test ends; the real flags come back afterwards."""
+    from imr_outcome.train import hardware
+
+    def clear() -> None:
+        hardware.cpu_flags.cache_clear()
+        hardware.machine_precision.cache_clear()
+
+    def set_flags(flags: str) -> None:
+        monkeypatch.setenv(hardware.CPU_FLAGS_ENV, flags)
+        clear()
+
+    yield set_flags
+    monkeypatch.undo()
+    clear()
+
+
+@pytest.fixture(params=sorted(CPUS))
+def cpu(request: pytest.FixtureRequest, fake_cpu: Callable[[str], None]) -> str:
+    """Runs the test once per kind of CPU in :data:`CPUS` (capability faked); its name."""
+    fake_cpu(CPUS[request.param])
+    return str(request.param)

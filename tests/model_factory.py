@@ -61,6 +61,27 @@ def export_test_onnx(model_dir: Path, variants: tuple[str, ...] = ("fp32",)) -> 
     return export_with_parity(model, model_dir, inputs, labels, variants=variants)  # type: ignore[arg-type]
 
 
+def save_transformer_model(
+    classifier: TransformerClassifier, folder: Path, fingerprint: str = "tiny"
+) -> Path:
+    """Save ``classifier`` as a model (identity calibrator, threshold 0.5) in
+    ``folder/model``; returns that directory."""
+    info = ModelInfo(
+        kind="transformer",
+        labels=("Upheld", "Overturned"),
+        split="dwc",
+        base_model=classifier.model_config.base_model,
+        max_length=classifier.model_config.max_length,
+        data_fingerprint=fingerprint,
+        trained_groups=0,
+        config_name="tiny",
+        explainer="integrated_gradients",
+        created=ModelInfo.now(),
+    )
+    model = OutcomeModel(classifier, IdentityCalibrator(), 0.5, info)
+    return model.save(folder / "model")
+
+
 def write_untrained_transformer(
     tiny_bert: Path, folder: Path, fingerprint: str = "tiny", backend: str = "torch"
 ) -> Path:
@@ -79,22 +100,9 @@ def write_untrained_transformer(
         "logit_offset": 0.0,
     }
     (classifier_dir / "transformer.json").write_text(json.dumps(settings))
-    info = ModelInfo(
-        kind="transformer",
-        labels=("Upheld", "Overturned"),
-        split="dwc",
-        base_model=str(tiny_bert),
-        max_length=64,
-        data_fingerprint=fingerprint,
-        trained_groups=0,
-        config_name="tiny",
-        explainer="integrated_gradients",
-        created=ModelInfo.now(),
+    model_dir = save_transformer_model(
+        TransformerClassifier.load(classifier_dir), folder, fingerprint
     )
-    model = OutcomeModel(
-        TransformerClassifier.load(classifier_dir), IdentityCalibrator(), 0.5, info
-    )
-    model_dir = model.save(folder / "model")
     if backend == "onnx":
         (parity,) = export_test_onnx(model_dir)
         assert parity.passed, parity

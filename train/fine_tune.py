@@ -28,7 +28,7 @@ import math
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -470,6 +470,10 @@ def fine_tune(
             class_weights=weights,
         )
         trainer.train()
+        # Drop the autocast wrapper accelerate puts around forward() for bf16/fp16 training:
+        # inference and the ONNX export trace plain fp32 weights.
+        network = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+        cast(Any, network).float()
     return FineTuned(
         network,
         tokenizer,

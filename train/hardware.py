@@ -72,10 +72,34 @@ def _proc_cpuinfo_flags(path: Path = Path("/proc/cpuinfo")) -> set[str]:
     return set()
 
 
+#: Environment variable that overrides the detected flags: a space- or comma-separated list
+#: of ``/proc/cpuinfo`` flag names (``"avx2"``, ``"avx2 avx512_bf16 avx512_vnni"``). The
+#: tests fake both sides of every capability-dependent path with it; a user can force the
+#: AVX2-only path on any machine.
+CPU_FLAGS_ENV = "IMR_CPU_FLAGS"
+
+
+def flags_from_names(names: set[str]) -> CpuFlags:
+    """:class:`CpuFlags` from ``/proc/cpuinfo``-style flag names (unknown names ignored)."""
+    return CpuFlags(
+        avx2="avx2" in names,
+        avx512_bf16="avx512_bf16" in names,
+        amx="amx_bf16" in names or "amx_tile" in names or "amx_int8" in names,
+        vnni="avx512_vnni" in names or "avx_vnni" in names,
+    )
+
+
 @functools.cache
 def cpu_flags() -> CpuFlags:
-    """The CPU flags as torch reports them (``torch.cpu.get_capabilities()``, torch >= 2.x
-    via cpuinfo), falling back to ``/proc/cpuinfo`` when torch lacks that helper."""
+    """The CPU flags: :data:`CPU_FLAGS_ENV` when set, else as torch reports them
+    (``torch.cpu.get_capabilities()``, via cpuinfo), falling back to ``/proc/cpuinfo`` when
+    torch lacks that helper. Cached: tests that change the override call
+    ``cpu_flags.cache_clear()`` (and ``machine_precision.cache_clear()``)."""
+    import os
+
+    override = os.environ.get(CPU_FLAGS_ENV)
+    if override is not None:
+        return flags_from_names(set(override.replace(",", " ").split()))
     import torch
 
     get = getattr(torch.cpu, "get_capabilities", None)
@@ -87,13 +111,7 @@ def cpu_flags() -> CpuFlags:
             amx=caps.get("amx_bf16", False) or caps.get("amx_tile", False),
             vnni=caps.get("avx512_vnni", False) or caps.get("avx_vnni", False),
         )
-    flags = _proc_cpuinfo_flags()
-    return CpuFlags(
-        avx2="avx2" in flags,
-        avx512_bf16="avx512_bf16" in flags,
-        amx="amx_bf16" in flags or "amx_tile" in flags,
-        vnni="avx512_vnni" in flags or "avx_vnni" in flags,
-    )
+    return flags_from_names(_proc_cpuinfo_flags())
 
 
 def cuda_bf16() -> bool:

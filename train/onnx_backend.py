@@ -8,11 +8,19 @@ int8 weights, activations quantised per batch). The exported graph returns the w
 logits and the mean-pooled last hidden state (what the OOD detector reads), so one
 forward pass serves scoring and OOD as on torch.
 
+The export reads the saved fp32 weights (``from_pretrained`` on ``classifier/``), never the
+in-memory network that training left: bf16 training wraps its forward in autocast, and the
+tracer fails on that ("ScalarType ComplexDouble is an unexpected tensor scalar type").
+
 Parity is measured at export on held-out items and written to ``classifier/onnx.json``:
-the largest |ΔP(Overturned)| between torch and ONNX (calibrated), AUROC and ECE of both.
-A variant passes when max |ΔP| <= :data:`MAX_ABS_DP` and |ΔAUROC| <= :data:`MAX_D_AUROC`;
-a model whose ONNX file failed parity (or has none) runs on torch, with a warning when
-ONNX was asked for.
+the largest |ΔP(Overturned)| between torch (fp32) and ONNX (calibrated), AUROC and ECE of
+both, and the ranking flips. A variant passes when max |ΔP| <= :data:`MAX_ABS_DP` and the
+(Overturned, Upheld) pairs it orders differently from torch, counted only among pairs whose
+torch scores differ by at least :data:`RANK_MIN_GAP`, move AUROC by at most
+:data:`MAX_D_AUROC`. Near-tied scores (a tiny or untrained model: all within 1e-5) swap
+order under any change of summation order, so their ranks carry no information; the |ΔP|
+bound covers them. A model whose ONNX file failed parity (or has none) runs on torch, with a
+warning when ONNX was asked for.
 
 Evidence (:mod:`imr_outcome.train.attribution`) needs gradients, so it always runs on the
 torch model; only scoring runs on ONNX Runtime.
@@ -62,6 +70,8 @@ OPSET = 17
 #: Parity limits: the largest change of a calibrated probability, and of AUROC.
 MAX_ABS_DP = 0.01
 MAX_D_AUROC = 0.005
+#: Pairs whose torch probabilities differ by less than this count as tied in the rank check.
+RANK_MIN_GAP = 1e-3
 
 
 @dataclass(frozen=True)
@@ -76,7 +86,11 @@ class Parity:
         auroc_onnx: AUROC of the ONNX probabilities (None with one class only).
         ece_torch: expected calibration error (10 bins) of the torch probabilities.
         ece_onnx: the same for ONNX.
-        passed: max_abs_dp <= :data:`MAX_ABS_DP` and |ΔAUROC| <= :data:`MAX_D_AUROC`.
+        rank_flips: (Overturned, Upheld) pairs at least :data:`RANK_MIN_GAP` apart on
+            torch that ONNX orders the other way (or ties).
+        d_auroc_separated: ``rank_flips`` over all (Overturned, Upheld) pairs: the AUROC
+            change that separated pairs account for, in [0, 1].
+        passed: max_abs_dp <= :data:`MAX_ABS_DP` and d_auroc_separated <= :data:`MAX_D_AUROC`.
     """
 
     variant: str
@@ -86,6 +100,8 @@ class Parity:
     auroc_onnx: float | None
     ece_torch: float
     ece_onnx: float
+    rank_flips: int
+    d_auroc_separated: float
     passed: bool
 
 
@@ -137,6 +153,20 @@ def _wrapper(model: PreTrainedModel) -> torch.nn.Module:
             return output.logits, pooled
 
     return LogitsAndPooled()
+
+
+def saved_network(directory: Path) -> PreTrainedModel:
+    """The sequence-classification network saved in ``directory``, fp32, in inference
+    mode, read from local files (what :func:`export` should trace, whatever precision
+    trained it)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    network = AutoModelForSequenceClassification.from_pretrained(
+        str(directory), local_files_only=True, dtype=torch.float32
+    )
+    network.train(False)
+    return cast("PreTrainedModel", network)
 
 
 def export(model: PreTrainedModel, uses_token_types: bool, path: Path) -> Path:
@@ -305,7 +335,8 @@ def measure_parity(
     auroc_torch = float(roc_auc_score(labels, p_torch)) if both else None
     auroc_onnx = float(roc_auc_score(labels, p_onnx)) if both else None
     max_dp = float(np.max(np.abs(p_onnx - p_torch)))
-    d_auroc = abs(auroc_onnx - auroc_torch) if auroc_onnx is not None and auroc_torch else 0.0
+    flips, n_pairs = separated_rank_flips(p_torch, p_onnx, labels)
+    d_auroc = flips / n_pairs if n_pairs else 0.0
     return Parity(
         variant=variant,
         n_items=len(inputs),
@@ -314,8 +345,33 @@ def measure_parity(
         auroc_onnx=auroc_onnx,
         ece_torch=expected_calibration_error(labels, p_torch),
         ece_onnx=expected_calibration_error(labels, p_onnx),
+        rank_flips=flips,
+        d_auroc_separated=d_auroc,
         passed=max_dp <= MAX_ABS_DP and d_auroc <= MAX_D_AUROC,
     )
+
+
+def separated_rank_flips(
+    p_reference: FloatArray, p_candidate: FloatArray, labels: npt.NDArray[np.int64]
+) -> tuple[int, int]:
+    """Rank flips between two scorings, among pairs the reference separates.
+
+    Args:
+        p_reference: reference P(Overturned), shape ``(n,)`` (torch fp32).
+        p_candidate: the scores checked, shape ``(n,)`` (ONNX Runtime).
+        labels: 0 (Upheld) / 1 (Overturned), shape ``(n,)``.
+
+    Returns:
+        ``(flips, pairs)``: (Overturned, Upheld) pairs that the reference orders with a
+        gap of at least :data:`RANK_MIN_GAP` and the candidate orders the other way or ties,
+        and the number of all (Overturned, Upheld) pairs (AUROC's denominator).
+    """
+    positive, negative = labels == 1, labels == 0
+    gap_ref = p_reference[positive][:, None] - p_reference[negative][None, :]
+    gap_new = p_candidate[positive][:, None] - p_candidate[negative][None, :]
+    separated = np.abs(gap_ref) >= RANK_MIN_GAP
+    flipped = separated & (np.sign(gap_new) != np.sign(gap_ref))
+    return int(flipped.sum()), int(gap_ref.size)
 
 
 def export_with_parity(
@@ -352,7 +408,7 @@ def export_with_parity(
     uses_types = "token_type_ids" in classifier.tokenizer.model_input_names
     results: list[Parity] = []
     with tempfile.TemporaryDirectory() as scratch:
-        fp32 = export(classifier.model, uses_types, Path(scratch) / ONNX_FILES["fp32"])
+        fp32 = export(saved_network(directory), uses_types, Path(scratch) / ONNX_FILES["fp32"])
         for variant in chosen:
             target = directory / ONNX_FILES[variant]
             if variant == "int8":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from imr_outcome.data.model_input import build_model_input
 from imr_outcome.errors import InvalidInputError
 from imr_outcome.train import onnx_backend
+from imr_outcome.train.config import TrainingConfig, TransformerConfig
 from imr_outcome.train.hardware import CpuFlags
 from imr_outcome.train.model import OutcomeModel
 from imr_outcome.train.onnx_backend import (
@@ -21,10 +23,17 @@ from imr_outcome.train.onnx_backend import (
     PARITY_FILE,
     open_session,
     preferred_variant,
+    separated_rank_flips,
 )
 from imr_outcome.train.transformer import TransformerClassifier
 
-from model_factory import export_test_onnx, parity_items, write_untrained_transformer
+from conftest import CPUS
+from model_factory import (
+    export_test_onnx,
+    parity_items,
+    save_transformer_model,
+    write_untrained_transformer,
+)
 
 AVX2 = CpuFlags(avx2=True, avx512_bf16=False, amx=False, vnni=False)
 VNNI = CpuFlags(avx2=True, avx512_bf16=False, amx=False, vnni=True)
@@ -46,25 +55,73 @@ def test_export_records_parity_on_the_held_out_items(exported: Path) -> None:
     assert fp32["passed"] is True
     assert fp32["n_items"] == len(inputs) == len(labels)
     assert 0.0 <= fp32["max_abs_dp"] <= onnx_backend.MAX_ABS_DP
-    assert fp32["auroc_onnx"] == pytest.approx(fp32["auroc_torch"], abs=onnx_backend.MAX_D_AUROC)
+    # The untrained tiny model's scores are near-tied (within 1e-5): AUROC may swing on
+    # them, so only pairs that torch separates are rank-checked.
+    assert fp32["d_auroc_separated"] <= onnx_backend.MAX_D_AUROC
     assert fp32["ece_onnx"] == pytest.approx(fp32["ece_torch"], abs=0.01)
     assert {entry["variant"] for entry in record["variants"]} == {"fp32", "int8"}
 
 
-def test_onnx_scores_match_torch_scores_and_embeddings(exported: Path) -> None:
+def test_onnx_scores_match_torch_scores_and_embeddings(exported: Path, cpu: str) -> None:
     inputs, _ = parity_items()
+    record = json.loads((exported / "classifier" / PARITY_FILE).read_text())
+    int8_passed = any(e["passed"] for e in record["variants"] if e["variant"] == "int8")
+    expected = "onnx-int8" if cpu == "avx512-bf16-vnni" and int8_passed else "onnx-fp32"
     on_torch = OutcomeModel.load(exported, backend="torch")
     on_onnx = OutcomeModel.load(exported, backend="onnx")
-    assert (on_torch.backend, on_onnx.backend) == ("torch", "onnx-fp32")
+    assert (on_torch.backend, on_onnx.backend) == ("torch", expected)
 
     torch_scores, onnx_scores = on_torch.score(inputs), on_onnx.score(inputs)
-    np.testing.assert_allclose(onnx_scores.proba, torch_scores.proba, atol=1e-4)
+    tolerance = onnx_backend.MAX_ABS_DP if expected == "onnx-int8" else 1e-4
+    np.testing.assert_allclose(onnx_scores.proba, torch_scores.proba, atol=tolerance)
     np.testing.assert_array_equal(onnx_scores.windows, torch_scores.windows)
     assert onnx_scores.labels == torch_scores.labels
     classifiers = [on_torch.classifier, on_onnx.classifier]
     assert all(isinstance(c, TransformerClassifier) for c in classifiers)
     embeddings = [c.item_embeddings(inputs) for c in classifiers]  # type: ignore[attr-defined]
-    np.testing.assert_allclose(embeddings[1], embeddings[0], atol=1e-4)
+    np.testing.assert_allclose(embeddings[1], embeddings[0], atol=1e-4 if tolerance < 1e-3 else 0.1)
+
+
+def test_torch_scores_are_the_same_on_every_cpu(
+    exported: Path, fake_cpu: Callable[[str], None]
+) -> None:
+    # bf16 is for fine-tuning only: a model scores in fp32 wherever it is served, so the
+    # near-tied scores of the tiny model come out bit-identical on both kinds of CPU.
+    inputs, _ = parity_items()
+    scores = {}
+    for name, flags in CPUS.items():
+        fake_cpu(flags)
+        scores[name] = OutcomeModel.load(exported, backend="torch").score(inputs).proba
+    np.testing.assert_array_equal(scores["avx2-only"], scores["avx512-bf16-vnni"])
+
+
+def test_near_tied_scores_are_not_rank_checked_but_separated_pairs_are() -> None:
+    labels = np.array([1, 0, 1, 0])
+    near_tied = np.array([0.5, 0.5 + 1e-6, 0.5 + 2e-6, 0.5 - 1e-6])
+    reversed_ties = near_tied[::-1].copy()
+    assert separated_rank_flips(near_tied, reversed_ties, labels) == (0, 4)
+
+    separated = np.array([0.9, 0.1, 0.8, 0.2])
+    one_flip = np.array([0.9, 0.1, 0.05, 0.2])  # the second Overturned item falls below both
+    assert separated_rank_flips(separated, one_flip, labels) == (2, 4)
+
+
+def test_a_bf16_trained_model_exports_from_its_saved_fp32_weights(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    # bf16 training wraps forward() in autocast; the tracer failed on that (issue 18).
+    inputs, labels = parity_items()
+    training = TrainingConfig(epochs=1, batch_size=4, windows_per_item=1, precision="bf16")
+    config = TransformerConfig(base_model=str(tiny_bert), max_length=64, stride=16)
+    classifier = TransformerClassifier(config, training).fit(inputs, labels)
+    model_dir = save_transformer_model(classifier, tmp_path)
+
+    (parity,) = export_test_onnx(model_dir)
+
+    assert parity.passed, parity
+    loaded = OutcomeModel.load(model_dir, backend="torch").classifier
+    assert isinstance(loaded, TransformerClassifier)
+    np.testing.assert_array_equal(loaded.logits(inputs), classifier.logits(inputs))
 
 
 def test_auto_picks_int8_only_with_int8_dot_products(exported: Path) -> None:

@@ -160,14 +160,18 @@ def data_parse(
         "patient_sex": value(parsed.patient_sex),
         "injury_date": value(parsed.injury_date),
         "summary_words": len(parsed.summary.value.split()),
+        # One row per item with the columns `score` reads (id, request, summary): a user
+        # builds a batch file from letters with this command (`jq` or pandas).
         "items": [
             {
+                "id": f"{parsed.letter_id}-{n}",
                 "request": item.request.value,
+                "summary": parsed.summary.value,
                 "decision": item.outcome.decision.value.value,
                 "partial_authorization": item.partial_authorization,
                 "original_request": value(item.original_request),
             }
-            for item in parsed.items
+            for n, item in enumerate(parsed.items, start=1)
         ],
     }
     if as_json:

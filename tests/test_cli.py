@@ -9,6 +9,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from imr_outcome.cli import app
+from imr_outcome.data.letters import parse_letter_file
 
 from conftest import LETTER_FIXTURES
 
@@ -96,6 +97,13 @@ def test_data_parse_json(tmp_path: Path) -> None:
     assert parsed["case_number"] == "CM99-0000103"
     assert [item["partial_authorization"] for item in parsed["items"]] == [True, True, True]
     assert "rationale" not in result.output.lower()
+    # Each item carries the columns `score` reads, so letters become a batch file.
+    letter = parse_letter_file(LETTER_FIXTURES / "partial_authorization.txt")
+    ids = [f"{letter.letter_id}-{n}" for n in (1, 2, 3)]
+    assert [item["id"] for item in parsed["items"]] == ids
+    assert [item["request"] for item in parsed["items"]] == [i.request.value for i in letter.items]
+    assert {item["summary"] for item in parsed["items"]} == {letter.summary.value}
+    assert parsed["summary_words"] == len(letter.summary.value.split()) > 20
 
 
 def test_retrain_needs_sources_and_reason_only_with_force(tmp_path: Path) -> None:

@@ -88,3 +88,30 @@ def test_damaged_pdfs_are_failure_rows_not_a_crash(letter_dir: Path) -> None:
     assert failures["handler.pdf"].reason.startswith("cannot read the PDF (NotImplementedError: ")
     assert "good.pdf" in {Path(letter.source).name for letter in report.letters}
     assert report.files_read == 8
+
+
+def test_parallel_parsing_gives_the_rows_and_failures_of_one_core_in_file_order(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "many"
+    folder.mkdir()
+    names = [*GOOD, *BAD]
+    for n in range(24):  # more than two chunks, so the letters really go to the workers
+        name = names[n % len(names)]
+        shutil.copy(LETTER_FIXTURES / name, folder / f"{n:02d}-{name}")
+
+    serial = ingest([folder], workers=1)
+    parallel = ingest([folder], workers=2)
+
+    assert [r.id for r in parallel.records] == [r.id for r in serial.records]
+    assert parallel.records == serial.records
+    assert [f.source for f in parallel.failures] == [f.source for f in serial.failures]
+    assert len(parallel.failures) == 9  # n % 5 in (3, 4) for n < 24
+    assert [letter.source for letter in parallel.letters] == sorted(
+        str(p) for p in folder.iterdir() if p.name.split("-", 1)[1] not in BAD
+    )
+
+
+def test_workers_must_be_positive(letter_dir: Path) -> None:
+    with pytest.raises(InvalidInputError, match=r"workers.*at least 1, found 0"):
+        ingest([letter_dir], workers=0)

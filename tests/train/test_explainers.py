@@ -25,7 +25,7 @@ def test_every_explainer_puts_the_cue_among_the_strongest_summary_words(
 ) -> None:
     # the toy summaries are a few tokens long: occlude one token at a time
     monkeypatch.setattr(attribution_tokens, "OCCLUSION_TOKENS", 1)
-    items, labels = toy_items(6, seed=0)
+    items, labels = toy_items(24, seed=0)
     model = OutcomeModel(
         cue_model.classifier,
         cue_model.calibrator,
@@ -43,8 +43,11 @@ def test_every_explainer_puts_the_cue_among_the_strongest_summary_words(
         ranked = sorted(zip(toward, starts, strict=True), reverse=True)[:3]
         hits += any(cue_start <= start < cue_start + len(CUE[int(label)]) for _, start in ranked)
         assert metadata is None
-    # chance alone ranks the cue top-3 in about 3/8 of items (eight summary words)
-    assert hits >= 3, f"{method}: the cue ranked top-3 in {hits} of 6 items"
+    # Chance alone ranks the cue top-3 in about 3/8 of items (eight summary words): 9 of
+    # 24. Measured alone: gradient x input 15, occlusion 23, integrated gradients 24 of 24.
+    # 24 items, not 6: the toy fit varies with the suite's order, and 6 items left
+    # gradient x input one hit from failing.
+    assert hits >= 12, f"{method}: the cue ranked top-3 in {hits} of 24 items"
 
 
 def test_occlusion_shares_each_run_s_margin_drop_among_its_tokens(

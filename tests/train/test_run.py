@@ -17,6 +17,7 @@ from imr_outcome.errors import InvalidInputError
 from imr_outcome.train.config import RunConfig, load_config
 from imr_outcome.train.evaluate import holdout_split
 from imr_outcome.train.model import OutcomeModel
+from imr_outcome.train.onnx_backend import MAX_ABS_DP
 from imr_outcome.train.pipeline import validation_split
 from imr_outcome.train.run import evaluate, load_training_data, train, write_report
 from imr_outcome.train.tracking import list_versions
@@ -120,11 +121,18 @@ def test_fine_tuned_transformer_end_to_end_with_a_tiny_bert(
     run = MlflowClient().get_run(result.run_id)
     assert "train.loss" in run.data.metrics
     assert run.data.params["model.base_model"] == str(tiny_bert)
-    reloaded = OutcomeModel.load(result.model_dir)
+    reloaded = OutcomeModel.load(result.model_dir, backend="torch")
     assert reloaded.info.kind == "transformer" and reloaded.info.max_length == 64
     inputs = [build_model_input("TENS unit", "Chronic knee pain after a fall. " * 40)]
+    # Whatever precision trained it (bf16 where the CPU has it), the saved fp32 weights
+    # score as the fitted model did, and the ONNX variant `auto` picks is within parity.
     np.testing.assert_allclose(
         reloaded.predict_proba(inputs), result.model.predict_proba(inputs), rtol=1e-6
+    )
+    served = OutcomeModel.load(result.model_dir)
+    assert served.backend in {"onnx-fp32", "onnx-int8"}
+    np.testing.assert_allclose(
+        served.predict_proba(inputs), result.model.predict_proba(inputs), atol=MAX_ABS_DP
     )
     scored = mlflow.pyfunc.load_model("models:/imr-outcome@champion").predict(
         pd.DataFrame({"request": ["TENS unit"], "summary": ["Chronic knee pain."]})

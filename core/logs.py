@@ -14,7 +14,9 @@ import os
 import sys
 
 #: Libraries whose loggers are raised to ERROR unless the user asks for verbose output.
-QUIET_LIBRARY_LOGGERS: tuple[str, ...] = ("pypdf", "transformers")
+#: MLflow logs its database migrations and model-logging hints ("An input example was not
+#: provided") at INFO/WARNING on every first use of a store.
+QUIET_LIBRARY_LOGGERS: tuple[str, ...] = ("pypdf", "transformers", "mlflow")
 
 
 def quiet_library_loggers(verbose: bool) -> None:
@@ -45,6 +47,8 @@ def quiet_libraries(verbose: bool) -> None:
     if verbose:
         return
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    # MLflow sets its loggers' level from this variable when it is imported (INFO unset).
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     import huggingface_hub.utils as hub_utils
 
     hub_utils.disable_progress_bars()  # type: ignore[attr-defined]  # public, lazily exported

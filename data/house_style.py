@@ -5,7 +5,8 @@ different words. A model that scores the style instead of the case is unfair to 
 whose own summary follows neither, so the styles are rewritten here by exact rules:
 
 * **Person nouns.** "injured worker(s)" (also "injured worker (IW)", "the IW", "the
-  worker(s)") and "applicant(s)" are one house style each; "patient(s)" is another.
+  worker(s)"), "applicant(s)" and "claimant(s)" are one house style each; "patient(s)"
+  is another.
   Whole words only (a hyphen counts as part of a word, so "patient-reported" and
   "inpatient" are left alone), case preserved ("The injured worker" <-> "The patient",
   "INJURED WORKER" <-> "PATIENT"), possessives and plurals kept ("injured workers'" <->
@@ -58,6 +59,7 @@ _NOUN = re.compile(
     r"(?P<iw>(?i:injured\s+worker(?P<iw_pl>s)?)(?:\s*\(IW\))?)"
     r"|(?P<pt>(?i:patient(?P<pt_pl>s)?))"
     r"|(?P<app>(?i:applicant(?P<app_pl>s)?))"
+    r"|(?P<clm>(?i:claimant(?P<clm_pl>s)?))"
     r"|(?<=[Tt]he\s)(?P<w>(?i:worker(?P<w_pl>s)?))"
     r"|(?<=[Tt]he\s)(?P<abbr>IW)"
     r")(?![\w-])"
@@ -69,6 +71,7 @@ _NOUN_STYLE: dict[str, str] = {
     "abbr": "injured_worker",
     "pt": "patient",
     "app": "applicant",
+    "clm": "claimant",
 }
 
 

@@ -17,6 +17,8 @@ held-out fold, unless it already holds an export.
 
 Printed, from this one run:
 
+- forward p50 of torch fp32, torch bf16 autocast, ONNX Runtime fp32 and ORT dynamic int8 on
+  the same tokenized windows, each as a ratio to torch fp32, with the CPU flags (issue 18);
 - bare forward: the torch forward passes alone of each item's windows (tokenized outside
   the timer), the floor the predictor is compared with;
 - predict p50 per backend (torch fp32, ONNX Runtime), one :meth:`Predictor.predict` call
@@ -58,7 +60,15 @@ from imr_outcome.train.evaluate import holdout_split
 from imr_outcome.train.hardware import cpu_flags, machine_precision
 from imr_outcome.train.model import OutcomeModel
 from imr_outcome.train.model_uri import resolve
-from imr_outcome.train.onnx_backend import PARITY_FILE, export_with_parity
+from imr_outcome.train.onnx_backend import (
+    ONNX_FILES,
+    PARITY_FILE,
+    OnnxSession,
+    export,
+    export_with_parity,
+    quantize,
+    saved_network,
+)
 from imr_outcome.train.run import load_training_data
 from imr_outcome.train.transformer import TransformerClassifier, fit_requests
 
@@ -147,13 +157,8 @@ def _bare_forward(model: OutcomeModel, items: list[dict[str, Any]]) -> list[floa
     """The torch forward passes of each item's windows alone (one batch per item)."""
     classifier = model.classifier
     assert isinstance(classifier, TransformerClassifier)
-    config, tokenizer, network = classifier.model_config, classifier.tokenizer, classifier.model
-    batches = []
-    for item in items:
-        inputs = [build_model_input(item["request"], item["summary"], item["metadata"])]
-        inputs = fit_requests(tokenizer, inputs, config.max_length, config.stride)
-        windows = encode_windows(tokenizer, inputs, config.max_length, config.stride)
-        batches.append(collate([windows.features(w) for w in range(len(windows))], 0))
+    network = classifier.model
+    batches = _item_batches(model, items)
     seconds = []
     network.train(False)  # as scoring does: no dropout, SDPA's fused path
     with torch.no_grad():
@@ -162,6 +167,59 @@ def _bare_forward(model: OutcomeModel, items: list[dict[str, Any]]) -> list[floa
             network(**batch)
             seconds.append(time.perf_counter() - started)
     return seconds[2:]
+
+
+def _item_batches(model: OutcomeModel, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each item's windows as one padded batch, tokenized once (outside every timer)."""
+    classifier = model.classifier
+    assert isinstance(classifier, TransformerClassifier)
+    config, tokenizer = classifier.model_config, classifier.tokenizer
+    batches = []
+    for item in items:
+        inputs = [build_model_input(item["request"], item["summary"], item["metadata"])]
+        inputs = fit_requests(tokenizer, inputs, config.max_length, config.stride)
+        windows = encode_windows(tokenizer, inputs, config.max_length, config.stride)
+        batches.append(collate([windows.features(w) for w in range(len(windows))], 0))
+    return batches
+
+
+def _backend_forwards(model_dir: Path, items: list[dict[str, Any]]) -> dict[str, float]:
+    """Forward-pass p50 (ms) of torch fp32, torch bf16 autocast, ONNX Runtime fp32 and ORT
+    dynamic int8 on the same tokenized windows (each item's windows one batch); the int8
+    and fp32 graphs are exported here when the folder lacks them (not parity-gated: this
+    times the backends, the registration check decides what serves)."""
+    model = OutcomeModel.load(model_dir, backend="torch")
+    classifier = model.classifier
+    assert isinstance(classifier, TransformerClassifier)
+    batches = _item_batches(model, items)
+    network = classifier.model
+    network.train(False)
+    timings: dict[str, float] = {}
+    for name, precision in (("torch fp32", False), ("torch bf16", True)):
+        seconds = []
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision):
+            for batch in batches[:2] + batches:
+                started = time.perf_counter()
+                network(**batch)
+                seconds.append(time.perf_counter() - started)
+        timings[name] = _p50(seconds[2:])
+    directory = model_dir / "classifier"
+    uses_types = "token_type_ids" in classifier.tokenizer.model_input_names
+    fp32 = directory / ONNX_FILES["fp32"]
+    if not fp32.is_file():
+        export(saved_network(directory), uses_types, fp32)
+    int8 = directory / ONNX_FILES["int8"]
+    if not int8.is_file():
+        quantize(fp32, int8)
+    for name, path in (("ORT fp32", fp32), ("ORT int8", int8)):
+        session = OnnxSession(path)
+        seconds = []
+        for batch in batches[:2] + batches:
+            started = time.perf_counter()
+            session.run(batch)
+            seconds.append(time.perf_counter() - started)
+        timings[name] = _p50(seconds[2:])
+    return timings
 
 
 def _batch_rate(predictor: Predictor, items: list[dict[str, Any]], rows: int) -> float:
@@ -244,6 +302,10 @@ def main() -> None:
 
         return run
 
+    forwards = _backend_forwards(model_dir, items)
+    print(f"forward p50 on the same windows ({len(items)} items; flags {flags.describe()}):")
+    for name, value in forwards.items():
+        print(f"  {name}: {value:.1f} ms ({value / forwards['torch fp32']:.2f}x torch fp32)")
     bare = _p50(_bare_forward(on_torch.model, items))
     p50: dict[str, float] = {}
     for name, predictor in (("torch", on_torch), (on_onnx.model.backend, on_onnx)):

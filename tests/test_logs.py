@@ -51,3 +51,22 @@ def test_progress_bars_and_transformers_warnings_are_off_unless_verbose() -> Non
     )
 
     assert done.stdout.split() == ["True", "False", str(logging.ERROR), str(logging.ERROR)]
+
+
+def test_mlflow_logs_only_warnings_unless_verbose() -> None:
+    # MLflow sets its logger's level from MLFLOW_LOGGING_LEVEL when it is imported (INFO
+    # by default: "Creating initial MLflow database tables..." on every new store).
+    code = (
+        "from imr_outcome.logs import quiet_libraries; quiet_libraries(False); "
+        "import logging, mlflow; print(logging.getLogger('mlflow').getEffectiveLevel())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "MLFLOW_LOGGING_LEVEL"},
+    )
+
+    assert int(done.stdout.split()[-1]) >= logging.WARNING

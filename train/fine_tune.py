@@ -40,6 +40,7 @@ from transformers import (
     DataCollatorWithPadding,
     PreTrainedModel,
     PreTrainedTokenizerBase,
+    PrinterCallback,
     Trainer,
     TrainerCallback,
     TrainingArguments,
@@ -469,6 +470,9 @@ def fine_tune(
             callbacks=list(callbacks or []),
             class_weights=weights,
         )
+        # The Trainer prints each log dict to stdout when its tqdm bar is off (PrinterCallback);
+        # the losses reach MLflow and the INFO log through our callbacks instead.
+        trainer.remove_callback(PrinterCallback)
         trainer.train()
         # Drop the autocast wrapper accelerate puts around forward() for bf16/fp16 training:
         # inference and the ONNX export trace plain fp32 weights.

@@ -196,6 +196,7 @@ def export(model: PreTrainedModel, uses_token_types: bool, path: Path) -> Path:
         # export (export_with_parity), so they are noise in a user's console.
         warnings.filterwarnings("ignore", message="Converting a tensor to a Python boolean")
         warnings.filterwarnings("ignore", message="Exporting aten::index", category=UserWarning)
+        warnings.filterwarnings("ignore", message="Casting complex values to real")
         torch.onnx.export(
             _wrapper(model),
             dummy,

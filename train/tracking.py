@@ -149,13 +149,16 @@ def log_model(model_dir: Path) -> str:
     Returns:
         The model URI (``runs:/<run_id>/model``).
     """
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(_PYFUNC_CODE),
-        artifacts={ARTIFACT_KEY: str(model_dir)},
-        signature=SIGNATURE,
-        pip_requirements=pip_requirements(),
-    )
+    with warnings.catch_warnings():
+        # The signature is explicit, so MLflow's hint to give an input example is noise.
+        warnings.filterwarnings("ignore", message=".*An input example was not provided")
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(_PYFUNC_CODE),
+            artifacts={ARTIFACT_KEY: str(model_dir)},
+            signature=SIGNATURE,
+            pip_requirements=pip_requirements(),
+        )
     run = mlflow.active_run()
     assert run is not None
     return f"runs:/{run.info.run_id}/model" if info is None else str(info.model_uri)

@@ -50,6 +50,11 @@ def test_patient_style_rewrites_to_worker_style_exactly() -> None:
         ),
         ("An applicant appealed.", "A patient appealed."),
         (
+            "The claimant's knee; claimants often appeal.",
+            "The patient's knee; patients often appeal.",
+        ),
+        ("A claimant appealed.", "A patient appealed."),
+        (
             "A review of the medical records indicates that the injured worker fell.",
             "According to the records, the patient fell.",
         ),

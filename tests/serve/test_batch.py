@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from imr_outcome.cli import app
 from imr_outcome.errors import InvalidInputError
+from imr_outcome.serve import batch
 from imr_outcome.serve.batch import ScoreSummary, score_file
 from imr_outcome.serve.batch_readers import csv_encoding, prefiling_columns
 from imr_outcome.serve.batch_sinks import OUTPUT_COLUMNS, parts_dir
@@ -347,6 +348,25 @@ def test_progress_reports_rows_done_and_the_total(predictor: Predictor, tmp_path
         tmp_path / "scored.csv",
         predictor,
         chunk_size=4,
+        progress=lambda d, t: calls.append((d, t)),
+        **COLUMNS,
+    )
+
+    assert calls == [(0, 10), (4, 10), (8, 10), (10, 10)]
+
+
+def test_progress_moves_inside_a_chunk_every_few_rows(
+    predictor: Predictor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One 1,000-row chunk used to move the bar once; it now moves per model call.
+    monkeypatch.setattr(batch, "PROGRESS_ROWS", 4)
+    source = write_input(tmp_path / "items.csv", [good(n) for n in range(10)])
+    calls: list[tuple[int, int | None]] = []
+
+    score_file(
+        source,
+        tmp_path / "scored.csv",
+        predictor,
         progress=lambda d, t: calls.append((d, t)),
         **COLUMNS,
     )

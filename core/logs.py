@@ -49,6 +49,8 @@ def quiet_libraries(verbose: bool) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     # MLflow sets its loggers' level from this variable when it is imported (INFO unset).
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # MLflow draws a "Downloading artifacts" bar whenever it copies a logged model.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import huggingface_hub.utils as hub_utils
 
     hub_utils.disable_progress_bars()  # type: ignore[attr-defined]  # public, lazily exported

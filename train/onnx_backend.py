@@ -210,12 +210,44 @@ def export(model: PreTrainedModel, uses_token_types: bool, path: Path) -> Path:
     return path
 
 
+class _DropMessage(logging.Filter):
+    """Drops log records whose message starts with ``prefix``."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
+
+
 def quantize(source: Path, target: Path) -> Path:
-    """Dynamic int8 quantisation of ``source`` into ``target`` (int8 weights, activations
-    quantised per batch at run time; ``onnxruntime.quantization.quantize_dynamic``)."""
+    """Dynamic int8 quantisation of ``source`` into ``target``
+    (``onnxruntime.quantization.quantize_dynamic``): the MatMul weights int8 per output
+    channel, activations quantised per batch at run time; embeddings, LayerNorm and the
+    attention softmax stay fp32.
+
+    Per-tensor quantisation of every op moved the fine-tuned MiniLM's P(Overturned) by up
+    to 0.027 on the 89 held-out items of ``make run`` (9 rank flips: parity failed); MatMul
+    per channel moved it by 0.0096 (2 flips: parity passed). ORT's shape pre-processing
+    (``quant_pre_process``) changed neither figure, so it is skipped.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    # ORT logs its advice to pre-process on the root logger at every call.
+    advice = _DropMessage("Please consider to run pre-processing before quantization")
+    root = logging.getLogger()
+    root.addFilter(advice)
+    try:
+        quantize_dynamic(
+            str(source),
+            str(target),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul"],
+        )
+    finally:
+        root.removeFilter(advice)
     return target
 
 

@@ -52,14 +52,16 @@ from imr_outcome.serve.batch import score_file
 from imr_outcome.serve.predictor import Predictor
 from imr_outcome.train.artifact import ModelInfo
 from imr_outcome.train.calibration import IdentityCalibrator
-from imr_outcome.train.config import TrainingConfig, TransformerConfig, load_config
+from imr_outcome.train.config import load_config
 from imr_outcome.train.encoders import collate, encode_windows, resolve_base_model
 from imr_outcome.train.evaluate import holdout_split
 from imr_outcome.train.hardware import cpu_flags, machine_precision
 from imr_outcome.train.model import OutcomeModel
 from imr_outcome.train.model_uri import resolve
-from imr_outcome.train.onnx_backend import PARITY_FILE, export_with_parity
+from imr_outcome.train.onnx_export import export_with_parity
+from imr_outcome.train.onnx_runtime import PARITY_FILE
 from imr_outcome.train.run import load_training_data
+from imr_outcome.train.settings import TrainingConfig, TransformerConfig
 from imr_outcome.train.transformer import TransformerClassifier, fit_requests
 
 #: Explainers timed for evidence: (explainer, quadrature points).

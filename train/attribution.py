@@ -42,10 +42,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError
+from imr_outcome.train.artifact import ModelInfo
 from imr_outcome.train.attribution_spans import (
     Attribution,
     WordAttribution,
@@ -61,13 +62,29 @@ from imr_outcome.train.attribution_tokens import (
     check_positive,
     token_attributions,
 )
+from imr_outcome.train.base import Classifier
 
 if TYPE_CHECKING:
     from imr_outcome.train.baselines import TfidfLogReg
-    from imr_outcome.train.model import OutcomeModel
     from imr_outcome.train.transformer import TransformerClassifier
 
 C = TypeVar("C")
+
+
+class Explainable(Protocol):
+    """What the explainers read of a model: its classifier and the explainer it was saved
+    with (:class:`~imr_outcome.train.model.OutcomeModel` is one; naming it here would make
+    this module and the model object import each other)."""
+
+    @property
+    def classifier(self) -> Classifier:
+        """The fitted classifier."""
+        ...
+
+    @property
+    def info(self) -> ModelInfo:
+        """Provenance and settings; ``info.explainer`` names the explainer."""
+        ...
 
 
 def _check_input(model_input: ModelInput, request: str, summary: str) -> None:
@@ -83,7 +100,7 @@ def _check_input(model_input: ModelInput, request: str, summary: str) -> None:
         )
 
 
-def _classifier_of(model: OutcomeModel, kind: type[C], method: str) -> C:
+def _classifier_of(model: Explainable, kind: type[C], method: str) -> C:
     """``model.classifier`` if it is a ``kind``, else IncompatibleModelError naming both."""
     classifier = model.classifier
     if not isinstance(classifier, kind):
@@ -96,7 +113,7 @@ def _classifier_of(model: OutcomeModel, kind: type[C], method: str) -> C:
 # --------------------------------------------------------- gradient explainers
 
 
-def _transformer(model: OutcomeModel) -> TransformerClassifier:
+def _transformer(model: Explainable) -> TransformerClassifier:
     from imr_outcome.train.transformer import TransformerClassifier
 
     return _classifier_of(model, TransformerClassifier, "the integrated-gradients explainer")
@@ -104,7 +121,7 @@ def _transformer(model: OutcomeModel) -> TransformerClassifier:
 
 def _words_with(method: Method) -> WordFunction:
     def scored_words(
-        model: OutcomeModel,
+        model: Explainable,
         model_input: ModelInput,
         request: str,
         summary: str,
@@ -123,7 +140,7 @@ def _phrases_with(method: Method) -> StretchFunction:
     words_of = _words_with(method)
 
     def phrases(
-        model: OutcomeModel,
+        model: Explainable,
         model_input: ModelInput,
         request: str,
         summary: str,
@@ -150,7 +167,7 @@ _ig_phrases = _phrases_with("integrated_gradients")
 # ---------------------------------------------------------------------------- TF-IDF
 
 
-def _tfidf(model: OutcomeModel) -> TfidfLogReg:
+def _tfidf(model: Explainable) -> TfidfLogReg:
     from imr_outcome.train.baselines import TfidfLogReg
 
     return _classifier_of(model, TfidfLogReg, "the tfidf-coefficients explainer")
@@ -194,7 +211,7 @@ def ngram_occurrences(classifier: TfidfLogReg, model_input: ModelInput) -> list[
 
 
 def _tfidf_words(
-    model: OutcomeModel,
+    model: Explainable,
     model_input: ModelInput,
     request: str,
     summary: str,
@@ -205,7 +222,7 @@ def _tfidf_words(
 
 
 def _tfidf_stretches(
-    model: OutcomeModel,
+    model: Explainable,
     model_input: ModelInput,
     request: str,
     summary: str,
@@ -219,7 +236,7 @@ def _tfidf_stretches(
 
 
 def _nothing(
-    model: OutcomeModel,
+    model: Explainable,
     model_input: ModelInput,
     request: str,
     summary: str,
@@ -230,10 +247,10 @@ def _nothing(
 
 
 StretchFunction = Callable[
-    ["OutcomeModel", ModelInput, str, str, int, float | None], list[Attribution]
+    ["Explainable", ModelInput, str, str, int, float | None], list[Attribution]
 ]
 WordFunction = Callable[
-    ["OutcomeModel", ModelInput, str, str, int, float | None], list[WordAttribution]
+    ["Explainable", ModelInput, str, str, int, float | None], list[WordAttribution]
 ]
 
 
@@ -295,14 +312,14 @@ def check_explainer(name: str, kind: str) -> Explainer:
     return explainer
 
 
-def explainer_for(model: OutcomeModel) -> Explainer:
+def explainer_for(model: Explainable) -> Explainer:
     """The explainer ``model.info.explainer`` names, checked against the classifier kind
     (see :func:`check_explainer`)."""
     return check_explainer(model.info.explainer, model.classifier.kind)
 
 
 def explain(
-    model: OutcomeModel,
+    model: Explainable,
     model_input: ModelInput,
     request: str,
     summary: str,
@@ -343,7 +360,7 @@ def explain(
 
 
 def word_attributions(
-    model: OutcomeModel,
+    model: Explainable,
     model_input: ModelInput,
     request: str,
     summary: str,

@@ -50,10 +50,11 @@ def single_windows(logits: Logits) -> ItemScores:
 
 
 class Classifier(Protocol):
-    """A trainable two-class classifier over model inputs.
+    """A fitted two-class classifier over model inputs: what a saved model loads.
 
     Implementations own their inference and persistence (like setfit's model object);
-    training loops, tracking and calibration live elsewhere.
+    fitting (:class:`imr_outcome.train.pipeline.Estimator`), training loops, tracking and
+    calibration live in training.
     """
 
     #: Name of the kind, as written in configs and in ``imr_model.json``.
@@ -64,25 +65,6 @@ class Classifier(Protocol):
     reads_summary: ClassVar[bool]
     #: Out-of-distribution detector fitted on the training items, or None.
     ood: MahalanobisOod | None
-
-    def fit(
-        self,
-        inputs: Sequence[ModelInput],
-        labels: npt.NDArray[np.int64],
-        metadata: Sequence[dict[str, Any]] | None = None,
-    ) -> Self:
-        """Train on ``inputs`` with labels 0 (Upheld) / 1 (Overturned).
-
-        Args:
-            inputs: model inputs, length n.
-            labels: shape ``(n,)``, values in {0, 1}.
-            metadata: per-row pre-filing metadata dicts (for metadata-only models);
-                text models ignore it.
-
-        Returns:
-            self, fitted.
-        """
-        ...
 
     def logits(
         self, inputs: Sequence[ModelInput], metadata: Sequence[dict[str, Any]] | None = None

@@ -36,8 +36,8 @@ from transformers import (
 
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
-from imr_outcome.train.config import OFFLINE_MINILM
 from imr_outcome.train.hardware import Precision, machine_precision
+from imr_outcome.train.settings import OFFLINE_MINILM
 
 logger = logging.getLogger(__name__)
 

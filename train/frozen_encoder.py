@@ -32,11 +32,11 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
+from imr_outcome.train.arrays import as_labels
 from imr_outcome.train.base import ItemScores, Logits, single_windows
-from imr_outcome.train.config import FrozenEncoderConfig, TrainingConfig
 from imr_outcome.train.encoders import load_encoder, load_tokenizer, pooled_embeddings
 from imr_outcome.train.hardware import machine_precision
-from imr_outcome.train.metrics import as_labels
+from imr_outcome.train.settings import FrozenEncoderConfig, TrainingConfig
 
 if TYPE_CHECKING:
     from imr_outcome.train.ood import MahalanobisOod

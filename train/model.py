@@ -30,7 +30,7 @@ from imr_outcome.train.attribution_spans import Attribution
 from imr_outcome.train.base import Classifier, classifier_class
 from imr_outcome.train.calibration import Calibrator, calibrator_from_dict
 from imr_outcome.train.model_uri import resolve
-from imr_outcome.train.onnx_backend import Backend, check_backend
+from imr_outcome.train.onnx_runtime import Backend, check_backend
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ class OutcomeModel:
     def select_backend(self, backend: Backend | str) -> str:
         """Score with ONNX Runtime (``onnx``), torch (``torch``) or what this CPU and the
         artifact allow (``auto``: an exported variant that passed parity, else torch); see
-        :mod:`imr_outcome.train.onnx_backend`. Evidence always runs on torch.
+        :mod:`imr_outcome.train.onnx_runtime`. Evidence always runs on torch.
 
         Returns:
             :attr:`backend`.
@@ -214,7 +214,7 @@ class OutcomeModel:
         Args:
             uri: ``models:/<name>@<alias>``, ``models:/<name>/<version>``,
                 ``models:/<model_id>``, ``runs:/<run_id>/<path>`` (resolved with MLflow
-                against :func:`~imr_outcome.train.tracking.default_tracking_uri`), or a
+                against :func:`~imr_outcome.train.model_uri.default_tracking_uri`), or a
                 local folder: a model directory (``imr_model.json``) or a logged pyfunc
                 model folder (see :mod:`imr_outcome.train.model_uri`).
             cache_dir: where to download registry/run models (default: a ``file:`` store

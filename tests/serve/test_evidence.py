@@ -24,9 +24,9 @@ from imr_outcome.train.attribution_spans import (
 )
 from imr_outcome.train.attribution_tokens import token_attributions
 from imr_outcome.train.baselines import TfidfLogReg
-from imr_outcome.train.config import TfidfConfig, TrainingConfig
 from imr_outcome.train.encoders import encode_windows
 from imr_outcome.train.model import OutcomeModel
+from imr_outcome.train.settings import TfidfConfig, TrainingConfig
 from imr_outcome.train.transformer import TransformerClassifier
 
 from toy_cue import CUE, FILLER, REQUEST, toy_inputs, toy_items, toy_transformer

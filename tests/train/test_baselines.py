@@ -24,7 +24,7 @@ from imr_outcome.train.baselines import (
     TfidfLogReg,
     ngram_spans,
 )
-from imr_outcome.train.config import ModelConfig, TrainingConfig, model_config
+from imr_outcome.train.settings import ModelConfig, TrainingConfig, model_config
 
 Labels = npt.NDArray[np.int64]
 

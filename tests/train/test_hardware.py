@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from imr_outcome.train.config import TrainingConfig
 from imr_outcome.train.hardware import CpuFlags, cpu_flags, resolve_precision
+from imr_outcome.train.settings import TrainingConfig
 
 AVX2_ONLY = CpuFlags(avx2=True, avx512_bf16=False, amx=False, vnni=False)
 SAPPHIRE_RAPIDS = CpuFlags(avx2=True, avx512_bf16=True, amx=True, vnni=True)

@@ -18,7 +18,7 @@ def test_the_predictor_does_not_import_fine_tuning() -> None:
     loaded = _modules_after_import("imr_outcome.serve.predictor")
 
     assert "imr_outcome.serve.predictor" in loaded
-    assert "imr_outcome.train.model" in loaded
+    assert "imr_outcome.model.model" in loaded
     assert "imr_outcome.train.fine_tune" not in loaded
     assert "transformers.trainer" not in loaded
 

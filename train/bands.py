@@ -19,9 +19,9 @@ import numpy as np
 import numpy.typing as npt
 
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.train.arrays import as_labels, as_probabilities
+from imr_outcome.model.arrays import as_labels, as_probabilities
+from imr_outcome.model.decision import BANDS, BandRecord, DecisionRule
 from imr_outcome.train.config import DecisionConfig
-from imr_outcome.train.decision import BANDS, BandRecord, DecisionRule
 
 
 def fit_decision_rule(

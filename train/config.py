@@ -16,9 +16,9 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.train.attribution import EXPLAINERS
-from imr_outcome.train.attribution_tokens import IG_STEPS
-from imr_outcome.train.settings import (
+from imr_outcome.model.attribution import EXPLAINERS
+from imr_outcome.model.attribution_tokens import IG_STEPS
+from imr_outcome.model.settings import (
     KIND_SECTIONS,
     ModelConfig,
     Section,
@@ -80,7 +80,7 @@ class ThresholdConfig(Section):
 
 
 class DecisionConfig(Section):
-    """The band a person reads and when to abstain (see ``imr_outcome.train.decision``).
+    """The band a person reads and when to abstain (see ``imr_outcome.model.decision``).
 
     Band edges are set on out-of-fold calibrated scores of the training rows: "likely
     overturned" starts at the lowest P whose band {p >= edge} holds at least

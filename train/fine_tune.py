@@ -1,9 +1,9 @@
-"""Fine-tuning of :class:`~imr_outcome.train.transformer.TransformerClassifier`: the
+"""Fine-tuning of :class:`~imr_outcome.model.transformer.TransformerClassifier`: the
 class-weighted loss, the window sampler, the Hugging Face Trainer and its arguments, and
 :class:`TrainableTransformer`, the classifier with ``fit`` that training builds.
 
 Serving never imports this module (an import-layer test checks it): a loaded model only
-needs :mod:`imr_outcome.train.transformer`. Tracking and progress are left to the
+needs :mod:`imr_outcome.model.transformer`. Tracking and progress are left to the
 ``callbacks`` the caller passes in.
 
 To bound CPU training time, ``training.windows_per_item`` = k samples k windows per item
@@ -50,20 +50,20 @@ from transformers import (
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.data.schema import LABELS
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.train.arrays import as_labels
-from imr_outcome.train.distributed import check_same_on_every_rank, world_size
-from imr_outcome.train.encoders import (
+from imr_outcome.model.arrays import as_labels
+from imr_outcome.model.encoders import (
     Windows,
     encode_windows,
     for_inference,
     from_pretrained,
     load_tokenizer,
 )
-from imr_outcome.train.hardware import machine_precision
-from imr_outcome.train.ood import MIN_ITEMS as OOD_MIN_ITEMS
-from imr_outcome.train.ood import MahalanobisOod
-from imr_outcome.train.settings import TrainingConfig, TransformerConfig
-from imr_outcome.train.transformer import TransformerClassifier
+from imr_outcome.model.hardware import machine_precision
+from imr_outcome.model.ood import MIN_ITEMS as OOD_MIN_ITEMS
+from imr_outcome.model.ood import MahalanobisOod
+from imr_outcome.model.settings import TrainingConfig, TransformerConfig
+from imr_outcome.model.transformer import TransformerClassifier
+from imr_outcome.train.distributed import check_same_on_every_rank, world_size
 
 logger = logging.getLogger(__name__)
 
@@ -495,7 +495,7 @@ def fine_tune(
 
 
 class TrainableTransformer(TransformerClassifier):
-    """A :class:`~imr_outcome.train.transformer.TransformerClassifier` that fits itself
+    """A :class:`~imr_outcome.model.transformer.TransformerClassifier` that fits itself
     with :func:`fine_tune`: what training builds for ``kind: transformer``. Saved, it loads
     as a plain ``TransformerClassifier`` (same files, same kind).
 

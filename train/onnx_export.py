@@ -2,7 +2,7 @@
 
 At registration the classifier is exported with ``torch.onnx.export`` (the TorchScript
 exporter, opset 17) to ``classifier/model.onnx``; on a CPU with int8 dot products (VNNI or
-AMX, :func:`~imr_outcome.train.hardware.cpu_flags`) a dynamically quantised copy
+AMX, :func:`~imr_outcome.model.hardware.cpu_flags`) a dynamically quantised copy
 ``classifier/model.int8.onnx`` is written too (``onnxruntime.quantization.quantize_dynamic``,
 int8 weights, activations quantised per batch). The exported graph returns the window
 logits and the mean-pooled last hidden state (what the OOD detector reads), so one
@@ -41,8 +41,8 @@ import numpy as np
 import numpy.typing as npt
 
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.train.hardware import cpu_flags
-from imr_outcome.train.onnx_runtime import (
+from imr_outcome.model.hardware import cpu_flags
+from imr_outcome.model.onnx_runtime import (
     ONNX_FILES,
     PARITY_FILE,
     OnnxSession,
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
     from imr_outcome.data.model_input import ModelInput
-    from imr_outcome.train.model import OutcomeModel
+    from imr_outcome.model.model import OutcomeModel
 
 logger = logging.getLogger(__name__)
 
@@ -293,7 +293,7 @@ def export_with_parity(
         One :class:`Parity` per variant. A variant that fails keeps its record (and its
         file is removed), so loading falls back to torch with a warning.
     """
-    from imr_outcome.train.transformer import TransformerClassifier
+    from imr_outcome.model.transformer import TransformerClassifier
 
     classifier = model.classifier
     if not isinstance(classifier, TransformerClassifier) or len(inputs) == 0:

@@ -24,14 +24,14 @@ from sklearn.model_selection import StratifiedGroupKFold
 from imr_outcome.data.model_input import ModelInput, build_model_input
 from imr_outcome.data.schema import LABELS, PREFILING_FIELDS
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.train.artifact import ModelInfo
+from imr_outcome.model.artifact import ModelInfo
+from imr_outcome.model.base import Classifier, classifier_class
+from imr_outcome.model.calibration import make_calibrator
+from imr_outcome.model.hardware import machine_precision
+from imr_outcome.model.model import OutcomeModel
+from imr_outcome.model.settings import WindowedConfig
 from imr_outcome.train.bands import fit_decision_rule
-from imr_outcome.train.base import Classifier, classifier_class
-from imr_outcome.train.calibration import make_calibrator
 from imr_outcome.train.config import RunConfig
-from imr_outcome.train.hardware import machine_precision
-from imr_outcome.train.model import OutcomeModel
-from imr_outcome.train.settings import WindowedConfig
 from imr_outcome.train.threshold import choose_threshold
 
 logger = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ def validation_split(
 
 
 class Estimator(Classifier, Protocol):
-    """A :class:`~imr_outcome.train.base.Classifier` that can be fitted (what
+    """A :class:`~imr_outcome.model.base.Classifier` that can be fitted (what
     :func:`new_classifier` builds)."""
 
     def fit(
@@ -270,7 +270,7 @@ def fit_calibrated(
 
     Returns:
         The :class:`OutcomeModel`; ``info.decision`` holds the band rule
-        (:class:`~imr_outcome.train.decision.DecisionRule`).
+        (:class:`~imr_outcome.model.decision.DecisionRule`).
 
     Raises:
         InvalidInputError: when an inner part or the validation slice lacks a class.

@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from sklearn import metrics as skm
 
 from imr_outcome.data.schema import LABELS
-from imr_outcome.train.arrays import as_labels, as_probabilities
+from imr_outcome.model.arrays import as_labels, as_probabilities
 from imr_outcome.train.metrics import (
     DEFAULT_N_BINS,
     FloatArray,

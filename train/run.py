@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 from imr_outcome.data.dataset import load_dataset
 from imr_outcome.errors import InvalidInputError
+from imr_outcome.model.hardware import machine_precision
+from imr_outcome.model.model import OutcomeModel
+from imr_outcome.model.settings import WindowedConfig
 from imr_outcome.train.config import RunConfig, save_config
 from imr_outcome.train.distributed import (
     finish,
@@ -43,12 +46,9 @@ from imr_outcome.train.evaluate import (
     evaluate_model,
     holdout_split,
 )
-from imr_outcome.train.hardware import machine_precision
 from imr_outcome.train.metrics import flatten_metrics
-from imr_outcome.train.model import OutcomeModel
 from imr_outcome.train.pipeline import Rows, fit_calibrated, rows_from_dataset
 from imr_outcome.train.plots import plot_all
-from imr_outcome.train.settings import WindowedConfig
 from imr_outcome.train.tracking import (
     Registration,
     git_commit,

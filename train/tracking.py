@@ -26,15 +26,16 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
 from imr_outcome.errors import ModelNotFoundError
-from imr_outcome.train import pyfunc
+from imr_outcome.model import pyfunc
+from imr_outcome.model.model_uri import ARTIFACT_KEY, default_tracking_uri
+from imr_outcome.model.pyfunc import SIGNATURE
 from imr_outcome.train.config import RunConfig, flatten
-from imr_outcome.train.model_uri import ARTIFACT_KEY, default_tracking_uri
-from imr_outcome.train.pyfunc import SIGNATURE
 
 logger = logging.getLogger(__name__)
 
 CHAMPION = "champion"
-#: The models-from-code file that defines the pyfunc model (no pickle in the artifact).
+#: The models-from-code file that defines the pyfunc model (no pickle in the artifact),
+#: beside :mod:`imr_outcome.model.pyfunc`.
 _PYFUNC_CODE = Path(pyfunc.__file__).with_name("pyfunc_model.py")
 #: Packages the pyfunc model needs, pinned to the installed versions (MLflow's inferred
 #: defaults for torch models add torchvision, which has no CPU build here).

@@ -14,14 +14,14 @@ import pytest
 
 from imr_outcome.data.model_input import build_model_input
 from imr_outcome.errors import InvalidInputError
+from imr_outcome.model.hardware import CpuFlags
+from imr_outcome.model.model import OutcomeModel
+from imr_outcome.model.onnx_runtime import ONNX_FILES, PARITY_FILE, open_session, preferred_variant
+from imr_outcome.model.settings import TrainingConfig, TransformerConfig
+from imr_outcome.model.transformer import TransformerClassifier
 from imr_outcome.train import onnx_export
 from imr_outcome.train.fine_tune import TrainableTransformer
-from imr_outcome.train.hardware import CpuFlags
-from imr_outcome.train.model import OutcomeModel
 from imr_outcome.train.onnx_export import separated_rank_flips
-from imr_outcome.train.onnx_runtime import ONNX_FILES, PARITY_FILE, open_session, preferred_variant
-from imr_outcome.train.settings import TrainingConfig, TransformerConfig
-from imr_outcome.train.transformer import TransformerClassifier
 
 from conftest import CPUS
 from model_factory import (

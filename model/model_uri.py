@@ -23,9 +23,9 @@ from typing import Any
 import yaml
 
 from imr_outcome.errors import IncompatibleModelError, ModelNotFoundError
-from imr_outcome.train.artifact import ARTIFACT_FILE
+from imr_outcome.model.artifact import ARTIFACT_FILE
 
-#: Name of the pyfunc artifact that holds the model directory (see ``train.pyfunc``).
+#: Name of the pyfunc artifact that holds the model directory (see :mod:`imr_outcome.model.pyfunc`).
 ARTIFACT_KEY = "imr_model"
 
 

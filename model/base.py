@@ -2,7 +2,7 @@
 
 A classifier maps model inputs (:class:`imr_outcome.data.model_input.ModelInput`, built
 only from pre-filing text) to two-class logits. Calibration and the decision threshold
-are applied on top by :class:`imr_outcome.train.model.OutcomeModel`, so a
+are applied on top by :class:`imr_outcome.model.model.OutcomeModel`, so a
 classifier only has to produce scores that rank well.
 """
 
@@ -21,7 +21,7 @@ from imr_outcome.data.model_input import ModelInput
 from imr_outcome.errors import IncompatibleModelError
 
 if TYPE_CHECKING:
-    from imr_outcome.train.ood import MahalanobisOod
+    from imr_outcome.model.ood import MahalanobisOod
 
 Logits = npt.NDArray[np.float64]
 """Shape ``(n, 2)``: unnormalized scores for [Upheld, Overturned] (label-id order)."""
@@ -94,7 +94,7 @@ _KINDS: dict[str, Callable[[], type[Any]]] = {}
 def register_kind(kind: str, loader: Callable[[], type[Any]]) -> None:
     """Register a classifier kind; ``loader`` imports and returns its class lazily.
 
-    Lazy loading keeps ``import imr_outcome.train`` light: torch and transformers are
+    Lazy loading keeps ``import imr_outcome.model`` light: torch and transformers are
     imported only when a transformer kind is used.
     """
     _KINDS[kind] = loader
@@ -121,8 +121,8 @@ def _lazy(module: str, name: str) -> Callable[[], type[Any]]:
     return load
 
 
-register_kind("majority", _lazy("imr_outcome.train.baselines", "MajorityClassifier"))
-register_kind("tfidf_lr", _lazy("imr_outcome.train.baselines", "TfidfLogReg"))
-register_kind("metadata_lr", _lazy("imr_outcome.train.baselines", "MetadataLogReg"))
-register_kind("frozen_encoder_lr", _lazy("imr_outcome.train.frozen_encoder", "FrozenEncoderLogReg"))
-register_kind("transformer", _lazy("imr_outcome.train.transformer", "TransformerClassifier"))
+register_kind("majority", _lazy("imr_outcome.model.baselines", "MajorityClassifier"))
+register_kind("tfidf_lr", _lazy("imr_outcome.model.baselines", "TfidfLogReg"))
+register_kind("metadata_lr", _lazy("imr_outcome.model.baselines", "MetadataLogReg"))
+register_kind("frozen_encoder_lr", _lazy("imr_outcome.model.frozen_encoder", "FrozenEncoderLogReg"))
+register_kind("transformer", _lazy("imr_outcome.model.transformer", "TransformerClassifier"))

@@ -10,12 +10,12 @@ from the run config's ``explainer``) and looked up in :data:`EXPLAINERS`:
   into short same-sign phrases.
 - ``"gradient_x_input"`` (transformer kinds): gradient of the margin x word embedding, one
   forward and backward pass per batch of windows (see
-  :func:`~imr_outcome.train.attribution_tokens.token_attributions`).
+  :func:`~imr_outcome.model.attribution_tokens.token_attributions`).
 - ``"occlusion"`` (transformer kinds): margin drop when runs of tokens are hidden, all
   occluded copies scored in batched forward passes.
 - ``"tfidf_coefficients"`` (``tfidf_lr``): the exact linear split of the log-odds into
   coefficient x tf-idf weight per n-gram
-  (:meth:`imr_outcome.train.baselines.TfidfLogReg.feature_contributions`), mapped to every
+  (:meth:`imr_outcome.model.baselines.TfidfLogReg.feature_contributions`), mapped to every
   occurrence of the n-gram.
 - ``"none"`` (any kind): no evidence.
 
@@ -32,8 +32,8 @@ Callers can bound the work: every explainer takes ``deadline`` (a
 integrated-gradients windows.
 
 The word-piece scores of the transformer methods are in
-:mod:`~imr_outcome.train.attribution_tokens`; words, phrases and the choice of the
-strongest stretches in :mod:`~imr_outcome.train.attribution_spans`. This module holds the
+:mod:`~imr_outcome.model.attribution_tokens`; words, phrases and the choice of the
+strongest stretches in :mod:`~imr_outcome.model.attribution_spans`. This module holds the
 explainers, their registry and the entry points :func:`explain` and
 :func:`word_attributions`.
 """
@@ -46,8 +46,8 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError
-from imr_outcome.train.artifact import ModelInfo
-from imr_outcome.train.attribution_spans import (
+from imr_outcome.model.artifact import ModelInfo
+from imr_outcome.model.attribution_spans import (
     Attribution,
     WordAttribution,
     field_text,
@@ -56,24 +56,24 @@ from imr_outcome.train.attribution_spans import (
     top_attributions,
     word_scores,
 )
-from imr_outcome.train.attribution_tokens import (
+from imr_outcome.model.attribution_tokens import (
     IG_STEPS,
     Method,
     check_positive,
     token_attributions,
 )
-from imr_outcome.train.base import Classifier
+from imr_outcome.model.base import Classifier
 
 if TYPE_CHECKING:
-    from imr_outcome.train.baselines import TfidfLogReg
-    from imr_outcome.train.transformer import TransformerClassifier
+    from imr_outcome.model.baselines import TfidfLogReg
+    from imr_outcome.model.transformer import TransformerClassifier
 
 C = TypeVar("C")
 
 
 class Explainable(Protocol):
     """What the explainers read of a model: its classifier and the explainer it was saved
-    with (:class:`~imr_outcome.train.model.OutcomeModel` is one; naming it here would make
+    with (:class:`~imr_outcome.model.model.OutcomeModel` is one; naming it here would make
     this module and the model object import each other)."""
 
     @property
@@ -114,7 +114,7 @@ def _classifier_of(model: Explainable, kind: type[C], method: str) -> C:
 
 
 def _transformer(model: Explainable) -> TransformerClassifier:
-    from imr_outcome.train.transformer import TransformerClassifier
+    from imr_outcome.model.transformer import TransformerClassifier
 
     return _classifier_of(model, TransformerClassifier, "the integrated-gradients explainer")
 
@@ -168,7 +168,7 @@ _ig_phrases = _phrases_with("integrated_gradients")
 
 
 def _tfidf(model: Explainable) -> TfidfLogReg:
-    from imr_outcome.train.baselines import TfidfLogReg
+    from imr_outcome.model.baselines import TfidfLogReg
 
     return _classifier_of(model, TfidfLogReg, "the tfidf-coefficients explainer")
 
@@ -177,7 +177,7 @@ def ngram_occurrences(classifier: TfidfLogReg, model_input: ModelInput) -> list[
     """Every occurrence of every n-gram of the item with the n-gram's contribution.
 
     A contribution is coefficient x tf-idf weight
-    (:meth:`~imr_outcome.train.baselines.TfidfLogReg.feature_contributions`); every
+    (:meth:`~imr_outcome.model.baselines.TfidfLogReg.feature_contributions`); every
     occurrence carries the n-gram's whole contribution. Occurrences in the metadata prefix
     (or starting inside it) are dropped; zero contributions are left out.
 
@@ -189,7 +189,7 @@ def ngram_occurrences(classifier: TfidfLogReg, model_input: ModelInput) -> list[
         Occurrences with offsets into the request (``text[request_offset:]``) or summary
         (``text_pair``); scores in log-odds of Overturned.
     """
-    from imr_outcome.train.baselines import ngram_spans
+    from imr_outcome.model.baselines import ngram_spans
 
     offset = model_input.request_offset
     found: list[Attribution] = []
@@ -380,7 +380,7 @@ def word_attributions(
 
     Returns:
         Every word of the request, then of the summary (see
-        :func:`~imr_outcome.train.attribution_spans.word_scores`).
+        :func:`~imr_outcome.model.attribution_spans.word_scores`).
 
     Raises:
         IncompatibleModelError: see :func:`explainer_for`, or an explainer that scores

@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.train.hardware import CpuFlags, cpu_flags
+from imr_outcome.model.hardware import CpuFlags, cpu_flags
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 save and load.
 
 Each item becomes one or more windows (request + a chunk of the summary, see
-:mod:`imr_outcome.train.encoders`); every window is trained with its item's label, and
+:mod:`imr_outcome.model.encoders`); every window is trained with its item's label, and
 at inference the window logits are combined per item (``model.aggregation``). Fitting
 lives in training: :class:`imr_outcome.train.fine_tune.TrainableTransformer` is this class
 with ``fit`` (the training loop), so loading a model never imports it.
@@ -31,8 +31,8 @@ from transformers import (
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.data.schema import LABELS
 from imr_outcome.errors import IncompatibleModelError, ModelNotFoundError
-from imr_outcome.train.base import ItemScores, Logits
-from imr_outcome.train.encoders import (
+from imr_outcome.model.base import ItemScores, Logits
+from imr_outcome.model.encoders import (
     Windows,
     aggregate,
     encode_windows,
@@ -43,10 +43,10 @@ from imr_outcome.train.encoders import (
     masked_mean,
     mean_by_item,
 )
-from imr_outcome.train.hardware import machine_precision
-from imr_outcome.train.onnx_runtime import Backend, OnnxSession, open_session
-from imr_outcome.train.ood import MahalanobisOod
-from imr_outcome.train.settings import TrainingConfig, TransformerConfig
+from imr_outcome.model.hardware import machine_precision
+from imr_outcome.model.onnx_runtime import Backend, OnnxSession, open_session
+from imr_outcome.model.ood import MahalanobisOod
+from imr_outcome.model.settings import TrainingConfig, TransformerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ FORMAT_VERSION = 1
 def request_budget(tokenizer: PreTrainedTokenizerBase, max_length: int, stride: int) -> int:
     """Tokens the metadata prefix + request may take in a window: half of the room left by
     the special tokens, and always fewer than ``room - stride`` so a window holds more than
-    ``stride`` summary tokens (what :func:`~imr_outcome.train.encoders.encode_windows`
+    ``stride`` summary tokens (what :func:`~imr_outcome.model.encoders.encode_windows`
     needs to slide over the summary)."""
     room = max_length - tokenizer.num_special_tokens_to_add(pair=True)
     return max(1, min(room // 2, room - stride - 1))
@@ -142,7 +142,7 @@ class TransformerClassifier:
         #: weights, 0 without class weighting (see :meth:`logits`).
         self.logit_offset = 0.0
         #: Out-of-distribution detector fitted on the training items' embeddings (None
-        #: for fewer than :data:`~imr_outcome.train.ood.MIN_ITEMS` items or a model saved
+        #: for fewer than :data:`~imr_outcome.model.ood.MIN_ITEMS` items or a model saved
         #: without one).
         self.ood: MahalanobisOod | None = None
         #: The ONNX Runtime session scoring runs on, or None for torch (see
@@ -159,7 +159,7 @@ class TransformerClassifier:
         :func:`fit_requests`); thread-safe.
 
         Raises:
-            InvalidInputError: see :func:`~imr_outcome.train.encoders.encode_windows`.
+            InvalidInputError: see :func:`~imr_outcome.model.encoders.encode_windows`.
             NotFittedError: before fitting or :meth:`load`.
         """
         tokenizer, config = self.tokenizer, self.model_config
@@ -176,7 +176,7 @@ class TransformerClassifier:
 
     def select_backend(self, backend: Backend) -> str:
         """Score with ONNX Runtime or torch (see
-        :func:`~imr_outcome.train.onnx_runtime.open_session`); returns :attr:`backend`.
+        :func:`~imr_outcome.model.onnx_runtime.open_session`); returns :attr:`backend`.
 
         ``auto`` and ``onnx`` use an exported variant that passed its parity check and
         fall back to torch otherwise (``onnx`` logs that as a warning).
@@ -272,13 +272,13 @@ class TransformerClassifier:
     def calibrate_ood(self, inputs: Sequence[ModelInput]) -> None:
         """Set the OOD threshold from items the encoder was not trained on (a validation
         slice); a no-op without a detector or inputs. See
-        :meth:`~imr_outcome.train.ood.MahalanobisOod.with_threshold_from`."""
+        :meth:`~imr_outcome.model.ood.MahalanobisOod.with_threshold_from`."""
         if self.ood is not None and len(inputs) > 0:
             self.ood = self.ood.with_threshold_from(self.item_embeddings(inputs))
 
     def item_embeddings(self, inputs: Sequence[ModelInput]) -> FloatArray:
         """Each item's embedding, shape ``(n, d)``: the mean over its windows of the
-        mean-pooled last hidden state (what :class:`~imr_outcome.train.ood.MahalanobisOod`
+        mean-pooled last hidden state (what :class:`~imr_outcome.model.ood.MahalanobisOod`
         scores).
 
         Raises:

@@ -18,15 +18,15 @@ from transformers import TrainerCallback
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.data.schema import LABELS
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
-from imr_outcome.train.encoders import aggregate
+from imr_outcome.model.encoders import aggregate
+from imr_outcome.model.settings import TrainingConfig, TransformerConfig
+from imr_outcome.model.transformer import TransformerClassifier
 from imr_outcome.train.fine_tune import (
     TrainableTransformer,
     class_weights,
     sample_training_windows,
     window_loss,
 )
-from imr_outcome.train.settings import TrainingConfig, TransformerConfig
-from imr_outcome.train.transformer import TransformerClassifier
 
 IntArray = npt.NDArray[np.int64]
 
@@ -343,8 +343,8 @@ def _clinical_like_bert(directory: Path) -> Path:
 def test_bio_clinicalbert_config_trains_on_every_window_from_a_local_path(
     tmp_path: Path,
 ) -> None:
+    from imr_outcome.model.encoders import encode_windows
     from imr_outcome.train.config import load_config
-    from imr_outcome.train.encoders import encode_windows
 
     class Steps(TrainerCallback):
         max_steps = 0

@@ -36,7 +36,8 @@ run: dataset
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	# Import layers (pyproject [tool.importlinter]): cli -> serve -> train -> data.
+	# Import contracts (pyproject [tool.importlinter]): layers cli -> serve -> train -> model
+	# -> data -> errors/logs/console; serve never imports train; no cycles in model/, train/.
 	$(BIN)/lint-imports
 
 # mypy skips symlinked files, so the modules are named explicitly (found via the link tree).

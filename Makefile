@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 SHARED ?= ../shared/data
 STAMP := $(VENV)/.installed
 # Code folders mapped under the import root imr_outcome (see pyproject.toml).
-CODE_DIRS := core data train serve
+CODE_DIRS := core data model train serve
 
 .PHONY: install run dataset test lint typecheck unit bench-parse bench-cv bench-predict \
 	bench-faithfulness clean
@@ -36,13 +36,14 @@ run: dataset
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	# Import layers (pyproject [tool.importlinter]): cli -> serve -> train -> data.
+	# Import contracts (pyproject [tool.importlinter]): layers cli -> serve -> train -> model
+	# -> data -> errors/logs/console; serve never imports train; no cycles in model/, train/.
 	$(BIN)/lint-imports
 
 # mypy skips symlinked files, so the modules are named explicitly (found via the link tree).
 typecheck: install
 	$(BIN)/mypy $$(find $(CODE_DIRS) -name '*.py' | sed -E -e 's#^core/#imr_outcome/#' \
-	  -e 's#^(data|train|serve)/#imr_outcome/\1/#' -e 's#/__init__\.py$$##' -e 's#\.py$$##' \
+	  -e 's#^(data|model|train|serve)/#imr_outcome/\1/#' -e 's#/__init__\.py$$##' -e 's#\.py$$##' \
 	  -e 's#/#.#g' | sort | sed 's/^/-m /')
 	$(BIN)/mypy tests
 

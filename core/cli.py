@@ -272,8 +272,8 @@ def _load_run_config(config: Path | None, overrides: list[str] | None) -> Any:
     the MLflow run as params and ``config.json``)."""
     import yaml
 
+    from imr_outcome.model.hardware import cpu_flags, machine_precision
     from imr_outcome.train.config import load_config
-    from imr_outcome.train.hardware import cpu_flags, machine_precision
 
     run_config = load_config(config, overrides)
     resolved = yaml.safe_dump(run_config.model_dump(mode="json"), sort_keys=False)

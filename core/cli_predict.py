@@ -27,7 +27,7 @@ ModelOption = Annotated[
 
 
 class Backend(StrEnum):
-    """What scoring runs on (see ``imr_outcome.train.onnx_backend``)."""
+    """What scoring runs on (see ``imr_outcome.model.onnx_runtime``)."""
 
     auto = "auto"
     torch = "torch"

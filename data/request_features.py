@@ -117,7 +117,9 @@ def request_features(request: str, siblings: Sequence[str] = ()) -> dict[str, fl
     return features
 
 
-def letter_request_features(requests: Sequence[str], groups: Sequence[str]) -> list[dict[str, float]]:
+def letter_request_features(
+    requests: Sequence[str], groups: Sequence[str]
+) -> list[dict[str, float]]:
     """:func:`request_features` of each item, with the other requests of its group as
     siblings.
 

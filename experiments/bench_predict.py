@@ -50,27 +50,26 @@ import torch
 from imr_outcome.data.dataset import load_dataset
 from imr_outcome.data.model_input import build_model_input
 from imr_outcome.data.schema import PREFILING_FIELDS
+from imr_outcome.model.artifact import ModelInfo
+from imr_outcome.model.calibration import IdentityCalibrator
+from imr_outcome.model.encoders import collate, encode_windows, resolve_base_model
+from imr_outcome.model.hardware import cpu_flags, machine_precision
+from imr_outcome.model.model import OutcomeModel
+from imr_outcome.model.model_uri import resolve
+from imr_outcome.model.onnx_runtime import ONNX_FILES, PARITY_FILE, OnnxSession
+from imr_outcome.model.settings import TrainingConfig, TransformerConfig
+from imr_outcome.model.transformer import TransformerClassifier, fit_requests
 from imr_outcome.serve.batch import score_file
 from imr_outcome.serve.predictor import Predictor
-from imr_outcome.train.artifact import ModelInfo
-from imr_outcome.train.calibration import IdentityCalibrator
-from imr_outcome.train.config import TrainingConfig, TransformerConfig, load_config
-from imr_outcome.train.encoders import collate, encode_windows, resolve_base_model
+from imr_outcome.train.config import load_config
 from imr_outcome.train.evaluate import holdout_split
-from imr_outcome.train.hardware import cpu_flags, machine_precision
-from imr_outcome.train.model import OutcomeModel
-from imr_outcome.train.model_uri import resolve
-from imr_outcome.train.onnx_backend import (
-    ONNX_FILES,
-    PARITY_FILE,
-    OnnxSession,
+from imr_outcome.train.onnx_export import (
     export,
     export_with_parity,
     quantize,
     saved_network,
 )
 from imr_outcome.train.run import load_training_data
-from imr_outcome.train.transformer import TransformerClassifier, fit_requests
 
 #: Explainers timed for evidence: (explainer, quadrature points).
 EXPLAINERS: list[tuple[str, int]] = [
@@ -111,7 +110,7 @@ def _fresh_model(encoder: str, config_path: Path, folder: Path) -> Path:
     )
     from transformers import AutoModelForSequenceClassification
 
-    from imr_outcome.train.encoders import for_inference, load_tokenizer
+    from imr_outcome.model.encoders import for_inference, load_tokenizer
 
     path = resolve_base_model(encoder)
     classifier = TransformerClassifier(settings, TrainingConfig(precision="auto"))

@@ -136,7 +136,9 @@ def paired_delta(
         rows = np.concatenate([index[letter] for letter in rng.choice(letters, len(letters))])
         if len(np.unique(labels[rows])) < 2:
             continue
-        deltas.append(roc_auc_score(labels[rows], p_a[rows]) - roc_auc_score(labels[rows], p_b[rows]))
+        deltas.append(
+            roc_auc_score(labels[rows], p_a[rows]) - roc_auc_score(labels[rows], p_b[rows])
+        )
     low, high = np.percentile(deltas, [2.5, 97.5])
     return float(point), float(low), float(high)
 
@@ -155,7 +157,10 @@ def main() -> None:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     ).stdout.strip()
-    print(f"{len(items)} items, {len(np.unique(letters))} letters, {labels.sum()} Overturned; commit {commit}")
+    print(
+        f"{len(items)} items, {len(np.unique(letters))} letters, "
+        f"{labels.sum()} Overturned; commit {commit}"
+    )
     oof: dict[str, list[np.ndarray[Any, Any]]] = {name: [] for name in args.candidates}
     started = time.perf_counter()
     for repeat in range(args.repeats):
@@ -168,7 +173,10 @@ def main() -> None:
         for name in args.candidates:
             oof[name].append(predictions[name])
         print(f"repeat {repeat + 1}/{args.repeats} done ({time.perf_counter() - started:.0f} s)")
-    print(f"\n| candidate | AUROC | AUPRC | ΔAUROC vs tfidf [95% CI] | within-letter concordance [95% CI] (pairs, letters) | median spread | commit |")
+    print(
+        "\n| candidate | AUROC | AUPRC | ΔAUROC vs tfidf [95% CI] | within-letter concordance "
+        "[95% CI] (pairs, letters) | median spread | commit |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name in args.candidates:
         aurocs = [roc_auc_score(labels, p) for p in oof[name]]
@@ -176,7 +184,9 @@ def main() -> None:
         pooled_groups = [f"{r}:{g}" for r in range(args.repeats) for g in letters]
         pooled_p = np.concatenate(oof[name])
         pooled_y = np.tile(labels, args.repeats)
-        conc, low, high, pairs, n_letters = within_letter_concordance(pooled_groups, pooled_y, pooled_p)
+        conc, low, high, pairs, n_letters = within_letter_concordance(
+            pooled_groups, pooled_y, pooled_p
+        )
         spread = within_letter_spread(list(letters), oof[name][0])["median_spread"]
         if "tfidf" in oof and name != "tfidf":
             delta = paired_delta(labels, letters, oof[name][0], oof["tfidf"][0])

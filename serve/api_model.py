@@ -32,7 +32,7 @@ def _registry_facts(name: str, version: str) -> tuple[list[str], dict[str, float
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from imr_outcome.train.tracking import default_tracking_uri
+    from imr_outcome.model.model_uri import default_tracking_uri
 
     tracking = default_tracking_uri()
     try:

@@ -1,8 +1,8 @@
 """Evidence spans: the model's strongest attributions as spans of the caller's text.
 
 The attribution itself (integrated gradients, TF-IDF contributions; see
-:mod:`imr_outcome.train.attribution`) belongs to the model object
-(:meth:`imr_outcome.train.model.OutcomeModel.explain`); this module only turns its
+:mod:`imr_outcome.model.attribution`) belongs to the model object
+(:meth:`imr_outcome.model.model.OutcomeModel.explain`); this module only turns its
 stretches into the HTTP/CLI contract. Every span's offsets index the exact ``request``
 or ``summary`` string the caller passed:
 ``span.text == (request if span.field == "request" else summary)[span.start:span.end]``.
@@ -24,10 +24,10 @@ from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.errors import InvalidInputError
+from imr_outcome.model.attribution_spans import Attribution
+from imr_outcome.model.attribution_tokens import IG_STEPS
+from imr_outcome.model.model import OutcomeModel
 from imr_outcome.serve.schemas import EvidenceSpan
-from imr_outcome.train.attribution_spans import Attribution
-from imr_outcome.train.attribution_tokens import IG_STEPS
-from imr_outcome.train.model import OutcomeModel
 
 #: A word for trimming: a run of letters or digits (of any script), e.g. ``lumbar``,
 #: ``10``, ``325mg``, ``patient`` and ``s`` in ``patient's``.

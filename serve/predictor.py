@@ -1,7 +1,7 @@
 """Load a trained model once, then predict single items or batches with warnings.
 
 :meth:`Predictor.load` accepts every model URI :meth:`OutcomeModel.load
-<imr_outcome.train.model.OutcomeModel.load>` does (registry alias or version, logged
+<imr_outcome.model.model.OutcomeModel.load>` does (registry alias or version, logged
 model, run, local folder). The label map, threshold, calibrator and window length are
 read from the artifact only. Warnings are listed in :mod:`imr_outcome.serve.warnings`;
 an optional :data:`OodDetector` adds a caller's own check.
@@ -17,6 +17,9 @@ from typing import Any, cast
 from imr_outcome.data.model_input import ModelInput, build_model_input
 from imr_outcome.data.schema import LABELS
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError
+from imr_outcome.model.attribution_tokens import IG_STEPS
+from imr_outcome.model.decision import DecisionRule
+from imr_outcome.model.model import OutcomeModel
 from imr_outcome.serve import evidence
 from imr_outcome.serve.inputs import MAX_TEXT_CHARS, PredictInput, check_length
 from imr_outcome.serve.schemas import Direction, EvidenceSpan, Prediction
@@ -40,9 +43,6 @@ from imr_outcome.serve.warnings import (
     vocabulary_warning,
     windows_warning,
 )
-from imr_outcome.train.attribution_tokens import IG_STEPS
-from imr_outcome.train.decision import DecisionRule
-from imr_outcome.train.model import OutcomeModel
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class Predictor:
         """Load a model from the registry, a run, or a local folder.
 
         Args:
-            uri: see :meth:`OutcomeModel.load <imr_outcome.train.model.OutcomeModel.load>`.
+            uri: see :meth:`OutcomeModel.load <imr_outcome.model.model.OutcomeModel.load>`.
             cache_dir: where to download registry/run models; by default a ``file:``
                 artifact store is read in place and other stores are downloaded to a
                 temporary folder.
@@ -147,7 +147,7 @@ class Predictor:
             backend: what scoring runs on: ``auto`` (ONNX Runtime where the artifact has
                 an export that passed parity, else torch), ``torch`` or ``onnx``; see
                 :meth:`OutcomeModel.select_backend
-                <imr_outcome.train.model.OutcomeModel.select_backend>`. Evidence always
+                <imr_outcome.model.model.OutcomeModel.select_backend>`. Evidence always
                 runs on torch.
 
         Returns:
@@ -226,7 +226,7 @@ class Predictor:
             explain: also compute evidence spans, one item at a time.
             top_k: evidence spans per direction, >= 1.
             deadline: a :func:`time.monotonic` value handed to
-                :meth:`OutcomeModel.explain <imr_outcome.train.model.OutcomeModel.explain>`,
+                :meth:`OutcomeModel.explain <imr_outcome.model.model.OutcomeModel.explain>`,
                 which stops between batches of integrated-gradients windows once it has
                 passed; None for no limit. Scoring itself is not interrupted.
 

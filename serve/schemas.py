@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from imr_outcome.serve.warnings import WarningDetail
 
 Direction = Literal["Overturned", "Upheld"]
-#: The bands a person reads (see ``imr_outcome.train.decision``).
+#: The bands a person reads (see ``imr_outcome.model.decision``).
 BandName = Literal["likely upheld", "uncertain", "likely overturned", "insufficient information"]
 
 

@@ -16,7 +16,7 @@ Every :class:`~imr_outcome.serve.schemas.Prediction` carries its warnings twice 
 - ``dmhc_model_on_dwc`` / ``dwc_model_on_dmhc`` (:func:`source_warning`): the input comes
   from another source than the model was trained on (see :func:`input_source`).
 - ``unlike_training_text`` (:func:`encoder_ood_warning`): models saved with an
-  out-of-distribution detector (:class:`~imr_outcome.train.ood.MahalanobisOod`), when the
+  out-of-distribution detector (:class:`~imr_outcome.model.ood.MahalanobisOod`), when the
   input's encoder embedding is at least the 99th percentile of the training items'
   Mahalanobis distances away.
 - ``evidence_not_computed`` (:func:`evidence_budget_warning`): the HTTP API skipped the

@@ -51,9 +51,9 @@ CPUS = {
 @pytest.fixture
 def fake_cpu(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
     """A setter: ``fake_cpu("avx2")`` makes
-    :func:`~imr_outcome.train.hardware.cpu_flags` report those flags (and forgets the cached
+    :func:`~imr_outcome.model.hardware.cpu_flags` report those flags (and forgets the cached
     precision) until the test ends; the real flags come back afterwards."""
-    from imr_outcome.train import hardware
+    from imr_outcome.model import hardware
 
     def clear() -> None:
         hardware.cpu_flags.cache_clear()

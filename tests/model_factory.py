@@ -16,13 +16,15 @@ import numpy.typing as npt
 import pytest
 
 from imr_outcome.data.model_input import ModelInput, build_model_input
-from imr_outcome.train.artifact import ModelInfo
-from imr_outcome.train.calibration import IdentityCalibrator
-from imr_outcome.train.config import TrainingConfig, TransformerConfig, load_config
-from imr_outcome.train.model import OutcomeModel
-from imr_outcome.train.onnx_backend import Parity, export_with_parity
+from imr_outcome.model.artifact import ModelInfo
+from imr_outcome.model.calibration import IdentityCalibrator
+from imr_outcome.model.model import OutcomeModel
+from imr_outcome.model.settings import TrainingConfig, TransformerConfig
+from imr_outcome.model.transformer import TransformerClassifier
+from imr_outcome.train.config import load_config
+from imr_outcome.train.fine_tune import TrainableTransformer
+from imr_outcome.train.onnx_export import Parity, export_with_parity
 from imr_outcome.train.run import TrainResult, train
-from imr_outcome.train.transformer import TransformerClassifier
 
 from dataset_factory import write_dataset
 
@@ -163,7 +165,7 @@ def fit_toy_transformer(
     saved = tiny_bert.parent / f"toy-transformer-{digest}"
     if (saved / "transformer.json").is_file():
         return TransformerClassifier.load(saved)
-    classifier = TransformerClassifier(config, training).fit(inputs, labels)
+    classifier = TrainableTransformer(config, training).fit(inputs, labels)
     logits = classifier.logits(inputs)
     learned = ((logits[:, 1] > logits[:, 0]) == labels).mean()
     assert learned == 1.0, f"the toy transformer did not learn the cue (accuracy {learned})"

@@ -15,11 +15,11 @@ import numpy.typing as npt
 
 from imr_outcome.data.model_input import MetadataValue, ModelInput, build_model_input
 from imr_outcome.data.schema import LABELS
-from imr_outcome.train.artifact import ModelInfo
-from imr_outcome.train.baselines import TfidfLogReg
-from imr_outcome.train.calibration import make_calibrator
-from imr_outcome.train.model import OutcomeModel
-from imr_outcome.train.transformer import TransformerClassifier
+from imr_outcome.model.artifact import ModelInfo
+from imr_outcome.model.baselines import TfidfLogReg
+from imr_outcome.model.calibration import make_calibrator
+from imr_outcome.model.model import OutcomeModel
+from imr_outcome.model.transformer import TransformerClassifier
 
 from model_factory import fit_toy_transformer
 

@@ -21,14 +21,13 @@ import numpy.typing as npt
 from sklearn import metrics as skm
 
 from imr_outcome.errors import InvalidInputError
+from imr_outcome.model.arrays import as_labels, as_probabilities
 from imr_outcome.train.metrics import (
     DEFAULT_N_BINS,
     METRIC_NAMES,
     _bin_ids,
     _point_metrics,
     _ratio,
-    as_labels,
-    as_probabilities,
     as_threshold,
 )
 

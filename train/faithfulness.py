@@ -14,7 +14,7 @@ reader can see whether the explainer beats chance. Probabilities are the model's
 calibrated ``predict_proba``; the prediction is the label at the model's threshold.
 
 The unit is a word of the caller's request or summary (a maximal run of non-whitespace
-characters, :func:`imr_outcome.train.attribution_spans.words`); the metadata prefix is never
+characters, :func:`imr_outcome.model.attribution_spans.words`); the metadata prefix is never
 removed. Removing a word deletes its characters (whitespace around it stays) and the
 model input is rebuilt from the edited strings.
 """
@@ -37,10 +37,10 @@ from imr_outcome.data.model_input import (
 )
 from imr_outcome.data.schema import LABELS
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.train.attribution import word_attributions
-from imr_outcome.train.attribution_spans import WordAttribution
-from imr_outcome.train.attribution_tokens import IG_STEPS
-from imr_outcome.train.model import OutcomeModel
+from imr_outcome.model.attribution import word_attributions
+from imr_outcome.model.attribution_spans import WordAttribution
+from imr_outcome.model.attribution_tokens import IG_STEPS
+from imr_outcome.model.model import OutcomeModel
 from imr_outcome.train.pipeline import Rows
 
 logger = logging.getLogger(__name__)
@@ -176,7 +176,7 @@ def faithfulness(
     """ERASER comprehensiveness and sufficiency (AOPC) of the model's explainer.
 
     For each item: predict; score every word with the model's explainer
-    (:func:`imr_outcome.train.attribution.word_attributions`); rank words by their score
+    (:func:`imr_outcome.model.attribution.word_attributions`); rank words by their score
     toward the predicted class (signed: a word pushing the other way ranks last); for each
     bin k remove the top k% words (comprehensiveness) or keep only them (sufficiency), and
     do the same with k% words drawn at random without replacement (one
@@ -196,7 +196,7 @@ def faithfulness(
     Raises:
         InvalidInputError: no items, or an item ``build_model_input`` rejects.
         IncompatibleModelError: an explainer that scores nothing or does not fit the model
-            (see :func:`imr_outcome.train.attribution.explainer_for`).
+            (see :func:`imr_outcome.model.attribution.explainer_for`).
     """
     if not items:
         raise InvalidInputError("items", "expected at least one (request, summary, metadata)")

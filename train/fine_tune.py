@@ -1,8 +1,9 @@
-"""Fine-tuning of :class:`~imr_outcome.train.transformer.TransformerClassifier`: the
-class-weighted loss, the window sampler, the Hugging Face Trainer and its arguments.
+"""Fine-tuning of :class:`~imr_outcome.model.transformer.TransformerClassifier`: the
+class-weighted loss, the window sampler, the Hugging Face Trainer and its arguments, and
+:class:`TrainableTransformer`, the classifier with ``fit`` that training builds.
 
 Serving never imports this module (an import-layer test checks it): a loaded model only
-needs :mod:`imr_outcome.train.transformer`. Tracking and progress are left to the
+needs :mod:`imr_outcome.model.transformer`. Tracking and progress are left to the
 ``callbacks`` the caller passes in.
 
 To bound CPU training time, ``training.windows_per_item`` = k samples k windows per item
@@ -28,7 +29,7 @@ import math
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Self, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -50,11 +51,20 @@ from transformers import (
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.data.schema import LABELS
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.train.config import TrainingConfig, TransformerConfig
+from imr_outcome.model.arrays import as_labels
+from imr_outcome.model.encoders import (
+    Windows,
+    encode_windows,
+    for_inference,
+    from_pretrained,
+    load_tokenizer,
+)
+from imr_outcome.model.hardware import machine_precision
+from imr_outcome.model.ood import MIN_ITEMS as OOD_MIN_ITEMS
+from imr_outcome.model.ood import MahalanobisOod
+from imr_outcome.model.settings import TrainingConfig, TransformerConfig
+from imr_outcome.model.transformer import TransformerClassifier
 from imr_outcome.train.distributed import check_same_on_every_rank, world_size
-from imr_outcome.train.encoders import Windows, encode_windows, from_pretrained, load_tokenizer
-from imr_outcome.train.hardware import machine_precision
-from imr_outcome.train.metrics import as_labels
 
 logger = logging.getLogger(__name__)
 
@@ -483,3 +493,60 @@ def fine_tune(
         tokenizer,
         float(np.log(weights[1].item() / weights[0].item())) if weights is not None else 0.0,
     )
+
+
+# ------------------------------------------------------------------- the classifier
+
+
+class TrainableTransformer(TransformerClassifier):
+    """A :class:`~imr_outcome.model.transformer.TransformerClassifier` that fits itself
+    with :func:`fine_tune`: what training builds for ``kind: transformer``. Saved, it loads
+    as a plain ``TransformerClassifier`` (same files, same kind).
+
+    Args:
+        model: the encoder (``base_model``), window size and aggregation.
+        training: optimization settings; ``precision`` applies to fine-tuning only, torch
+            inference runs in fp32 on every machine.
+        callbacks: Trainer callbacks (tracking, progress), passed through unchanged.
+    """
+
+    def __init__(
+        self,
+        model: TransformerConfig,
+        training: TrainingConfig,
+        callbacks: list[TrainerCallback] | None = None,
+    ) -> None:
+        super().__init__(model, training)
+        self.callbacks = list(callbacks or [])
+
+    def fit(
+        self,
+        inputs: Sequence[ModelInput],
+        labels: npt.NDArray[np.int64],
+        metadata: Sequence[dict[str, Any]] | None = None,
+    ) -> Self:
+        """Fine-tune ``model.base_model`` on the windows of ``inputs`` (:func:`fine_tune`)
+        and fit the OOD detector on the training items' embeddings.
+
+        Args:
+            inputs: n model inputs.
+            labels: shape ``(n,)``, 0 (Upheld) / 1 (Overturned); each window gets its
+                item's label.
+            metadata: ignored (the metadata prefix is already in ``inputs``).
+
+        Returns:
+            self, fitted.
+
+        Raises:
+            InvalidInputError: bad labels or inputs (see :func:`encode_windows`).
+            ModelNotFoundError: ``model.base_model`` cannot be found.
+        """
+        tuned = fine_tune(self.model_config, self.training_config, inputs, labels, self.callbacks)
+        self._model, self._tokenizer = for_inference(tuned.model), tuned.tokenizer
+        self.logit_offset = tuned.logit_offset
+        self.ood = (
+            MahalanobisOod.fit(self.item_embeddings(inputs))
+            if len(inputs) >= OOD_MIN_ITEMS
+            else None
+        )
+        return self

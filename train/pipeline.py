@@ -13,7 +13,7 @@ import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, Self
 
 import datasets
 import numpy as np
@@ -24,13 +24,14 @@ from sklearn.model_selection import StratifiedGroupKFold
 from imr_outcome.data.model_input import ModelInput, build_model_input
 from imr_outcome.data.schema import LABELS, PREFILING_FIELDS
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.train.artifact import ModelInfo
-from imr_outcome.train.base import Classifier, classifier_class
-from imr_outcome.train.calibration import make_calibrator
-from imr_outcome.train.config import RunConfig, WindowedConfig
-from imr_outcome.train.decision import fit_decision_rule
-from imr_outcome.train.hardware import machine_precision
-from imr_outcome.train.model import OutcomeModel
+from imr_outcome.model.artifact import ModelInfo
+from imr_outcome.model.base import Classifier, classifier_class
+from imr_outcome.model.calibration import make_calibrator
+from imr_outcome.model.hardware import machine_precision
+from imr_outcome.model.model import OutcomeModel
+from imr_outcome.model.settings import WindowedConfig
+from imr_outcome.train.bands import fit_decision_rule
+from imr_outcome.train.config import RunConfig
 from imr_outcome.train.threshold import choose_threshold
 
 logger = logging.getLogger(__name__)
@@ -139,13 +140,40 @@ def validation_split(
     return fit_idx.astype(np.int64), val_idx.astype(np.int64)
 
 
-def new_classifier(config: RunConfig, callbacks: list[Any] | None = None) -> Classifier:
-    """An unfitted classifier of the configured kind."""
-    cls = classifier_class(config.model.kind)
-    if config.model.kind == "transformer" and callbacks:
-        classifier: Classifier = cls(config.model, config.training, callbacks=callbacks)
-        return classifier
-    built: Classifier = cls(config.model, config.training)
+class Estimator(Classifier, Protocol):
+    """A :class:`~imr_outcome.model.base.Classifier` that can be fitted (what
+    :func:`new_classifier` builds)."""
+
+    def fit(
+        self,
+        inputs: Sequence[ModelInput],
+        labels: npt.NDArray[np.int64],
+        metadata: Sequence[dict[str, Any]] | None = None,
+    ) -> Self:
+        """Train on ``inputs`` with labels 0 (Upheld) / 1 (Overturned).
+
+        Args:
+            inputs: model inputs, length n.
+            labels: shape ``(n,)``, values in {0, 1}.
+            metadata: per-row pre-filing metadata dicts (for metadata-only models);
+                text models ignore it.
+
+        Returns:
+            self, fitted.
+        """
+        ...
+
+
+def new_classifier(config: RunConfig, callbacks: list[Any] | None = None) -> Estimator:
+    """An unfitted classifier of the configured kind (the fine-tuned transformer as
+    :class:`~imr_outcome.train.fine_tune.TrainableTransformer`, imported only here so that
+    other kinds never import torch's training stack)."""
+    if config.model.kind == "transformer":
+        from imr_outcome.train.fine_tune import TrainableTransformer
+
+        transformer: Estimator = TrainableTransformer(config.model, config.training, callbacks)
+        return transformer
+    built: Estimator = classifier_class(config.model.kind)(config.model, config.training)
     return built
 
 
@@ -242,7 +270,7 @@ def fit_calibrated(
 
     Returns:
         The :class:`OutcomeModel`; ``info.decision`` holds the band rule
-        (:class:`~imr_outcome.train.decision.DecisionRule`).
+        (:class:`~imr_outcome.model.decision.DecisionRule`).
 
     Raises:
         InvalidInputError: when an inner part or the validation slice lacks a class.

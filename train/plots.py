@@ -25,12 +25,11 @@ from matplotlib.figure import Figure
 from sklearn import metrics as skm
 
 from imr_outcome.data.schema import LABELS
+from imr_outcome.model.arrays import as_labels, as_probabilities
 from imr_outcome.train.metrics import (
     DEFAULT_N_BINS,
     FloatArray,
     IntArray,
-    as_labels,
-    as_probabilities,
     expected_calibration_error,
     reliability_curve,
 )

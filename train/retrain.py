@@ -48,11 +48,11 @@ from imr_outcome.data.card import build_card, write_card
 from imr_outcome.data.dataset import BuiltDataset, build_dataset, save_dataset
 from imr_outcome.data.schema import LABELS
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
+from imr_outcome.model.model import OutcomeModel
+from imr_outcome.model.model_uri import resolve
 from imr_outcome.train.config import RunConfig, load_config
 from imr_outcome.train.evaluate import Evaluation, evaluate_model
 from imr_outcome.train.metrics import flatten_metrics
-from imr_outcome.train.model import OutcomeModel
-from imr_outcome.train.model_uri import resolve
 from imr_outcome.train.pipeline import Rows, rows_from_dataset
 from imr_outcome.train.promotion import Comparison, Decision, compare, decide, describe_rule
 from imr_outcome.train.retrain_data import (

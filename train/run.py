@@ -29,7 +29,10 @@ if TYPE_CHECKING:
 
 from imr_outcome.data.dataset import load_dataset
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.train.config import RunConfig, WindowedConfig, save_config
+from imr_outcome.model.hardware import machine_precision
+from imr_outcome.model.model import OutcomeModel
+from imr_outcome.model.settings import WindowedConfig
+from imr_outcome.train.config import RunConfig, save_config
 from imr_outcome.train.distributed import (
     finish,
     finish_group,
@@ -43,9 +46,7 @@ from imr_outcome.train.evaluate import (
     evaluate_model,
     holdout_split,
 )
-from imr_outcome.train.hardware import machine_precision
 from imr_outcome.train.metrics import flatten_metrics
-from imr_outcome.train.model import OutcomeModel
 from imr_outcome.train.pipeline import Rows, fit_calibrated, rows_from_dataset
 from imr_outcome.train.plots import plot_all
 from imr_outcome.train.tracking import (
@@ -197,11 +198,11 @@ def save_and_log(
     """Save ``model`` and its config under ``models_dir/run_id`` and log it as the run's
     pyfunc model; returns the model directory and the logged model's URI. With
     ``held_out`` rows a transformer is also exported to ONNX, parity-checked on them
-    (:func:`~imr_outcome.train.onnx_backend.export_with_parity`)."""
+    (:func:`~imr_outcome.train.onnx_export.export_with_parity`)."""
     model_dir = model.save(models_dir / run_id)
     save_config(config, model_dir / "config.yaml")
     if held_out is not None:
-        from imr_outcome.train.onnx_backend import export_for_registration
+        from imr_outcome.train.onnx_export import export_for_registration
 
         export_for_registration(model, model_dir, held_out.inputs, held_out.labels)
     return model_dir, log_model(model_dir)

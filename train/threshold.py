@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.train.metrics import as_labels, as_probabilities
+from imr_outcome.model.arrays import as_labels, as_probabilities
 
 Objective = Literal["bayes", "f1", "cost"]
 

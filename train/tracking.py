@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import subprocess
 import warnings
 from collections.abc import Iterator, Mapping
@@ -27,15 +26,17 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
 from imr_outcome.errors import ModelNotFoundError
+from imr_outcome.model import pyfunc
+from imr_outcome.model.model_uri import ARTIFACT_KEY, default_tracking_uri
+from imr_outcome.model.pyfunc import SIGNATURE
 from imr_outcome.train.config import RunConfig, flatten
-from imr_outcome.train.model_uri import ARTIFACT_KEY
-from imr_outcome.train.pyfunc import SIGNATURE
 
 logger = logging.getLogger(__name__)
 
 CHAMPION = "champion"
-#: The models-from-code file that defines the pyfunc model (no pickle in the artifact).
-_PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+#: The models-from-code file that defines the pyfunc model (no pickle in the artifact),
+#: beside :mod:`imr_outcome.model.pyfunc`.
+_PYFUNC_CODE = Path(pyfunc.__file__).with_name("pyfunc_model.py")
 #: Packages the pyfunc model needs, pinned to the installed versions (MLflow's inferred
 #: defaults for torch models add torchvision, which has no CPU build here).
 _PYFUNC_PACKAGES = (
@@ -52,11 +53,6 @@ _PYFUNC_PACKAGES = (
     "datasets",
     "mlflow",
 )
-
-
-def default_tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else the embedded SQLite store in the project."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}"
 
 
 def configure(experiment: str) -> str:

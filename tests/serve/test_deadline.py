@@ -12,10 +12,10 @@ from api_stub import REQUEST, SUMMARY, error, loader_of, train_tfidf, wait_ready
 from fastapi.testclient import TestClient
 
 from imr_outcome.errors import DeadlineExceededError
+from imr_outcome.model.attribution_spans import Attribution
 from imr_outcome.serve.api import create_app
 from imr_outcome.serve.api_limits import ServeSettings
 from imr_outcome.serve.predictor import PredictInput, Predictor
-from imr_outcome.train.attribution_spans import Attribution
 
 
 @pytest.fixture(scope="module")

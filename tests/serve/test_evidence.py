@@ -12,9 +12,7 @@ import torch
 
 from imr_outcome.data.model_input import MetadataValue, ModelInput, build_model_input
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError
-from imr_outcome.serve.evidence import CANDIDATE_FACTOR, content_bounds, explain, to_span
-from imr_outcome.serve.schemas import EvidenceSpan
-from imr_outcome.train.attribution_spans import (
+from imr_outcome.model.attribution_spans import (
     Attribution,
     TokenAttribution,
     WordAttribution,
@@ -22,12 +20,14 @@ from imr_outcome.train.attribution_spans import (
     phrase_spans,
     word_scores,
 )
-from imr_outcome.train.attribution_tokens import token_attributions
-from imr_outcome.train.baselines import TfidfLogReg
-from imr_outcome.train.config import TfidfConfig, TrainingConfig
-from imr_outcome.train.encoders import encode_windows
-from imr_outcome.train.model import OutcomeModel
-from imr_outcome.train.transformer import TransformerClassifier
+from imr_outcome.model.attribution_tokens import token_attributions
+from imr_outcome.model.baselines import TfidfLogReg
+from imr_outcome.model.encoders import encode_windows
+from imr_outcome.model.model import OutcomeModel
+from imr_outcome.model.settings import TfidfConfig, TrainingConfig
+from imr_outcome.model.transformer import TransformerClassifier
+from imr_outcome.serve.evidence import CANDIDATE_FACTOR, content_bounds, explain, to_span
+from imr_outcome.serve.schemas import EvidenceSpan
 
 from toy_cue import CUE, FILLER, REQUEST, toy_inputs, toy_items, toy_transformer
 from toy_cue import toy_info as _info

@@ -15,6 +15,10 @@ import pytest
 
 from imr_outcome.data.model_input import ModelInput, build_model_input
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
+from imr_outcome.model.encoders import encode_windows, load_tokenizer
+from imr_outcome.model.model import OutcomeModel
+from imr_outcome.model.ood import MahalanobisOod
+from imr_outcome.model.transformer import TransformerClassifier
 from imr_outcome.serve.predictor import (
     EXPLAIN_STEPS,
     WARN_DMHC_MODEL_ON_DWC,
@@ -30,11 +34,7 @@ from imr_outcome.serve.predictor import (
     windows_warning,
 )
 from imr_outcome.serve.schemas import EvidenceSpan
-from imr_outcome.train.encoders import encode_windows, load_tokenizer
-from imr_outcome.train.model import OutcomeModel
-from imr_outcome.train.ood import MahalanobisOod
 from imr_outcome.train.run import TrainResult
-from imr_outcome.train.transformer import TransformerClassifier
 
 from dataset_factory import OVERTURNED_CUE, UPHELD_CUE
 from model_factory import registered_tfidf_store, write_untrained_transformer

@@ -5,13 +5,8 @@ from pathlib import Path
 import pytest
 
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.train.config import (
-    OFFLINE_MINILM,
-    TransformerConfig,
-    flatten,
-    load_config,
-    save_config,
-)
+from imr_outcome.model.settings import OFFLINE_MINILM, TransformerConfig
+from imr_outcome.train.config import flatten, load_config, save_config
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 

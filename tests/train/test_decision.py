@@ -10,10 +10,11 @@ import pytest
 
 from imr_outcome.data.model_input import build_model_input
 from imr_outcome.errors import InvalidInputError
+from imr_outcome.model.calibration import make_calibrator
+from imr_outcome.model.decision import DecisionRule
 from imr_outcome.train import pipeline
-from imr_outcome.train.calibration import make_calibrator
+from imr_outcome.train.bands import fit_decision_rule
 from imr_outcome.train.config import DecisionConfig, load_config
-from imr_outcome.train.decision import DecisionRule, fit_decision_rule
 from imr_outcome.train.evaluate import cross_validate
 from imr_outcome.train.pipeline import Rows, crossfit_splits, fit_calibrated
 

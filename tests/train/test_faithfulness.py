@@ -9,8 +9,9 @@ import pytest
 from imr_outcome.data.model_input import build_model_input
 from imr_outcome.data.schema import LABELS
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError
-from imr_outcome.train.baselines import TfidfLogReg
-from imr_outcome.train.config import TfidfConfig, TrainingConfig
+from imr_outcome.model.baselines import TfidfLogReg
+from imr_outcome.model.model import OutcomeModel
+from imr_outcome.model.settings import TfidfConfig, TrainingConfig
 from imr_outcome.train.faithfulness import (
     FaithfulnessReport,
     erase,
@@ -19,7 +20,6 @@ from imr_outcome.train.faithfulness import (
     pooled,
     rationale_sizes,
 )
-from imr_outcome.train.model import OutcomeModel
 from imr_outcome.train.pipeline import Rows
 
 from toy_cue import CUE, Item, toy_transformer

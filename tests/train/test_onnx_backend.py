@@ -14,18 +14,14 @@ import pytest
 
 from imr_outcome.data.model_input import build_model_input
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.train import onnx_backend
-from imr_outcome.train.config import TrainingConfig, TransformerConfig
-from imr_outcome.train.hardware import CpuFlags
-from imr_outcome.train.model import OutcomeModel
-from imr_outcome.train.onnx_backend import (
-    ONNX_FILES,
-    PARITY_FILE,
-    open_session,
-    preferred_variant,
-    separated_rank_flips,
-)
-from imr_outcome.train.transformer import TransformerClassifier
+from imr_outcome.model.hardware import CpuFlags
+from imr_outcome.model.model import OutcomeModel
+from imr_outcome.model.onnx_runtime import ONNX_FILES, PARITY_FILE, open_session, preferred_variant
+from imr_outcome.model.settings import TrainingConfig, TransformerConfig
+from imr_outcome.model.transformer import TransformerClassifier
+from imr_outcome.train import onnx_export
+from imr_outcome.train.fine_tune import TrainableTransformer
+from imr_outcome.train.onnx_export import separated_rank_flips
 
 from conftest import CPUS
 from model_factory import (
@@ -54,10 +50,10 @@ def test_export_records_parity_on_the_held_out_items(exported: Path) -> None:
 
     assert fp32["passed"] is True
     assert fp32["n_items"] == len(inputs) == len(labels)
-    assert 0.0 <= fp32["max_abs_dp"] <= onnx_backend.MAX_ABS_DP
+    assert 0.0 <= fp32["max_abs_dp"] <= onnx_export.MAX_ABS_DP
     # The untrained tiny model's scores are near-tied (within 1e-5): AUROC may swing on
     # them, so only pairs that torch separates are rank-checked.
-    assert fp32["d_auroc_separated"] <= onnx_backend.MAX_D_AUROC
+    assert fp32["d_auroc_separated"] <= onnx_export.MAX_D_AUROC
     assert fp32["ece_onnx"] == pytest.approx(fp32["ece_torch"], abs=0.01)
     assert {entry["variant"] for entry in record["variants"]} == {"fp32", "int8"}
 
@@ -72,7 +68,7 @@ def test_onnx_scores_match_torch_scores_and_embeddings(exported: Path, cpu: str)
     assert (on_torch.backend, on_onnx.backend) == ("torch", expected)
 
     torch_scores, onnx_scores = on_torch.score(inputs), on_onnx.score(inputs)
-    tolerance = onnx_backend.MAX_ABS_DP if expected == "onnx-int8" else 1e-4
+    tolerance = onnx_export.MAX_ABS_DP if expected == "onnx-int8" else 1e-4
     np.testing.assert_allclose(onnx_scores.proba, torch_scores.proba, atol=tolerance)
     np.testing.assert_array_equal(onnx_scores.windows, torch_scores.windows)
     assert onnx_scores.labels == torch_scores.labels
@@ -113,7 +109,7 @@ def test_a_bf16_trained_model_exports_from_its_saved_fp32_weights(
     inputs, labels = parity_items()
     training = TrainingConfig(epochs=1, batch_size=4, windows_per_item=1, precision="bf16")
     config = TransformerConfig(base_model=str(tiny_bert), max_length=64, stride=16)
-    classifier = TransformerClassifier(config, training).fit(inputs, labels)
+    classifier = TrainableTransformer(config, training).fit(inputs, labels)
     model_dir = save_transformer_model(classifier, tmp_path)
 
     (parity,) = export_test_onnx(model_dir)
@@ -148,7 +144,7 @@ def test_a_variant_that_fails_parity_is_dropped_and_onnx_falls_back_to_torch(
     model_dir = Path(shutil.copytree(exported, tmp_path / "model"))
     for name in (*ONNX_FILES.values(), PARITY_FILE):
         (model_dir / "classifier" / name).unlink(missing_ok=True)
-    monkeypatch.setattr(onnx_backend, "MAX_ABS_DP", -1.0)  # nothing can pass
+    monkeypatch.setattr(onnx_export, "MAX_ABS_DP", -1.0)  # nothing can pass
 
     (parity,) = export_test_onnx(model_dir)
 

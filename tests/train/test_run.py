@@ -14,14 +14,14 @@ from mlflow import MlflowClient
 
 from imr_outcome.data.model_input import build_model_input
 from imr_outcome.errors import InvalidInputError
+from imr_outcome.model.model import OutcomeModel
+from imr_outcome.model.transformer import TransformerClassifier
 from imr_outcome.train.config import RunConfig, load_config
 from imr_outcome.train.evaluate import holdout_split
-from imr_outcome.train.model import OutcomeModel
-from imr_outcome.train.onnx_backend import MAX_ABS_DP
+from imr_outcome.train.onnx_export import MAX_ABS_DP
 from imr_outcome.train.pipeline import validation_split
 from imr_outcome.train.run import evaluate, load_training_data, train, write_report
 from imr_outcome.train.tracking import list_versions
-from imr_outcome.train.transformer import TransformerClassifier
 
 from dataset_factory import write_dataset
 

@@ -47,18 +47,18 @@ from imr_outcome.data.counterfactuals import normalize_text
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.data.schema import LABELS, PREFILING_FIELDS
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
-from imr_outcome.train.base import ItemScores, Logits, single_windows
-from imr_outcome.train.config import (
+from imr_outcome.model.arrays import as_labels
+from imr_outcome.model.base import ItemScores, Logits, single_windows
+from imr_outcome.model.settings import (
     MetadataConfig,
     ModelConfig,
     TfidfConfig,
     TrainingConfig,
     model_config,
 )
-from imr_outcome.train.metrics import as_labels
 
 if TYPE_CHECKING:
-    from imr_outcome.train.ood import MahalanobisOod
+    from imr_outcome.model.ood import MahalanobisOod
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 An :class:`Attribution` is a signed score on a stretch of the ``request`` or ``summary``
 string the caller passed (offsets index that exact string). Explainers score word pieces
-(:class:`TokenAttribution`, :mod:`imr_outcome.train.attribution_tokens`) or n-grams; this
+(:class:`TokenAttribution`, :mod:`imr_outcome.model.attribution_tokens`) or n-grams; this
 module sums them into words (:func:`word_scores`), merges same-sign words into phrases
 (:func:`phrase_spans`) or overlapping stretches into one (:func:`merge_overlapping`), and
 keeps the strongest per direction (:func:`top_attributions`). Pure text arithmetic: no

@@ -4,7 +4,7 @@ Accepted forms: ``models:/<name>@<alias>``, ``models:/<name>/<version>``,
 ``models:/<model_id>`` (a logged model), ``runs:/<run_id>/<path>`` and a local folder (a
 model directory holding ``imr_model.json``, or a logged pyfunc model folder whose
 ``MLmodel`` names the ``imr_model`` artifact). Registry and run URIs are read from
-:func:`~imr_outcome.train.tracking.default_tracking_uri`; the files come from
+:func:`default_tracking_uri`; the files come from
 :func:`mlflow.artifacts.download_artifacts`, which reads a ``file:`` store in place.
 The registry is asked only to name the version an alias points at and to turn MLflow's
 errors into messages that say what is missing.
@@ -23,10 +23,16 @@ from typing import Any
 import yaml
 
 from imr_outcome.errors import IncompatibleModelError, ModelNotFoundError
-from imr_outcome.train.artifact import ARTIFACT_FILE
+from imr_outcome.model.artifact import ARTIFACT_FILE
 
-#: Name of the pyfunc artifact that holds the model directory (see ``train.pyfunc``).
+#: Name of the pyfunc artifact that holds the model directory (see :mod:`imr_outcome.model.pyfunc`).
 ARTIFACT_KEY = "imr_model"
+
+
+def default_tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else the embedded SQLite store in the project."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}"
+
 
 _MODELS_RE = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>[^/@]+))?$")
 _RUNS_RE = re.compile(r"^runs:/(?P<run_id>[^/]+)/(?P<path>[^@]+?)/?$")
@@ -97,8 +103,6 @@ def _client(uri: str) -> tuple[Any, str]:
             create an empty one).
     """
     from mlflow import MlflowClient
-
-    from imr_outcome.train.tracking import default_tracking_uri
 
     tracking = default_tracking_uri()
     if tracking.startswith("sqlite:///"):

@@ -11,8 +11,8 @@ from sklearn.exceptions import NotFittedError
 
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
-from imr_outcome.train.config import FrozenEncoderConfig, TrainingConfig
-from imr_outcome.train.frozen_encoder import FrozenEncoderLogReg
+from imr_outcome.model.frozen_encoder import FrozenEncoderLogReg
+from imr_outcome.model.settings import FrozenEncoderConfig, TrainingConfig
 
 IntArray = npt.NDArray[np.int64]
 

@@ -6,6 +6,6 @@ defined by code rather than a pickle. Never imported by the package itself.
 
 import mlflow.models
 
-from imr_outcome.train.pyfunc import ImrOutcomePyfunc
+from imr_outcome.model.pyfunc import ImrOutcomePyfunc
 
 mlflow.models.set_model(ImrOutcomePyfunc())

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError
-from imr_outcome.train.ood import MahalanobisOod
+from imr_outcome.model.ood import MahalanobisOod
 
 
 def _gaussian(n: int, d: int = 8, seed: int = 0) -> np.ndarray:

@@ -9,7 +9,7 @@ Layout of a model directory::
 
 The label map, threshold and calibrator travel with the model: inference reads them from
 here only (``imr_outcome.serve`` never re-derives them). The model object that reads and
-writes a directory is :class:`imr_outcome.train.model.OutcomeModel`.
+writes a directory is :class:`imr_outcome.model.model.OutcomeModel`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from imr_outcome.train.attribution_tokens import IG_STEPS
+from imr_outcome.model.attribution_tokens import IG_STEPS
 
 ARTIFACT_FILE = "imr_model.json"
 #: Bump when the layout of a model directory changes incompatibly.
@@ -30,7 +30,7 @@ class ModelInfo:
     """What a model is and what it was trained on.
 
     Attributes:
-        kind: classifier kind (see ``imr_outcome.train.base``).
+        kind: classifier kind (see ``imr_outcome.model.base``).
         labels: label names in label-id order; always :data:`LABELS`.
         split: the source it was trained for (``"dwc"`` or ``"dmhc"``).
         base_model: encoder name for transformer kinds, else ``""``.
@@ -44,7 +44,7 @@ class ModelInfo:
             (``"fp32"``/``"bf16"``; ``""`` in older models). Inference resolves its own.
         ig_steps: integrated-gradients quadrature points for its evidence.
         decision: the band rule, base rate and abstention thresholds
-            (``imr_outcome.train.decision.DecisionRule.to_dict``); ``{}`` in older models.
+            (``imr_outcome.model.decision.DecisionRule.to_dict``); ``{}`` in older models.
     """
 
     kind: str

@@ -14,8 +14,8 @@ from sklearn.metrics import roc_auc_score
 
 from imr_outcome.data.model_input import ModelInput, build_model_input
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
-from imr_outcome.train.base import Classifier
-from imr_outcome.train.baselines import (
+from imr_outcome.model.base import Classifier
+from imr_outcome.model.baselines import (
     CLASSIFIER_FILE,
     MODEL_FILE,
     TOKEN_PATTERN,
@@ -24,7 +24,7 @@ from imr_outcome.train.baselines import (
     TfidfLogReg,
     ngram_spans,
 )
-from imr_outcome.train.config import ModelConfig, TrainingConfig, model_config
+from imr_outcome.model.settings import ModelConfig, TrainingConfig, model_config
 
 Labels = npt.NDArray[np.int64]
 

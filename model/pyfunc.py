@@ -18,8 +18,8 @@ from mlflow.types.schema import ColSpec, Schema, TensorSpec
 from imr_outcome.data.model_input import build_model_input, coerce_metadata_value
 from imr_outcome.data.schema import LABELS, PREFILING_FIELDS
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.train.model import OutcomeModel
-from imr_outcome.train.model_uri import ARTIFACT_KEY
+from imr_outcome.model.model import OutcomeModel
+from imr_outcome.model.model_uri import ARTIFACT_KEY
 
 _INTEGER_FIELDS = {"patient_age"}
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from imr_outcome.train import attribution_tokens
-from imr_outcome.train.attribution import EXPLAINERS, word_attributions
-from imr_outcome.train.attribution_tokens import token_attributions
-from imr_outcome.train.model import OutcomeModel
+from imr_outcome.model import attribution_tokens
+from imr_outcome.model.attribution import EXPLAINERS, word_attributions
+from imr_outcome.model.attribution_tokens import token_attributions
+from imr_outcome.model.model import OutcomeModel
 
 from toy_cue import CUE, toy_inputs, toy_items, toy_transformer, wrap_toy
 

@@ -4,7 +4,7 @@ input, occlusion.
 :func:`token_attributions` scores every request and summary word piece of an item by its
 push on the Overturned-minus-Upheld logit margin, on the torch model (fp32, every window of
 a chunked input), and maps it back to character offsets of the caller's strings. The
-explainers of :mod:`imr_outcome.train.attribution` sum these into words and phrases. torch
+explainers of :mod:`imr_outcome.model.attribution` sum these into words and phrases. torch
 and Captum are imported only when a method runs. Work is bounded by ``deadline`` (checked
 between batches of windows, :func:`check_deadline`).
 """
@@ -22,12 +22,12 @@ import numpy.typing as npt
 
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.errors import DeadlineExceededError, IncompatibleModelError, InvalidInputError
-from imr_outcome.train.attribution_spans import Field, TokenAttribution
+from imr_outcome.model.attribution_spans import Field, TokenAttribution
 
 if TYPE_CHECKING:
     import torch
 
-    from imr_outcome.train.transformer import TransformerClassifier
+    from imr_outcome.model.transformer import TransformerClassifier
 
 logger = logging.getLogger(__name__)
 
@@ -157,14 +157,14 @@ def token_attributions(
 
     Raises:
         InvalidInputError: ``n_steps < 1``, or an input the windows cannot hold (see
-            :func:`imr_outcome.train.encoders.encode_windows`).
+            :func:`imr_outcome.model.encoders.encode_windows`).
         IncompatibleModelError: a tokenizer without a pad token.
         sklearn.exceptions.NotFittedError: an unfitted classifier.
         DeadlineExceededError: ``deadline`` passed before the last batch of windows.
     """
     import torch
 
-    from imr_outcome.train.encoders import collate
+    from imr_outcome.model.encoders import collate
 
     check_positive("n_steps", n_steps)
     model, tokenizer, config = classifier.model, classifier.tokenizer, classifier.model_config

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.train.baselines import TfidfLogReg
-from imr_outcome.train.config import TfidfConfig, TrainingConfig
-from imr_outcome.train.pyfunc import ImrOutcomePyfunc
+from imr_outcome.model.baselines import TfidfLogReg
+from imr_outcome.model.pyfunc import ImrOutcomePyfunc
+from imr_outcome.model.settings import TfidfConfig, TrainingConfig
 
 from toy_cue import REQUEST, toy_inputs, toy_items, wrap_toy
 

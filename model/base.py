@@ -2,7 +2,7 @@
 
 A classifier maps model inputs (:class:`imr_outcome.data.model_input.ModelInput`, built
 only from pre-filing text) to two-class logits. Calibration and the decision threshold
-are applied on top by :class:`imr_outcome.train.model.OutcomeModel`, so a
+are applied on top by :class:`imr_outcome.model.model.OutcomeModel`, so a
 classifier only has to produce scores that rank well.
 """
 
@@ -21,7 +21,7 @@ from imr_outcome.data.model_input import ModelInput
 from imr_outcome.errors import IncompatibleModelError
 
 if TYPE_CHECKING:
-    from imr_outcome.train.ood import MahalanobisOod
+    from imr_outcome.model.ood import MahalanobisOod
 
 Logits = npt.NDArray[np.float64]
 """Shape ``(n, 2)``: unnormalized scores for [Upheld, Overturned] (label-id order)."""
@@ -50,10 +50,11 @@ def single_windows(logits: Logits) -> ItemScores:
 
 
 class Classifier(Protocol):
-    """A trainable two-class classifier over model inputs.
+    """A fitted two-class classifier over model inputs: what a saved model loads.
 
     Implementations own their inference and persistence (like setfit's model object);
-    training loops, tracking and calibration live elsewhere.
+    fitting (:class:`imr_outcome.train.pipeline.Estimator`), training loops, tracking and
+    calibration live in training.
     """
 
     #: Name of the kind, as written in configs and in ``imr_model.json``.
@@ -64,25 +65,6 @@ class Classifier(Protocol):
     reads_summary: ClassVar[bool]
     #: Out-of-distribution detector fitted on the training items, or None.
     ood: MahalanobisOod | None
-
-    def fit(
-        self,
-        inputs: Sequence[ModelInput],
-        labels: npt.NDArray[np.int64],
-        metadata: Sequence[dict[str, Any]] | None = None,
-    ) -> Self:
-        """Train on ``inputs`` with labels 0 (Upheld) / 1 (Overturned).
-
-        Args:
-            inputs: model inputs, length n.
-            labels: shape ``(n,)``, values in {0, 1}.
-            metadata: per-row pre-filing metadata dicts (for metadata-only models);
-                text models ignore it.
-
-        Returns:
-            self, fitted.
-        """
-        ...
 
     def logits(
         self, inputs: Sequence[ModelInput], metadata: Sequence[dict[str, Any]] | None = None
@@ -112,7 +94,7 @@ _KINDS: dict[str, Callable[[], type[Any]]] = {}
 def register_kind(kind: str, loader: Callable[[], type[Any]]) -> None:
     """Register a classifier kind; ``loader`` imports and returns its class lazily.
 
-    Lazy loading keeps ``import imr_outcome.train`` light: torch and transformers are
+    Lazy loading keeps ``import imr_outcome.model`` light: torch and transformers are
     imported only when a transformer kind is used.
     """
     _KINDS[kind] = loader
@@ -139,8 +121,8 @@ def _lazy(module: str, name: str) -> Callable[[], type[Any]]:
     return load
 
 
-register_kind("majority", _lazy("imr_outcome.train.baselines", "MajorityClassifier"))
-register_kind("tfidf_lr", _lazy("imr_outcome.train.baselines", "TfidfLogReg"))
-register_kind("metadata_lr", _lazy("imr_outcome.train.baselines", "MetadataLogReg"))
-register_kind("frozen_encoder_lr", _lazy("imr_outcome.train.frozen_encoder", "FrozenEncoderLogReg"))
-register_kind("transformer", _lazy("imr_outcome.train.transformer", "TransformerClassifier"))
+register_kind("majority", _lazy("imr_outcome.model.baselines", "MajorityClassifier"))
+register_kind("tfidf_lr", _lazy("imr_outcome.model.baselines", "TfidfLogReg"))
+register_kind("metadata_lr", _lazy("imr_outcome.model.baselines", "MetadataLogReg"))
+register_kind("frozen_encoder_lr", _lazy("imr_outcome.model.frozen_encoder", "FrozenEncoderLogReg"))
+register_kind("transformer", _lazy("imr_outcome.model.transformer", "TransformerClassifier"))

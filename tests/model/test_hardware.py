@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from imr_outcome.train.config import TrainingConfig
-from imr_outcome.train.hardware import CpuFlags, cpu_flags, resolve_precision
+from imr_outcome.model.hardware import CpuFlags, cpu_flags, resolve_precision
+from imr_outcome.model.settings import TrainingConfig
 
 AVX2_ONLY = CpuFlags(avx2=True, avx512_bf16=False, amx=False, vnni=False)
 SAPPHIRE_RAPIDS = CpuFlags(avx2=True, avx512_bf16=True, amx=True, vnni=True)
@@ -48,7 +48,7 @@ def test_fp32_is_always_honoured() -> None:
 def test_explicit_bf16_on_an_emulating_cpu_is_honoured_with_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="imr_outcome.train.hardware"):
+    with caplog.at_level(logging.WARNING, logger="imr_outcome.model.hardware"):
         resolved = resolve_precision("bf16", flags=AVX2_ONLY, gpu_bf16=False)
 
     assert resolved == "bf16"
@@ -58,7 +58,7 @@ def test_explicit_bf16_on_an_emulating_cpu_is_honoured_with_a_warning(
 
 
 def test_explicit_bf16_on_a_native_cpu_warns_nothing(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="imr_outcome.train.hardware"):
+    with caplog.at_level(logging.WARNING, logger="imr_outcome.model.hardware"):
         assert resolve_precision("bf16", flags=SAPPHIRE_RAPIDS, gpu_bf16=False) == "bf16"
 
     assert caplog.records == []

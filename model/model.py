@@ -1,11 +1,11 @@
 """The model object: load any model URI, score, explain, save (setfit's ``SetFitModel``).
 
 :class:`OutcomeModel` is a classifier with its calibrator, decision threshold and
-provenance (:class:`~imr_outcome.train.artifact.ModelInfo`, with the label map). The
+provenance (:class:`~imr_outcome.model.artifact.ModelInfo`, with the label map). The
 predictor, the pyfunc, batch scoring, the HTTP API and the evaluation code all call it;
 training (:mod:`imr_outcome.train.pipeline`) builds one and saves it.
 
-Layout of a model directory: see :mod:`imr_outcome.train.artifact`.
+Layout of a model directory: see :mod:`imr_outcome.model.artifact`.
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ import numpy.typing as npt
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.data.schema import LABELS
 from imr_outcome.errors import IncompatibleModelError, ModelNotFoundError
-from imr_outcome.train import attribution
-from imr_outcome.train.artifact import ARTIFACT_FILE, FORMAT_VERSION, ModelInfo
-from imr_outcome.train.attribution_spans import Attribution
-from imr_outcome.train.base import Classifier, classifier_class
-from imr_outcome.train.calibration import Calibrator, calibrator_from_dict
-from imr_outcome.train.model_uri import resolve
-from imr_outcome.train.onnx_backend import Backend, check_backend
+from imr_outcome.model import attribution
+from imr_outcome.model.artifact import ARTIFACT_FILE, FORMAT_VERSION, ModelInfo
+from imr_outcome.model.attribution_spans import Attribution
+from imr_outcome.model.base import Classifier, classifier_class
+from imr_outcome.model.calibration import Calibrator, calibrator_from_dict
+from imr_outcome.model.model_uri import resolve
+from imr_outcome.model.onnx_runtime import Backend, check_backend
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class OutcomeModel:
             deadline: a :func:`time.monotonic` value checked between batches of windows.
 
         Returns:
-            See :func:`imr_outcome.train.attribution.explain` (positive scores push toward
+            See :func:`imr_outcome.model.attribution.explain` (positive scores push toward
             Overturned); offsets index ``request`` / ``summary``.
 
         Raises:
@@ -176,7 +176,7 @@ class OutcomeModel:
     def select_backend(self, backend: Backend | str) -> str:
         """Score with ONNX Runtime (``onnx``), torch (``torch``) or what this CPU and the
         artifact allow (``auto``: an exported variant that passed parity, else torch); see
-        :mod:`imr_outcome.train.onnx_backend`. Evidence always runs on torch.
+        :mod:`imr_outcome.model.onnx_runtime`. Evidence always runs on torch.
 
         Returns:
             :attr:`backend`.
@@ -193,7 +193,7 @@ class OutcomeModel:
     # ---------------------------------------------------------------- persistence
 
     def save(self, directory: Path) -> Path:
-        """Write the model directory (see :mod:`imr_outcome.train.artifact`); returns it."""
+        """Write the model directory (see :mod:`imr_outcome.model.artifact`); returns it."""
         directory.mkdir(parents=True, exist_ok=True)
         self.classifier.save(directory / "classifier")
         payload = {
@@ -214,9 +214,9 @@ class OutcomeModel:
         Args:
             uri: ``models:/<name>@<alias>``, ``models:/<name>/<version>``,
                 ``models:/<model_id>``, ``runs:/<run_id>/<path>`` (resolved with MLflow
-                against :func:`~imr_outcome.train.tracking.default_tracking_uri`), or a
+                against :func:`~imr_outcome.model.model_uri.default_tracking_uri`), or a
                 local folder: a model directory (``imr_model.json``) or a logged pyfunc
-                model folder (see :mod:`imr_outcome.train.model_uri`).
+                model folder (see :mod:`imr_outcome.model.model_uri`).
             cache_dir: where to download registry/run models (default: a ``file:`` store
                 is read in place, others go to a temporary folder).
             backend: ``auto`` (default), ``torch`` or ``onnx``; see :meth:`select_backend`.

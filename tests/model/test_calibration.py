@@ -12,7 +12,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import roc_auc_score
 
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.train.calibration import (
+from imr_outcome.model.calibration import (
     IsotonicCalibrator,
     PlattCalibrator,
     TemperatureScaler,

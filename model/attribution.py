@@ -10,12 +10,12 @@ from the run config's ``explainer``) and looked up in :data:`EXPLAINERS`:
   into short same-sign phrases.
 - ``"gradient_x_input"`` (transformer kinds): gradient of the margin x word embedding, one
   forward and backward pass per batch of windows (see
-  :func:`~imr_outcome.train.attribution_tokens.token_attributions`).
+  :func:`~imr_outcome.model.attribution_tokens.token_attributions`).
 - ``"occlusion"`` (transformer kinds): margin drop when runs of tokens are hidden, all
   occluded copies scored in batched forward passes.
 - ``"tfidf_coefficients"`` (``tfidf_lr``): the exact linear split of the log-odds into
   coefficient x tf-idf weight per n-gram
-  (:meth:`imr_outcome.train.baselines.TfidfLogReg.feature_contributions`), mapped to every
+  (:meth:`imr_outcome.model.baselines.TfidfLogReg.feature_contributions`), mapped to every
   occurrence of the n-gram.
 - ``"none"`` (any kind): no evidence.
 
@@ -32,8 +32,8 @@ Callers can bound the work: every explainer takes ``deadline`` (a
 integrated-gradients windows.
 
 The word-piece scores of the transformer methods are in
-:mod:`~imr_outcome.train.attribution_tokens`; words, phrases and the choice of the
-strongest stretches in :mod:`~imr_outcome.train.attribution_spans`. This module holds the
+:mod:`~imr_outcome.model.attribution_tokens`; words, phrases and the choice of the
+strongest stretches in :mod:`~imr_outcome.model.attribution_spans`. This module holds the
 explainers, their registry and the entry points :func:`explain` and
 :func:`word_attributions`.
 """
@@ -42,11 +42,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError
-from imr_outcome.train.attribution_spans import (
+from imr_outcome.model.artifact import ModelInfo
+from imr_outcome.model.attribution_spans import (
     Attribution,
     WordAttribution,
     field_text,
@@ -55,19 +56,35 @@ from imr_outcome.train.attribution_spans import (
     top_attributions,
     word_scores,
 )
-from imr_outcome.train.attribution_tokens import (
+from imr_outcome.model.attribution_tokens import (
     IG_STEPS,
     Method,
     check_positive,
     token_attributions,
 )
+from imr_outcome.model.base import Classifier
 
 if TYPE_CHECKING:
-    from imr_outcome.train.baselines import TfidfLogReg
-    from imr_outcome.train.model import OutcomeModel
-    from imr_outcome.train.transformer import TransformerClassifier
+    from imr_outcome.model.baselines import TfidfLogReg
+    from imr_outcome.model.transformer import TransformerClassifier
 
 C = TypeVar("C")
+
+
+class Explainable(Protocol):
+    """What the explainers read of a model: its classifier and the explainer it was saved
+    with (:class:`~imr_outcome.model.model.OutcomeModel` is one; naming it here would make
+    this module and the model object import each other)."""
+
+    @property
+    def classifier(self) -> Classifier:
+        """The fitted classifier."""
+        ...
+
+    @property
+    def info(self) -> ModelInfo:
+        """Provenance and settings; ``info.explainer`` names the explainer."""
+        ...
 
 
 def _check_input(model_input: ModelInput, request: str, summary: str) -> None:
@@ -83,7 +100,7 @@ def _check_input(model_input: ModelInput, request: str, summary: str) -> None:
         )
 
 
-def _classifier_of(model: OutcomeModel, kind: type[C], method: str) -> C:
+def _classifier_of(model: Explainable, kind: type[C], method: str) -> C:
     """``model.classifier`` if it is a ``kind``, else IncompatibleModelError naming both."""
     classifier = model.classifier
     if not isinstance(classifier, kind):
@@ -96,15 +113,15 @@ def _classifier_of(model: OutcomeModel, kind: type[C], method: str) -> C:
 # --------------------------------------------------------- gradient explainers
 
 
-def _transformer(model: OutcomeModel) -> TransformerClassifier:
-    from imr_outcome.train.transformer import TransformerClassifier
+def _transformer(model: Explainable) -> TransformerClassifier:
+    from imr_outcome.model.transformer import TransformerClassifier
 
     return _classifier_of(model, TransformerClassifier, "the integrated-gradients explainer")
 
 
 def _words_with(method: Method) -> WordFunction:
     def scored_words(
-        model: OutcomeModel,
+        model: Explainable,
         model_input: ModelInput,
         request: str,
         summary: str,
@@ -123,7 +140,7 @@ def _phrases_with(method: Method) -> StretchFunction:
     words_of = _words_with(method)
 
     def phrases(
-        model: OutcomeModel,
+        model: Explainable,
         model_input: ModelInput,
         request: str,
         summary: str,
@@ -150,8 +167,8 @@ _ig_phrases = _phrases_with("integrated_gradients")
 # ---------------------------------------------------------------------------- TF-IDF
 
 
-def _tfidf(model: OutcomeModel) -> TfidfLogReg:
-    from imr_outcome.train.baselines import TfidfLogReg
+def _tfidf(model: Explainable) -> TfidfLogReg:
+    from imr_outcome.model.baselines import TfidfLogReg
 
     return _classifier_of(model, TfidfLogReg, "the tfidf-coefficients explainer")
 
@@ -160,7 +177,7 @@ def ngram_occurrences(classifier: TfidfLogReg, model_input: ModelInput) -> list[
     """Every occurrence of every n-gram of the item with the n-gram's contribution.
 
     A contribution is coefficient x tf-idf weight
-    (:meth:`~imr_outcome.train.baselines.TfidfLogReg.feature_contributions`); every
+    (:meth:`~imr_outcome.model.baselines.TfidfLogReg.feature_contributions`); every
     occurrence carries the n-gram's whole contribution. Occurrences in the metadata prefix
     (or starting inside it) are dropped; zero contributions are left out.
 
@@ -172,7 +189,7 @@ def ngram_occurrences(classifier: TfidfLogReg, model_input: ModelInput) -> list[
         Occurrences with offsets into the request (``text[request_offset:]``) or summary
         (``text_pair``); scores in log-odds of Overturned.
     """
-    from imr_outcome.train.baselines import ngram_spans
+    from imr_outcome.model.baselines import ngram_spans
 
     offset = model_input.request_offset
     found: list[Attribution] = []
@@ -194,7 +211,7 @@ def ngram_occurrences(classifier: TfidfLogReg, model_input: ModelInput) -> list[
 
 
 def _tfidf_words(
-    model: OutcomeModel,
+    model: Explainable,
     model_input: ModelInput,
     request: str,
     summary: str,
@@ -205,7 +222,7 @@ def _tfidf_words(
 
 
 def _tfidf_stretches(
-    model: OutcomeModel,
+    model: Explainable,
     model_input: ModelInput,
     request: str,
     summary: str,
@@ -219,7 +236,7 @@ def _tfidf_stretches(
 
 
 def _nothing(
-    model: OutcomeModel,
+    model: Explainable,
     model_input: ModelInput,
     request: str,
     summary: str,
@@ -230,10 +247,10 @@ def _nothing(
 
 
 StretchFunction = Callable[
-    ["OutcomeModel", ModelInput, str, str, int, float | None], list[Attribution]
+    ["Explainable", ModelInput, str, str, int, float | None], list[Attribution]
 ]
 WordFunction = Callable[
-    ["OutcomeModel", ModelInput, str, str, int, float | None], list[WordAttribution]
+    ["Explainable", ModelInput, str, str, int, float | None], list[WordAttribution]
 ]
 
 
@@ -295,14 +312,14 @@ def check_explainer(name: str, kind: str) -> Explainer:
     return explainer
 
 
-def explainer_for(model: OutcomeModel) -> Explainer:
+def explainer_for(model: Explainable) -> Explainer:
     """The explainer ``model.info.explainer`` names, checked against the classifier kind
     (see :func:`check_explainer`)."""
     return check_explainer(model.info.explainer, model.classifier.kind)
 
 
 def explain(
-    model: OutcomeModel,
+    model: Explainable,
     model_input: ModelInput,
     request: str,
     summary: str,
@@ -343,7 +360,7 @@ def explain(
 
 
 def word_attributions(
-    model: OutcomeModel,
+    model: Explainable,
     model_input: ModelInput,
     request: str,
     summary: str,
@@ -363,7 +380,7 @@ def word_attributions(
 
     Returns:
         Every word of the request, then of the summary (see
-        :func:`~imr_outcome.train.attribution_spans.word_scores`).
+        :func:`~imr_outcome.model.attribution_spans.word_scores`).
 
     Raises:
         IncompatibleModelError: see :func:`explainer_for`, or an explainer that scores

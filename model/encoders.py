@@ -36,8 +36,8 @@ from transformers import (
 
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
-from imr_outcome.train.config import OFFLINE_MINILM
-from imr_outcome.train.hardware import Precision, machine_precision
+from imr_outcome.model.hardware import Precision, machine_precision
+from imr_outcome.model.settings import OFFLINE_MINILM
 
 logger = logging.getLogger(__name__)
 
@@ -383,7 +383,7 @@ def for_inference(model: PreTrainedModel) -> PreTrainedModel:
 
 def autocast(precision: Precision, device: torch.device) -> AbstractContextManager[Any]:
     """bf16 autocast on ``device`` when ``precision`` resolves to bf16 on this machine
-    (:func:`~imr_outcome.train.hardware.machine_precision`), else a no-op context."""
+    (:func:`~imr_outcome.model.hardware.machine_precision`), else a no-op context."""
     return torch.autocast(
         device_type=device.type,
         dtype=torch.bfloat16,

@@ -31,7 +31,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.isotonic import IsotonicRegression
 
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.train.metrics import as_labels
+from imr_outcome.model.arrays import as_labels
 
 logger = logging.getLogger(__name__)
 

@@ -2,9 +2,10 @@
 save and load.
 
 Each item becomes one or more windows (request + a chunk of the summary, see
-:mod:`imr_outcome.train.encoders`); every window is trained with its item's label, and
-at inference the window logits are combined per item (``model.aggregation``). The
-training loop lives in :mod:`imr_outcome.train.fine_tune`, imported only by :meth:`fit`.
+:mod:`imr_outcome.model.encoders`); every window is trained with its item's label, and
+at inference the window logits are combined per item (``model.aggregation``). Fitting
+lives in training: :class:`imr_outcome.train.fine_tune.TrainableTransformer` is this class
+with ``fit`` (the training loop), so loading a model never imports it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -30,9 +31,8 @@ from transformers import (
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.data.schema import LABELS
 from imr_outcome.errors import IncompatibleModelError, ModelNotFoundError
-from imr_outcome.train.base import ItemScores, Logits
-from imr_outcome.train.config import TrainingConfig, TransformerConfig
-from imr_outcome.train.encoders import (
+from imr_outcome.model.base import ItemScores, Logits
+from imr_outcome.model.encoders import (
     Windows,
     aggregate,
     encode_windows,
@@ -43,13 +43,10 @@ from imr_outcome.train.encoders import (
     masked_mean,
     mean_by_item,
 )
-from imr_outcome.train.hardware import machine_precision
-from imr_outcome.train.onnx_backend import Backend, OnnxSession, open_session
-from imr_outcome.train.ood import MIN_ITEMS as OOD_MIN_ITEMS
-from imr_outcome.train.ood import MahalanobisOod
-
-if TYPE_CHECKING:
-    from transformers import TrainerCallback
+from imr_outcome.model.hardware import machine_precision
+from imr_outcome.model.onnx_runtime import Backend, OnnxSession, open_session
+from imr_outcome.model.ood import MahalanobisOod
+from imr_outcome.model.settings import TrainingConfig, TransformerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +67,7 @@ FORMAT_VERSION = 1
 def request_budget(tokenizer: PreTrainedTokenizerBase, max_length: int, stride: int) -> int:
     """Tokens the metadata prefix + request may take in a window: half of the room left by
     the special tokens, and always fewer than ``room - stride`` so a window holds more than
-    ``stride`` summary tokens (what :func:`~imr_outcome.train.encoders.encode_windows`
+    ``stride`` summary tokens (what :func:`~imr_outcome.model.encoders.encode_windows`
     needs to slide over the summary)."""
     room = max_length - tokenizer.num_special_tokens_to_add(pair=True)
     return max(1, min(room // 2, room - stride - 1))
@@ -128,7 +125,6 @@ class TransformerClassifier:
         model: the encoder (``base_model``), window size and aggregation.
         training: optimization settings; ``precision`` applies to fine-tuning only, torch
             inference runs in fp32 on every machine.
-        callbacks: Trainer callbacks (tracking, progress), passed through unchanged.
     """
 
     kind: ClassVar[str] = "transformer"
@@ -137,22 +133,17 @@ class TransformerClassifier:
     #: Windows per forward pass at inference.
     inference_batch_size: ClassVar[int] = 32
 
-    def __init__(
-        self,
-        model: TransformerConfig,
-        training: TrainingConfig,
-        callbacks: list[TrainerCallback] | None = None,
-    ) -> None:
+    def __init__(self, model: TransformerConfig, training: TrainingConfig) -> None:
         self.model_config = model
         self.training_config = training
-        self.callbacks = list(callbacks or [])
         self._model: PreTrainedModel | None = None
         self._tokenizer: PreTrainedTokenizerBase | None = None
         #: Subtracted from the Overturned item logit: log(w1 / w0) of the training loss
         #: weights, 0 without class weighting (see :meth:`logits`).
         self.logit_offset = 0.0
         #: Out-of-distribution detector fitted on the training items' embeddings (None
-        #: for fewer than ``OOD_MIN_ITEMS`` items or a model saved without one).
+        #: for fewer than :data:`~imr_outcome.model.ood.MIN_ITEMS` items or a model saved
+        #: without one).
         self.ood: MahalanobisOod | None = None
         #: The ONNX Runtime session scoring runs on, or None for torch (see
         #: :meth:`select_backend`); evidence always runs on :attr:`model`.
@@ -168,8 +159,8 @@ class TransformerClassifier:
         :func:`fit_requests`); thread-safe.
 
         Raises:
-            InvalidInputError: see :func:`~imr_outcome.train.encoders.encode_windows`.
-            NotFittedError: before :meth:`fit` or :meth:`load`.
+            InvalidInputError: see :func:`~imr_outcome.model.encoders.encode_windows`.
+            NotFittedError: before fitting or :meth:`load`.
         """
         tokenizer, config = self.tokenizer, self.model_config
         with self._tokenizer_lock:
@@ -185,7 +176,7 @@ class TransformerClassifier:
 
     def select_backend(self, backend: Backend) -> str:
         """Score with ONNX Runtime or torch (see
-        :func:`~imr_outcome.train.onnx_backend.open_session`); returns :attr:`backend`.
+        :func:`~imr_outcome.model.onnx_runtime.open_session`); returns :attr:`backend`.
 
         ``auto`` and ``onnx`` use an exported variant that passed its parity check and
         fall back to torch otherwise (``onnx`` logs that as a warning).
@@ -209,41 +200,6 @@ class TransformerClassifier:
             raise NotFittedError("TransformerClassifier is not fitted; call fit() or load()")
         return self._tokenizer
 
-    def fit(
-        self,
-        inputs: Sequence[ModelInput],
-        labels: npt.NDArray[np.int64],
-        metadata: Sequence[dict[str, Any]] | None = None,
-    ) -> Self:
-        """Fine-tune ``model.base_model`` on the windows of ``inputs``
-        (:func:`imr_outcome.train.fine_tune.fine_tune`, imported here so that loading a
-        model for inference never imports the training loop).
-
-        Args:
-            inputs: n model inputs.
-            labels: shape ``(n,)``, 0 (Upheld) / 1 (Overturned); each window gets its
-                item's label.
-            metadata: ignored (the metadata prefix is already in ``inputs``).
-
-        Returns:
-            self, fitted.
-
-        Raises:
-            InvalidInputError: bad labels or inputs (see :func:`encode_windows`).
-            ModelNotFoundError: ``model.base_model`` cannot be found.
-        """
-        from imr_outcome.train.fine_tune import fine_tune
-
-        tuned = fine_tune(self.model_config, self.training_config, inputs, labels, self.callbacks)
-        self._model, self._tokenizer = for_inference(tuned.model), tuned.tokenizer
-        self.logit_offset = tuned.logit_offset
-        self.ood = (
-            MahalanobisOod.fit(self.item_embeddings(inputs))
-            if len(inputs) >= OOD_MIN_ITEMS
-            else None
-        )
-        return self
-
     def window_logits(
         self, inputs: Sequence[ModelInput], *, batch_size: int | None = None
     ) -> tuple[Windows, FloatArray]:
@@ -257,7 +213,7 @@ class TransformerClassifier:
             The windows and their logits, shape ``(w, 2)``, float64, [Upheld, Overturned].
 
         Raises:
-            NotFittedError: before :meth:`fit` or :meth:`load`.
+            NotFittedError: before fitting or :meth:`load`.
         """
         windows, scores, _ = self._window_outputs(inputs, batch_size, pooled=False)
         return windows, scores
@@ -302,7 +258,7 @@ class TransformerClassifier:
         items, from one set of forward passes.
 
         Raises:
-            NotFittedError: before :meth:`fit` or :meth:`load`.
+            NotFittedError: before fitting or :meth:`load`.
         """
         windows, scores, hidden = self._window_outputs(inputs, None, pooled=self.ood is not None)
         items = aggregate(scores, windows.item_index, len(inputs), self.model_config.aggregation)
@@ -316,17 +272,17 @@ class TransformerClassifier:
     def calibrate_ood(self, inputs: Sequence[ModelInput]) -> None:
         """Set the OOD threshold from items the encoder was not trained on (a validation
         slice); a no-op without a detector or inputs. See
-        :meth:`~imr_outcome.train.ood.MahalanobisOod.with_threshold_from`."""
+        :meth:`~imr_outcome.model.ood.MahalanobisOod.with_threshold_from`."""
         if self.ood is not None and len(inputs) > 0:
             self.ood = self.ood.with_threshold_from(self.item_embeddings(inputs))
 
     def item_embeddings(self, inputs: Sequence[ModelInput]) -> FloatArray:
         """Each item's embedding, shape ``(n, d)``: the mean over its windows of the
-        mean-pooled last hidden state (what :class:`~imr_outcome.train.ood.MahalanobisOod`
+        mean-pooled last hidden state (what :class:`~imr_outcome.model.ood.MahalanobisOod`
         scores).
 
         Raises:
-            NotFittedError: before :meth:`fit` or :meth:`load`.
+            NotFittedError: before fitting or :meth:`load`.
         """
         windows, _, hidden = self._window_outputs(inputs, None, pooled=True)
         assert hidden is not None
@@ -348,7 +304,7 @@ class TransformerClassifier:
             metadata: ignored.
 
         Raises:
-            NotFittedError: before :meth:`fit` or :meth:`load`.
+            NotFittedError: before fitting or :meth:`load`.
         """
         windows, scores = self.window_logits(inputs)
         items = aggregate(scores, windows.item_index, len(inputs), self.model_config.aggregation)

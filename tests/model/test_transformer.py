@@ -18,10 +18,15 @@ from transformers import TrainerCallback
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.data.schema import LABELS
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
-from imr_outcome.train.config import TrainingConfig, TransformerConfig
-from imr_outcome.train.encoders import aggregate
-from imr_outcome.train.fine_tune import class_weights, sample_training_windows, window_loss
-from imr_outcome.train.transformer import TransformerClassifier
+from imr_outcome.model.encoders import aggregate
+from imr_outcome.model.settings import TrainingConfig, TransformerConfig
+from imr_outcome.model.transformer import TransformerClassifier
+from imr_outcome.train.fine_tune import (
+    TrainableTransformer,
+    class_weights,
+    sample_training_windows,
+    window_loss,
+)
 
 IntArray = npt.NDArray[np.int64]
 
@@ -64,7 +69,7 @@ def fitted(tiny_bert: Path) -> TransformerClassifier:
         precision="fp32",
         torch_threads=2,
     )
-    return TransformerClassifier(_model_config(tiny_bert), training).fit(inputs, labels)
+    return TrainableTransformer(_model_config(tiny_bert), training).fit(inputs, labels)
 
 
 def _log_loss(logits: npt.NDArray[np.float64], labels: IntArray) -> float:
@@ -116,7 +121,7 @@ def test_bf16_sampled_training_runs_and_reports_to_callbacks(tiny_bert: Path) ->
     recorder = Recorder()
     training = TrainingConfig(epochs=1.5, batch_size=4, windows_per_item=1, precision="bf16")
 
-    classifier = TransformerClassifier(_model_config(tiny_bert), training, [recorder])
+    classifier = TrainableTransformer(_model_config(tiny_bert), training, [recorder])
     logits = classifier.fit(inputs, labels).logits(inputs)
 
     assert logits.shape == (12, 2)
@@ -135,7 +140,7 @@ def test_fit_rejects_labels_that_do_not_match_the_inputs(tiny_bert: Path) -> Non
     inputs, _ = _toy_set(4)
 
     with pytest.raises(InvalidInputError, match=r"one label per input \(4\), found 3"):
-        TransformerClassifier(_model_config(tiny_bert), TrainingConfig()).fit(
+        TrainableTransformer(_model_config(tiny_bert), TrainingConfig()).fit(
             inputs, np.array([0, 1, 0])
         )
 
@@ -338,8 +343,8 @@ def _clinical_like_bert(directory: Path) -> Path:
 def test_bio_clinicalbert_config_trains_on_every_window_from_a_local_path(
     tmp_path: Path,
 ) -> None:
+    from imr_outcome.model.encoders import encode_windows
     from imr_outcome.train.config import load_config
-    from imr_outcome.train.encoders import encode_windows
 
     class Steps(TrainerCallback):
         max_steps = 0
@@ -361,7 +366,7 @@ def test_bio_clinicalbert_config_trains_on_every_window_from_a_local_path(
 
     assert isinstance(config.model, TransformerConfig)
     assert (config.model.max_length, config.training.batch_size) == (512, 16)
-    classifier = TransformerClassifier(config.model, config.training, [Steps()])
+    classifier = TrainableTransformer(config.model, config.training, [Steps()])
     classifier.fit(inputs, labels)
 
     assert classifier.model.config.vocab_size == CLINICAL_BERT_VOCAB

@@ -12,7 +12,7 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.errors import InvalidInputError, ModelNotFoundError
-from imr_outcome.train.encoders import (
+from imr_outcome.model.encoders import (
     Windows,
     aggregate,
     collate,

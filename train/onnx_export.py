@@ -1,8 +1,8 @@
-"""An ONNX Runtime inference backend for the fine-tuned transformer, with a parity check.
+"""Export of the fine-tuned transformer to ONNX, with a parity check against torch.
 
 At registration the classifier is exported with ``torch.onnx.export`` (the TorchScript
 exporter, opset 17) to ``classifier/model.onnx``; on a CPU with int8 dot products (VNNI or
-AMX, :func:`~imr_outcome.train.hardware.cpu_flags`) a dynamically quantised copy
+AMX, :func:`~imr_outcome.model.hardware.cpu_flags`) a dynamically quantised copy
 ``classifier/model.int8.onnx`` is written too (``onnxruntime.quantization.quantize_dynamic``,
 int8 weights, activations quantised per batch). The exported graph returns the window
 logits and the mean-pooled last hidden state (what the OOD detector reads), so one
@@ -22,12 +22,8 @@ order under any change of summation order, so their ranks carry no information; 
 bound covers them. A model whose ONNX file failed parity (or has none) runs on torch, with a
 warning when ONNX was asked for.
 
-Evidence (:mod:`imr_outcome.train.attribution`) needs gradients, so it always runs on the
-torch model; only scoring runs on ONNX Runtime.
-
-Sources: ONNX Runtime graph optimisation + dynamic int8 quantisation of MiniLM-L6 gives
-about 2x over PyTorch on AVX512-VNNI (P. Schmid, "Optimizing Transformers with Hugging Face
-Optimum"); without VNNI, int8 matrix products are emulated and measured slower than fp32.
+Which variant a loaded model scores with, and the session that runs it, are in
+:mod:`imr_outcome.model.onnx_runtime`.
 """
 
 from __future__ import annotations
@@ -39,32 +35,32 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.train.hardware import CpuFlags, cpu_flags
+from imr_outcome.model.hardware import cpu_flags
+from imr_outcome.model.onnx_runtime import (
+    ONNX_FILES,
+    PARITY_FILE,
+    OnnxSession,
+    Variant,
+    preferred_variant,
+)
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel
 
     from imr_outcome.data.model_input import ModelInput
-    from imr_outcome.train.model import OutcomeModel
+    from imr_outcome.model.model import OutcomeModel
 
 logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
 
-Backend = Literal["auto", "torch", "onnx"]
-Variant = Literal["fp32", "int8"]
-BACKENDS: tuple[Backend, ...] = ("auto", "torch", "onnx")
-
-#: The exported graphs and the parity record, inside the classifier folder.
-ONNX_FILES: dict[Variant, str] = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
-PARITY_FILE = "onnx.json"
 #: ONNX opset of the export (ORT >= 1.14 runs it; LayerNorm is a single op from 17).
 OPSET = 17
 #: Parity limits: the largest change of a calibrated probability, and of AUROC.
@@ -103,25 +99,6 @@ class Parity:
     rank_flips: int
     d_auroc_separated: float
     passed: bool
-
-
-def preferred_variant(flags: CpuFlags | None = None) -> Variant:
-    """int8 where the CPU has int8 dot products (VNNI or AMX), fp32 elsewhere."""
-    flags = cpu_flags() if flags is None else flags
-    return "int8" if (flags.vnni or flags.amx) else "fp32"
-
-
-def check_backend(backend: str) -> Backend:
-    """``backend`` if it is one of :data:`BACKENDS`.
-
-    Raises:
-        InvalidInputError: another value (names ``backend`` and the choices).
-    """
-    if backend not in BACKENDS:
-        raise InvalidInputError(
-            "backend", f"expected one of {', '.join(BACKENDS)}, found {backend!r}"
-        )
-    return backend
 
 
 # ----------------------------------------------------------------------------- export
@@ -251,87 +228,6 @@ def quantize(source: Path, target: Path) -> Path:
     return target
 
 
-# ---------------------------------------------------------------------------- runtime
-
-
-class OnnxSession:
-    """An ONNX Runtime CPU session of an exported classifier (thread-safe ``run``).
-
-    Args:
-        path: the ``.onnx`` file.
-        threads: intra-op threads (default: torch's thread count, as the torch path uses).
-    """
-
-    def __init__(self, path: Path, threads: int | None = None) -> None:
-        import onnxruntime as ort
-        import torch
-
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        self.path = path
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.input_names = [node.name for node in self.session.get_inputs()]
-        # Without shrinkage the CPU arena keeps its high-water mark for good: one
-        # 99k-character summary (4 batches of 32 windows) left it at 960 MiB instead of
-        # 215 MiB, for ~4% on a two-window call (issue 14; AMD EPYC, avx2).
-        self.run_options = ort.RunOptions()
-        self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
-
-    def run(self, batch: dict[str, Any]) -> tuple[FloatArray, FloatArray]:
-        """Window logits ``(b, 2)`` and pooled hidden states ``(b, d)``, float64.
-
-        Args:
-            batch: padded int64 arrays or tensors ``(b, t)`` keyed by input name.
-        """
-        feed = {name: np.asarray(batch[name], dtype=np.int64) for name in self.input_names}
-        logits, pooled = self.session.run(["logits", "pooled"], feed, self.run_options)
-        return np.asarray(logits, dtype=np.float64), np.asarray(pooled, dtype=np.float64)
-
-
-def read_parity(directory: Path) -> dict[str, Any]:
-    """The parity record of a classifier folder (``{}`` when it has none)."""
-    path = directory / PARITY_FILE
-    if not path.is_file():
-        return {}
-    loaded = json.loads(path.read_text(encoding="utf-8"))
-    return loaded if isinstance(loaded, dict) else {}
-
-
-def open_session(
-    directory: Path, backend: Backend, flags: CpuFlags | None = None
-) -> OnnxSession | None:
-    """The ONNX session a classifier folder should score with, or None for torch.
-
-    ``torch`` -> None. ``auto``/``onnx`` -> the variant this CPU prefers
-    (:func:`preferred_variant`), else the other one, among the variants that passed
-    parity; None (torch) when none did, logged as a warning when ``onnx`` was asked for.
-    """
-    if backend == "torch":
-        return None
-    record = read_parity(directory)
-    passed = {
-        entry["variant"]
-        for entry in record.get("variants", [])
-        if entry.get("passed")
-        and (directory / ONNX_FILES[cast(Variant, entry["variant"])]).is_file()
-    }
-    first = preferred_variant(flags)
-    # int8 without VNNI/AMX is slower than fp32 (module docstring): fp32 only there.
-    candidates: list[Variant] = [first, "fp32"] if first == "int8" else ["fp32"]
-    for variant in candidates:
-        if variant in passed:
-            logger.info("scoring with ONNX Runtime (%s) from %s", variant, directory)
-            return OnnxSession(directory / ONNX_FILES[variant])
-    level = logging.WARNING if backend == "onnx" else logging.INFO
-    reason = (
-        "no ONNX export" if not record else f"no ONNX variant passed parity ({record['variants']})"
-    )
-    logger.log(level, "backend %s: %s in %s; scoring with torch", backend, reason, directory)
-    return None
-
-
 # ----------------------------------------------------------------------------- parity
 
 
@@ -430,7 +326,7 @@ def export_with_parity(
         One :class:`Parity` per variant. A variant that fails keeps its record (and its
         file is removed), so loading falls back to torch with a warning.
     """
-    from imr_outcome.train.transformer import TransformerClassifier
+    from imr_outcome.model.transformer import TransformerClassifier
 
     classifier = model.classifier
     if not isinstance(classifier, TransformerClassifier) or len(inputs) == 0:

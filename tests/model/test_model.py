@@ -12,10 +12,10 @@ import pytest
 
 from imr_outcome.data.model_input import build_model_input
 from imr_outcome.errors import DeadlineExceededError
-from imr_outcome.train.baselines import TfidfLogReg
-from imr_outcome.train.config import TfidfConfig, TrainingConfig
-from imr_outcome.train.encoders import encode_windows
-from imr_outcome.train.model import OutcomeModel
+from imr_outcome.model.baselines import TfidfLogReg
+from imr_outcome.model.encoders import encode_windows
+from imr_outcome.model.model import OutcomeModel
+from imr_outcome.model.settings import TfidfConfig, TrainingConfig
 
 from toy_cue import CUE, FILLER, REQUEST, toy_inputs, toy_items, toy_transformer, wrap_toy
 

@@ -22,6 +22,8 @@ is full the API answers 503 with ``Retry-After``, before reading the body. Each 
 has ``request_timeout_s`` in all: past it the API answers 504 and frees the model slot,
 and the model is handed the same deadline; a client that disconnects frees its slot too
 (:mod:`~imr_outcome.serve.api_calls`). Case text is never logged at INFO or above.
+Once the server drains (SIGTERM, :mod:`~imr_outcome.serve.api_drain`), new requests get
+503 with ``Retry-After`` while those in flight finish.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from imr_outcome.serve.api_calls import (
     call_model,
     call_model_batched,
 )
+from imr_outcome.serve.api_drain import DrainMiddleware
 from imr_outcome.serve.api_errors import (
     CatchAllMiddleware,
     SafeJSONResponse,
@@ -116,7 +119,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         401: "no API key, or a wrong one (only when the server has a key)",
         413: "text, items or body over the server's limits",
         422: "invalid input (the field and the fix are named)",
-        503: "model not loaded yet, or busy (see Retry-After)",
+        503: "model not loaded yet, busy, or the server shutting down (see Retry-After)",
         504: "the request took longer than the server's request timeout",
     }.items()
 }
@@ -275,8 +278,8 @@ def create_app(
     def gate_full() -> str | None:
         return None if state.gate is None else state.gate.full()
 
-    # outermost last: catch-all > API key > load shedding > body limit > routes, so a
-    # request is authenticated, then admitted, before any of its body is read
+    # outermost last: catch-all > drain > API key > load shedding > body limit > routes,
+    # so a request is authenticated, then admitted, before any of its body is read
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
     app.add_middleware(
         ShedLoadMiddleware,
@@ -286,6 +289,7 @@ def create_app(
     )
     if settings.api_key is not None:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
+    app.add_middleware(DrainMiddleware, drain=state.drain, retry_after_s=settings.retry_after_s)
     app.add_middleware(CatchAllMiddleware)
 
     def deadline() -> float:

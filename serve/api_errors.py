@@ -12,8 +12,8 @@ metadata, a letter that does not parse
 text over ``max_chars``, too many items,   413     the field / ``items`` / ``file``
 upload or body over the byte limit
 an upload that is not PDF or text          415     ``file``
-model loading, failed, or saturated        503     ``model`` / ``server``
-                                                   (with ``Retry-After``)
+model loading, failed, or saturated;       503     ``model`` / ``server``
+the server shutting down (SIGTERM)                 (with ``Retry-After``)
 over the request timeout, or evidence       504     ``server``
 stopped at the deadline
 anything else                              500     ``server`` (no details)

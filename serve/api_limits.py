@@ -31,6 +31,8 @@ MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 #: Default longest time one request may take, in seconds (issue 14: an explained 99k
 #: character summary held the only model slot for about 10 minutes).
 REQUEST_TIMEOUT_S = 60.0
+#: Default longest wait, in seconds, for requests in flight after SIGTERM.
+DRAIN_S = 30.0
 #: Default most characters (request + summary) one item may have to get evidence spans.
 #: Integrated gradients on the fine-tuned MiniLM took 30 s for 5k characters and 55 s
 #: for 10k on 2 cores (avx2, no avx512; issue 14), so 10k fits the default timeout.
@@ -61,6 +63,8 @@ class ServeSettings:
             or None for none (never shown in ``repr``).
         backend: what scoring runs on, ``auto`` / ``torch`` / ``onnx`` (see
             :meth:`Predictor.load <imr_outcome.serve.predictor.Predictor.load>`).
+        drain_s: after SIGTERM, the longest wait for requests in flight, in seconds, >= 0
+            (see :mod:`~imr_outcome.serve.api_drain`).
     """
 
     model_uri: str
@@ -75,6 +79,7 @@ class ServeSettings:
     max_explain_chars: int = MAX_EXPLAIN_CHARS
     api_key: str | None = field(default=None, repr=False)
     backend: str = "auto"
+    drain_s: float = DRAIN_S
 
     def __post_init__(self) -> None:
         minimum = {
@@ -97,6 +102,10 @@ class ServeSettings:
         ):
             if not seconds > 0:
                 raise InvalidInputError(flag, f"expected a positive number, got {seconds}")
+        if not self.drain_s >= 0:
+            raise InvalidInputError(
+                "--drain-seconds", f"expected 0 or more seconds, got {self.drain_s}"
+            )
         if self.backend not in ("auto", "torch", "onnx"):
             raise InvalidInputError(
                 "--backend", f"expected auto, torch or onnx, got {self.backend!r}"

@@ -237,7 +237,8 @@ class Health(BaseModel):
     """``GET /healthz`` and ``GET /readyz``.
 
     Attributes:
-        status: ``"ok"`` (alive / ready), ``"loading"`` or ``"failed"``.
+        status: ``"ok"`` (alive / ready), ``"loading"``, ``"failed"`` or ``"draining"``
+            (shutting down after SIGTERM).
         detail: why the server is not ready, else None.
     """
 

@@ -7,6 +7,7 @@ releases it, to stand for a model call that outlives its request.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -45,6 +47,36 @@ def train_tfidf(tmp_path_factory: pytest.TempPathFactory) -> Path:
         with registered_tfidf_store(root) as result:
             done.write_text(str(result.model_dir), encoding="utf-8")
     return Path(done.read_text(encoding="utf-8"))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _always() -> bool:
+    return True
+
+
+def wait_http_ready(url: str, timeout_s: float = 60.0, alive: Callable[[], bool] = _always) -> None:
+    """Return once ``GET {url}/readyz`` answers 200 (connection errors are retried).
+
+    Raises:
+        AssertionError: not ready within ``timeout_s``, or ``alive()`` turned false (a
+            server process that exited).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert alive(), "the server stopped before it was ready"
+        assert time.monotonic() < deadline, f"{url} not ready within {timeout_s} s"
+        time.sleep(0.05)
 
 
 @dataclass

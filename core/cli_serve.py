@@ -20,6 +20,7 @@ _MAX_CHARS = 100_000
 _MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 _REQUEST_TIMEOUT_S = 60.0
 _MAX_EXPLAIN_CHARS = 10_000
+_FOLLOW_INTERVAL_S = 60.0
 _DRAIN_S = 30.0
 
 
@@ -100,6 +101,15 @@ def serve_command(
     log_format: Annotated[
         LogFormat, typer.Option(help="Log lines as readable text or as JSON objects.")
     ] = LogFormat.text,
+    follow_interval: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="For --model models:/<name>@<alias>: seconds between checks of the alias; "
+            "a new version it points at is loaded, tested and swapped in without dropping "
+            "a request. 0: check only on POST /v1/admin/reload. A pinned URI never changes.",
+        ),
+    ] = _FOLLOW_INTERVAL_S,
     drain_seconds: Annotated[
         float,
         typer.Option(
@@ -112,13 +122,16 @@ def serve_command(
 ) -> None:
     """Serve the HTTP API (/v1/...) and the web page (/) for one model.
 
-    The model is loaded once, after the server starts listening: /healthz answers at once,
+    The model is loaded after the server starts listening: /healthz answers at once,
     /readyz turns 200 when the model is loaded. If loading fails the server stops and the
-    command exits with code 2. SIGTERM drains: new requests get 503, those in flight
-    finish within --drain-seconds, exit code 0. With an API key (--api-key-file or
-    IMR_OUTCOME_API_KEY) every /v1/* request needs it; without one the server listens on
-    loopback only unless --insecure-public is given. Serve TLS from a reverse proxy in
-    front (see the README).
+    command exits with code 2. On models:/<name>@<alias> (the default @champion) the
+    server follows the alias: every --follow-interval seconds and on POST
+    /v1/admin/reload, a new version is loaded beside the old one, tested and swapped in
+    (a version that fails is refused; the old one keeps answering). SIGTERM drains: new
+    requests get 503, those in flight finish within --drain-seconds, exit code 0. With an
+    API key (--api-key-file or IMR_OUTCOME_API_KEY) every /v1/* request needs it; without
+    one the server listens on loopback only unless --insecure-public is given. Serve TLS
+    from a reverse proxy in front (see the README).
     """
     import math
 
@@ -152,6 +165,7 @@ def serve_command(
             max_explain_chars=max_explain_chars,
             api_key=api_key,
             backend=backend,
+            follow_interval_s=follow_interval,
             drain_s=drain_seconds,
         )
     except InvalidInputError as exc:

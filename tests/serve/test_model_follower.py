@@ -88,9 +88,10 @@ def registry(
 ) -> Registry:
     uri = tfidf_store_copy(tmp_path_factory, tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    # training in this process set MLflow's global tracking URI, which its artifact
-    # downloads would ask for registry versions; the registry variable comes first
-    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
+    # Training in this process (other test modules) leaves MLflow's global tracking URI
+    # set to another store, and MLflow asks that one for registry versions and logged
+    # models (artifact downloads, create_model_version): point it here for this test.
+    monkeypatch.setattr("mlflow.tracking._tracking_service.utils._tracking_uri", uri)
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     return Registry(uri, MlflowClient(tracking_uri=uri, registry_uri=uri))
 

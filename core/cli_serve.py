@@ -20,6 +20,8 @@ _MAX_CHARS = 100_000
 _MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 _REQUEST_TIMEOUT_S = 60.0
 _MAX_EXPLAIN_CHARS = 10_000
+_FOLLOW_INTERVAL_S = 60.0
+_DRAIN_S = 30.0
 
 
 class LogFormat(StrEnum):
@@ -99,20 +101,46 @@ def serve_command(
     log_format: Annotated[
         LogFormat, typer.Option(help="Log lines as readable text or as JSON objects.")
     ] = LogFormat.text,
+    follow_interval: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="For --model models:/<name>@<alias>: seconds between checks of the alias; "
+            "a new version it points at is loaded, tested and swapped in without dropping "
+            "a request. 0: check only on POST /v1/admin/reload. A pinned URI never changes.",
+        ),
+    ] = _FOLLOW_INTERVAL_S,
+    drain_seconds: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="On SIGTERM: new requests get 503 + Retry-After and /readyz turns 503, "
+            "requests in flight get up to this many seconds to finish, then the server "
+            "exits with 0.",
+        ),
+    ] = _DRAIN_S,
 ) -> None:
     """Serve the HTTP API (/v1/...) and the web page (/) for one model.
 
-    The model is loaded once, after the server starts listening: /healthz answers at once,
+    The model is loaded after the server starts listening: /healthz answers at once,
     /readyz turns 200 when the model is loaded. If loading fails the server stops and the
-    command exits with code 2. With an API key (--api-key-file or IMR_OUTCOME_API_KEY)
-    every /v1/* request needs it; without one the server listens on loopback only unless
-    --insecure-public is given. Serve TLS from a reverse proxy in front (see the README).
+    command exits with code 2. On models:/<name>@<alias> (the default @champion) the
+    server follows the alias: every --follow-interval seconds and on POST
+    /v1/admin/reload, a new version is loaded beside the old one, tested and swapped in
+    (a version that fails is refused; the old one keeps answering). SIGTERM drains: new
+    requests get 503, those in flight finish within --drain-seconds, exit code 0. With an
+    API key (--api-key-file or IMR_OUTCOME_API_KEY) every /v1/* request needs it; without
+    one the server listens on loopback only unless --insecure-public is given. Serve TLS
+    from a reverse proxy in front (see the README).
     """
+    import math
+
     import uvicorn
 
     from imr_outcome.errors import InvalidInputError
     from imr_outcome.serve.api import create_app
     from imr_outcome.serve.api_auth import API_KEY_ENV, is_loopback, read_api_key
+    from imr_outcome.serve.api_drain import DrainingServer
     from imr_outcome.serve.api_limits import ServeSettings
     from imr_outcome.serve.api_logging import log_config
 
@@ -137,11 +165,13 @@ def serve_command(
             max_explain_chars=max_explain_chars,
             api_key=api_key,
             backend=backend,
+            follow_interval_s=follow_interval,
+            drain_s=drain_seconds,
         )
     except InvalidInputError as exc:
         raise fail(exc) from exc
 
-    server: uvicorn.Server | None = None
+    server: DrainingServer | None = None
 
     def stop() -> None:
         if server is not None:
@@ -150,9 +180,14 @@ def serve_command(
     app = create_app(settings, on_load_failure=stop)
     # access logs name the method, path and status only; bodies and headers are never logged
     config = uvicorn.Config(
-        app, host=host, port=port, log_config=log_config(log_format.value), log_level="info"
+        app,
+        host=host,
+        port=port,
+        log_config=log_config(log_format.value),
+        log_level="info",
+        timeout_graceful_shutdown=math.ceil(drain_seconds),
     )
-    server = uvicorn.Server(config)
+    server = DrainingServer(config, app.state.server.drain)
     server.run()
     error = app.state.server.error
     if error is not None:

@@ -12,7 +12,10 @@ Endpoints (bodies in :mod:`imr_outcome.serve.api_schemas`, errors in
 - ``POST /v1/letters``: a PDF/TXT letter upload -> its items with predictions (each
   from the item's request, the case summary and the patient's age/sex; the letter's
   decisions and rationales are never model inputs).
-- ``GET /v1/model``: name, version, alias, training data fingerprint, held-out metrics.
+- ``GET /v1/model``: name, version, alias, training data fingerprint, held-out metrics,
+  and for a followed alias the latest checks (``last_check``, ``last_reload``).
+- ``POST /v1/admin/reload``: check the followed alias now and swap in the version it
+  points at (:mod:`~imr_outcome.serve.model_follower`); 409 for a pinned URI.
 - ``GET /healthz`` (alive), ``GET /readyz`` (model loaded), ``GET /docs``,
   ``GET /openapi.json``, the web page at ``/`` (files under ``static/``) and its icon.
 
@@ -22,6 +25,8 @@ is full the API answers 503 with ``Retry-After``, before reading the body. Each 
 has ``request_timeout_s`` in all: past it the API answers 504 and frees the model slot,
 and the model is handed the same deadline; a client that disconnects frees its slot too
 (:mod:`~imr_outcome.serve.api_calls`). Case text is never logged at INFO or above.
+Once the server drains (SIGTERM, :mod:`~imr_outcome.serve.api_drain`), new requests get
+503 with ``Retry-After`` while those in flight finish.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from imr_outcome.errors import ImrOutcomeError, InvalidInputError
+from imr_outcome.errors import InvalidInputError
 from imr_outcome.serve.api_auth import PROTECTED_PREFIX, ApiKeyMiddleware
 from imr_outcome.serve.api_calls import (
     MICRO_BATCH_ITEMS,
@@ -53,8 +58,10 @@ from imr_outcome.serve.api_calls import (
     call_model,
     call_model_batched,
 )
+from imr_outcome.serve.api_drain import DrainMiddleware
 from imr_outcome.serve.api_errors import (
     CatchAllMiddleware,
+    NotFollowing,
     SafeJSONResponse,
     TimedOut,
     TooLarge,
@@ -67,7 +74,6 @@ from imr_outcome.serve.api_limits import (
     ServeSettings,
     ShedLoadMiddleware,
 )
-from imr_outcome.serve.api_model import describe_model
 from imr_outcome.serve.api_schemas import (
     DEFAULT_TOP_K,
     MAX_TOP_K,
@@ -80,9 +86,16 @@ from imr_outcome.serve.api_schemas import (
     Metadata,
     ModelCard,
     PredictRequest,
+    ReloadReport,
     state_limits,
 )
-from imr_outcome.serve.predictor import PredictInput, Predictor, Source, check_length
+from imr_outcome.serve.model_follower import (
+    Loader,
+    ModelFollower,
+    load_at_startup,
+    load_predictor,
+)
+from imr_outcome.serve.predictor import PredictInput, Source, check_length
 from imr_outcome.serve.schemas import Prediction
 
 logger = logging.getLogger(__name__)
@@ -107,49 +120,16 @@ FAVICON_SVG = (
 #: Request paths that need a model slot (refused at once while the gate is full).
 MODEL_PATHS = frozenset({"/v1/predict", "/v1/predict/batch", "/v1/letters"})
 
-#: Loads the predictor for the settings (runs in a worker thread at startup).
-Loader = Callable[[ServeSettings], Predictor]
-
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in {
         401: "no API key, or a wrong one (only when the server has a key)",
         413: "text, items or body over the server's limits",
         422: "invalid input (the field and the fix are named)",
-        503: "model not loaded yet, or busy (see Retry-After)",
+        503: "model not loaded yet, busy, or the server shutting down (see Retry-After)",
         504: "the request took longer than the server's request timeout",
     }.items()
 }
-
-
-def load_predictor(settings: ServeSettings) -> Predictor:
-    """The default :data:`Loader`: :meth:`Predictor.load` of ``settings.model_uri``."""
-    return Predictor.load(
-        settings.model_uri, max_chars=settings.max_chars, backend=settings.backend
-    )
-
-
-async def _load(state: ServerState, loader: Loader, on_failure: Callable[[], None]) -> None:
-    started = time.perf_counter()
-    try:
-        predictor = await anyio.to_thread.run_sync(loader, state.settings)
-        card = await anyio.to_thread.run_sync(describe_model, predictor, state.settings)
-    except ImrOutcomeError as exc:
-        state.error = str(exc)
-    except Exception as exc:  # a broken artifact must not leave /readyz "loading" forever
-        state.error = f"{type(exc).__name__} while loading; see the server log"
-        logger.exception("loading %s failed", state.settings.model_uri)
-    else:
-        state.predictor, state.card = predictor, card
-        logger.info(
-            "model %s version %s ready in %.1f s",
-            card.name,
-            card.version,
-            time.perf_counter() - started,
-        )
-        return
-    logger.error("cannot serve: %s", state.error)
-    on_failure()
 
 
 def _validated(
@@ -227,14 +207,18 @@ def create_app(
 
     Args:
         settings: model URI, limits and API key.
-        loader: loads the predictor (called once, in a worker thread, at startup).
+        loader: loads the predictor, in a worker thread: at startup, and for each new
+            version of a followed alias (with ``model_uri`` set to
+            ``models:/<name>/<version>``).
         on_load_failure: called after loading failed (``imr-outcome serve`` stops the
             server); the app keeps answering ``/readyz`` with 503 and the reason.
 
     Returns:
-        The app; ``app.state.server`` is its :class:`ServerState`.
+        The app; ``app.state.server`` is its :class:`ServerState`, ``app.state.follower``
+        its :class:`ModelFollower`.
     """
     state = ServerState(settings)
+    follower = ModelFollower(state, loader)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -245,13 +229,16 @@ def create_app(
         state.batcher = MicroBatcher(
             state, MICRO_BATCH_WAIT_S, min(MICRO_BATCH_ITEMS, settings.max_batch_items)
         )
-        loading = asyncio.create_task(_load(state, loader, on_load_failure))
+        loading = asyncio.create_task(load_at_startup(state, loader, on_load_failure))
+        following = asyncio.create_task(follower.follow())
         try:
             yield
         finally:
-            loading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loading
+            follower.close()
+            for task in (following, loading):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             state.executor.shutdown(wait=True, cancel_futures=True)
 
     app = FastAPI(
@@ -264,6 +251,7 @@ def create_app(
         default_response_class=SafeJSONResponse,
     )
     app.state.server = state
+    app.state.follower = follower
     app.openapi = _openapi(app, settings)  # type: ignore[method-assign]
     install_error_handlers(app)
 
@@ -275,8 +263,8 @@ def create_app(
     def gate_full() -> str | None:
         return None if state.gate is None else state.gate.full()
 
-    # outermost last: catch-all > API key > load shedding > body limit > routes, so a
-    # request is authenticated, then admitted, before any of its body is read
+    # outermost last: catch-all > drain > API key > load shedding > body limit > routes,
+    # so a request is authenticated, then admitted, before any of its body is read
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
     app.add_middleware(
         ShedLoadMiddleware,
@@ -286,6 +274,7 @@ def create_app(
     )
     if settings.api_key is not None:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
+    app.add_middleware(DrainMiddleware, drain=state.drain, retry_after_s=settings.retry_after_s)
     app.add_middleware(CatchAllMiddleware)
 
     def deadline() -> float:
@@ -316,10 +305,34 @@ def create_app(
 
     @app.get("/v1/model", response_model=ModelCard, tags=["model"], responses=_ERRORS)
     async def model_card() -> ModelCard:
-        """The loaded model: name, version, alias, data fingerprint, held-out metrics."""
+        """The model answering now: name, version, alias, data fingerprint, held-out
+        metrics; for a followed alias also the latest checks of it."""
         state.ready()
         assert state.card is not None
-        return state.card
+        return follower.card(state.card)
+
+    @app.post(
+        "/v1/admin/reload",
+        response_model=ReloadReport,
+        tags=["model"],
+        responses={
+            **_ERRORS,
+            409: {"model": ErrorBody, "description": "a pinned model URI: nothing to follow"},
+        },
+    )
+    async def reload() -> ReloadReport:
+        """Check the followed alias now; a new version is loaded, tested and swapped in.
+
+        Answers when the check has ended (a load takes seconds); requests keep being
+        answered meanwhile. A version refused before is tried again.
+        """
+        state.ready()
+        if follower.uri is None:
+            raise NotFollowing(
+                f"the server serves the pinned URI {settings.model_uri}, which never "
+                "changes; start it with --model models:/<name>@<alias> to follow an alias"
+            )
+        return await follower.check_now()
 
     @app.post("/v1/predict", response_model=Prediction, tags=["predict"], responses=_ERRORS)
     async def predict(body: PredictRequest, request: Request) -> Prediction:

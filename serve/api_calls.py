@@ -24,6 +24,7 @@ from typing import Any, Literal, TypeVar
 from fastapi import Request
 
 from imr_outcome.errors import ImrOutcomeError
+from imr_outcome.serve.api_drain import Drain
 from imr_outcome.serve.api_errors import ClientGone, NotReady, TimedOut
 from imr_outcome.serve.api_limits import InFlightGate, Saturated, ServeSettings
 from imr_outcome.serve.api_schemas import DEFAULT_TOP_K, ModelCard
@@ -50,6 +51,8 @@ class ServerState:
         executor: the ``max_in_flight`` threads model calls run on (lifespan-owned).
         batcher: merges concurrent ``/v1/predict`` calls without evidence
             (:class:`MicroBatcher`), created in the lifespan's event loop.
+        drain: whether the server is shutting down, and the requests in flight
+            (:class:`~imr_outcome.serve.api_drain.Drain`, ``settings.drain_s`` long).
     """
 
     settings: ServeSettings
@@ -59,6 +62,10 @@ class ServerState:
     gate: InFlightGate | None = field(default=None, repr=False)
     executor: ThreadPoolExecutor | None = field(default=None, repr=False)
     batcher: MicroBatcher | None = field(default=None, repr=False)
+    drain: Drain = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.drain = Drain(self.settings.drain_s)
 
     def ready(self) -> tuple[Predictor, InFlightGate, ThreadPoolExecutor]:
         """The predictor, gate and model threads.

@@ -12,8 +12,10 @@ metadata, a letter that does not parse
 text over ``max_chars``, too many items,   413     the field / ``items`` / ``file``
 upload or body over the byte limit
 an upload that is not PDF or text          415     ``file``
-model loading, failed, or saturated        503     ``model`` / ``server``
-                                                   (with ``Retry-After``)
+model loading, failed, or saturated;       503     ``model`` / ``server``
+the server shutting down (SIGTERM)                 (with ``Retry-After``)
+a reload asked of a server on a pinned     409     ``model``
+model URI (it follows no alias)
 over the request timeout, or evidence       504     ``server``
 stopped at the deadline
 anything else                              500     ``server`` (no details)
@@ -88,6 +90,18 @@ class NotReady(ImrOutcomeError):
 
     Args:
         reason: what the server is doing, or why loading failed.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class NotFollowing(ImrOutcomeError):
+    """``POST /v1/admin/reload`` on a server started on a pinned URI (answered 409).
+
+    Args:
+        reason: the URI served and how to start a server that follows an alias.
     """
 
     def __init__(self, reason: str) -> None:
@@ -242,6 +256,10 @@ def install_error_handlers(app: FastAPI) -> None:
             reason = f"the estimate took longer than this server's limit of {timeout:g} s"
         return error_response(504, [("server", reason)])
 
+    async def on_pinned(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, NotFollowing)
+        return error_response(409, [("model", exc.reason)])
+
     async def on_gone(request: Request, exc: Exception) -> JSONResponse:
         return error_response(499, [("server", "the client disconnected")])
 
@@ -266,6 +284,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(TimeoutError, on_timeout)
     app.add_exception_handler(DeadlineExceededError, on_timeout)
     app.add_exception_handler(ClientGone, on_gone)
+    app.add_exception_handler(NotFollowing, on_pinned)
     app.add_exception_handler(HTTPException, on_http)
 
 

@@ -31,6 +31,10 @@ MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 #: Default longest time one request may take, in seconds (issue 14: an explained 99k
 #: character summary held the only model slot for about 10 minutes).
 REQUEST_TIMEOUT_S = 60.0
+#: Default seconds between checks of a followed registry alias (0: no timer).
+FOLLOW_INTERVAL_S = 60.0
+#: Default longest wait, in seconds, for requests in flight after SIGTERM.
+DRAIN_S = 30.0
 #: Default most characters (request + summary) one item may have to get evidence spans.
 #: Integrated gradients on the fine-tuned MiniLM took 30 s for 5k characters and 55 s
 #: for 10k on 2 cores (avx2, no avx512; issue 14), so 10k fits the default timeout.
@@ -61,6 +65,11 @@ class ServeSettings:
             or None for none (never shown in ``repr``).
         backend: what scoring runs on, ``auto`` / ``torch`` / ``onnx`` (see
             :meth:`Predictor.load <imr_outcome.serve.predictor.Predictor.load>`).
+        follow_interval_s: seconds between checks of the alias of a ``models:/name@alias``
+            URI, >= 0; 0 turns the timer off (``POST /v1/admin/reload`` still checks).
+            Ignored for a pinned URI (see :mod:`~imr_outcome.serve.model_follower`).
+        drain_s: after SIGTERM, the longest wait for requests in flight, in seconds, >= 0
+            (see :mod:`~imr_outcome.serve.api_drain`).
     """
 
     model_uri: str
@@ -75,6 +84,8 @@ class ServeSettings:
     max_explain_chars: int = MAX_EXPLAIN_CHARS
     api_key: str | None = field(default=None, repr=False)
     backend: str = "auto"
+    follow_interval_s: float = FOLLOW_INTERVAL_S
+    drain_s: float = DRAIN_S
 
     def __post_init__(self) -> None:
         minimum = {
@@ -97,6 +108,12 @@ class ServeSettings:
         ):
             if not seconds > 0:
                 raise InvalidInputError(flag, f"expected a positive number, got {seconds}")
+        for flag, seconds in (
+            ("--follow-interval", self.follow_interval_s),
+            ("--drain-seconds", self.drain_s),
+        ):
+            if not seconds >= 0:
+                raise InvalidInputError(flag, f"expected 0 or more seconds, got {seconds}")
         if self.backend not in ("auto", "torch", "onnx"):
             raise InvalidInputError(
                 "--backend", f"expected auto, torch or onnx, got {self.backend!r}"

@@ -17,11 +17,17 @@ from imr_outcome.serve.predictor import Predictor
 
 logger = logging.getLogger(__name__)
 
-_ALIAS_RE = re.compile(r"^models:/[^/@]+@(?P<alias>[^/@]+)$")
+_ALIAS_RE = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/@]+)$")
 #: Prefix of the held-out metrics a registered run logs (see ``train.tracking``).
 _TEST_PREFIX = "test."
 #: Per-subgroup held-out metrics: too many for a headline, left out.
 _SUBGROUP_PREFIX = "test.subgroup."
+
+
+def alias_of(uri: str) -> tuple[str, str] | None:
+    """``(name, alias)`` of a ``models:/<name>@<alias>`` URI; None for any other URI."""
+    match = _ALIAS_RE.match(uri)
+    return (match["name"], match["alias"]) if match else None
 
 
 def _registry_facts(name: str, version: str) -> tuple[list[str], dict[str, float]]:
@@ -64,8 +70,8 @@ def describe_model(predictor: Predictor, settings: ServeSettings) -> ModelCard:
         (a numeric ``model_version``) and are None / empty otherwise.
     """
     info = asdict(predictor.model.info)
-    alias_match = _ALIAS_RE.match(settings.model_uri)
-    alias = alias_match["alias"] if alias_match else None
+    followed = alias_of(settings.model_uri)
+    alias = followed[1] if followed else None
     metrics: dict[str, float] = {}
     if predictor.model_version.isdigit():
         aliases, metrics = _registry_facts(predictor.model_name, predictor.model_version)

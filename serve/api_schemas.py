@@ -7,7 +7,7 @@ letter upload: the ``request`` and ``summary`` strings returned beside each pred
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -190,6 +190,40 @@ class LetterResponse(BaseModel):
     items: list[LetterItem]
 
 
+#: What one check of a followed alias found (see :class:`ReloadReport`).
+ReloadOutcome = Literal["swapped", "unchanged", "refused", "postponed", "unavailable"]
+
+
+class ReloadReport(BaseModel):
+    """One check of the followed registry alias (``POST /v1/admin/reload``, ``/v1/model``).
+
+    Attributes:
+        outcome: ``swapped`` (the alias pointed at another version, which loaded, passed
+            its test prediction and now answers), ``unchanged`` (the alias points at the
+            version answering), ``refused`` (that version failed to load or to predict; the
+            old one keeps answering), ``postponed`` (the version swapped out last still
+            answers requests, so a third model is not loaded; the next check retries) or
+            ``unavailable`` (the registry could not be read; the old version keeps answering).
+        uri: the alias followed, ``models:/<name>@<alias>``.
+        version: the version the alias pointed at; None when the registry was unavailable.
+        serving: the version answering after the check.
+        previous: the version replaced (``swapped`` only), else None.
+        reason: why a version was refused or postponed or the registry was unavailable,
+            else None.
+        checked_at: ISO 8601 UTC time at which the check ended.
+        seconds: how long the check took (alias lookup, load and test prediction), >= 0.
+    """
+
+    outcome: ReloadOutcome
+    uri: str
+    version: str | None
+    serving: str
+    previous: str | None = None
+    reason: str | None = None
+    checked_at: str
+    seconds: float
+
+
 class ModelCard(BaseModel):
     """``GET /v1/model``: which model answers, and how good it was on held-out data.
 
@@ -213,6 +247,13 @@ class ModelCard(BaseModel):
             the model is not a registry version or the store has none.
         max_chars: the longest request or summary this server accepts, in characters.
         max_batch_items: the most items one batch or letter may have.
+        follows: the alias URI the server follows (``models:/<name>@<alias>``: a new
+            version it points at replaces this one), or None for a pinned URI.
+        follow_interval_s: seconds between checks of that alias; None when not followed
+            or the timer is off (``--follow-interval 0``: ``POST /v1/admin/reload`` only).
+        last_check: the latest check of the alias, or None (none yet, or not followed).
+        last_reload: the latest check that found another version (``swapped``,
+            ``refused`` or ``postponed``), or None.
     """
 
     uri: str
@@ -231,13 +272,18 @@ class ModelCard(BaseModel):
     metrics: dict[str, float]
     max_chars: int
     max_batch_items: int
+    follows: str | None = None
+    follow_interval_s: float | None = None
+    last_check: ReloadReport | None = None
+    last_reload: ReloadReport | None = None
 
 
 class Health(BaseModel):
     """``GET /healthz`` and ``GET /readyz``.
 
     Attributes:
-        status: ``"ok"`` (alive / ready), ``"loading"`` or ``"failed"``.
+        status: ``"ok"`` (alive / ready), ``"loading"``, ``"failed"`` or ``"draining"``
+            (shutting down after SIGTERM).
         detail: why the server is not ready, else None.
     """
 

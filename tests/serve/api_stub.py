@@ -7,6 +7,8 @@ releases it, to stand for a model call that outlives its request.
 
 from __future__ import annotations
 
+import shutil
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -38,13 +41,60 @@ def train_tfidf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Training and registering take about a minute on a busy 2-core box, so the API test
     modules share one model under the session's base temporary folder.
     """
-    root = tmp_path_factory.getbasetemp() / "api-tfidf-model"
+    root = _tfidf_root(tmp_path_factory)
     done = root / "model_dir.txt"
     if not done.is_file():
         root.mkdir(exist_ok=True)
         with registered_tfidf_store(root) as result:
             done.write_text(str(result.model_dir), encoding="utf-8")
     return Path(done.read_text(encoding="utf-8"))
+
+
+def _tfidf_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.getbasetemp() / "api-tfidf-model"
+
+
+def tfidf_store_copy(tmp_path_factory: pytest.TempPathFactory, folder: Path) -> str:
+    """A private copy of the registry of :func:`train_tfidf` (``imr-outcome`` version 1,
+    @champion) in ``folder``; returns its tracking URI.
+
+    The artifacts stay where they are (their locations are absolute), so a test may add
+    versions and move aliases in its copy without touching other tests.
+    """
+    train_tfidf(tmp_path_factory)
+    database = folder / "mlflow.db"
+    shutil.copyfile(_tfidf_root(tmp_path_factory) / "mlflow.db", database)
+    return f"sqlite:///{database}"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _always() -> bool:
+    return True
+
+
+def wait_http_ready(url: str, timeout_s: float = 60.0, alive: Callable[[], bool] = _always) -> None:
+    """Return once ``GET {url}/readyz`` answers 200 (connection errors are retried).
+
+    Raises:
+        AssertionError: not ready within ``timeout_s``, or ``alive()`` turned false (a
+            server process that exited).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert alive(), "the server stopped before it was ready"
+        assert time.monotonic() < deadline, f"{url} not ready within {timeout_s} s"
+        time.sleep(0.05)
 
 
 @dataclass

@@ -53,12 +53,12 @@ def _fresh_model(encoder: str, folder: Path) -> Path:
     """``encoder`` with a fresh classification head, saved as a model directory."""
     from transformers import AutoModelForSequenceClassification
 
-    from imr_outcome.train.artifact import ModelInfo
-    from imr_outcome.train.calibration import IdentityCalibrator
-    from imr_outcome.train.config import TrainingConfig, TransformerConfig
-    from imr_outcome.train.encoders import for_inference, load_tokenizer, resolve_base_model
-    from imr_outcome.train.model import OutcomeModel
-    from imr_outcome.train.transformer import TransformerClassifier
+    from imr_outcome.model.artifact import ModelInfo
+    from imr_outcome.model.calibration import IdentityCalibrator
+    from imr_outcome.model.settings import TrainingConfig, TransformerConfig
+    from imr_outcome.model.encoders import for_inference, load_tokenizer, resolve_base_model
+    from imr_outcome.model.model import OutcomeModel
+    from imr_outcome.model.transformer import TransformerClassifier
 
     settings = TransformerConfig(base_model=encoder, max_length=256, stride=64)
     path = resolve_base_model(encoder)

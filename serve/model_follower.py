@@ -145,7 +145,7 @@ class RegistryAliases:
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
-        from imr_outcome.train.tracking import default_tracking_uri
+        from imr_outcome.model.model_uri import default_tracking_uri
 
         try:
             if self._client is None:

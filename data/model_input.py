@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypedDict
 
+from imr_outcome.data.counterfactuals import normalize_text
+from imr_outcome.data.house_style import NormalizedText
 from imr_outcome.data.schema import PREFILING_FIELDS, ItemRecord, Letter
 from imr_outcome.errors import InvalidInputError, LeakageError
 
@@ -73,19 +75,68 @@ def coerce_metadata_value(field: str, value: object) -> MetadataValue:
 
 @dataclass(frozen=True)
 class ModelInput:
-    """A text pair for a sequence-pair classifier.
+    """A text pair for a sequence-pair classifier, in the one style every model reads.
+
+    The request and summary are normalised (:func:`style_blind`): house style ("the
+    injured worker", "the applicant", "the claimant" -> "the patient", and the openers),
+    numeric dates -> long dates, and the patient's sex -> one sex. The case summary is
+    written by the IMR reviewer, who is assigned after filing, so its house style tells
+    who reviewed the case: leakage, not only unfairness (issue 22).
 
     Attributes:
-        text: segment A: the metadata prefix followed by the request.
-        text_pair: segment B: the case summary ("" when the source has none).
-        request_offset: where the request starts in ``text``; ``text[request_offset:]``
-            is exactly the request string the caller passed, so evidence offsets can be
-            mapped back to it.
+        text: segment A: the metadata prefix followed by the normalised request.
+        text_pair: segment B: the normalised case summary ("" when the source has none).
+        request_offset: where the (normalised) request starts in ``text``.
+        request: the normalised request with its map back to the caller's request (its
+            ``source``); None when normalisation changed nothing.
+        summary: the same for the summary.
     """
 
     text: str
     text_pair: str
     request_offset: int
+    request: NormalizedText | None = field(default=None, compare=False, repr=False)
+    summary: NormalizedText | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def caller_request(self) -> str:
+        """The request exactly as the caller passed it."""
+        return self.request.source if self.request else self.text[self.request_offset :]
+
+    @property
+    def caller_summary(self) -> str:
+        """The summary exactly as the caller passed it."""
+        return self.summary.source if self.summary else self.text_pair
+
+    def to_caller_span(self, field_name: str, start: int, end: int) -> tuple[int, int]:
+        """Map a span of the normalised request (``text[request_offset:]``) or summary
+        (``text_pair``) to offsets into the caller's string.
+
+        Args:
+            field_name: ``"request"`` or ``"summary"``.
+            start: span start in the normalised field, 0 <= start <= end.
+            end: span end (exclusive).
+
+        Returns:
+            ``(start, end)`` in the caller's string; a span touching a rewritten phrase
+            grows to the whole original phrase (:meth:`NormalizedText.to_source_span`).
+
+        Raises:
+            InvalidInputError: an unknown field, or a span outside the field.
+        """
+        if field_name not in ("request", "summary"):
+            raise InvalidInputError("field", f"expected 'request' or 'summary', got {field_name!r}")
+        normalized = self.request if field_name == "request" else self.summary
+        if normalized is None:
+            return start, end
+        return normalized.to_source_span(start, end)
+
+
+def style_blind(text: str) -> NormalizedText:
+    """``text`` with house style, date formats and the patient's sex normalised
+    (:func:`~imr_outcome.data.counterfactuals.normalize_text` with ``dates`` and ``sex``),
+    keeping the map back to ``text``."""
+    return normalize_text(text, dates=True, sex=True)
 
 
 def metadata_prefix(metadata: Mapping[str, MetadataValue] | None) -> str:
@@ -147,7 +198,8 @@ def build_model_input(
         metadata: pre-filing metadata; see :func:`metadata_prefix`.
 
     Returns:
-        The :class:`ModelInput` text pair.
+        The :class:`ModelInput` text pair, style-blind (:func:`style_blind`), with the
+        maps back to ``request`` and ``summary``.
 
     Raises:
         LeakageError: when ``request`` or ``summary`` is not a plain ``str`` (for
@@ -163,7 +215,14 @@ def build_model_input(
     if not request.strip():
         raise InvalidInputError("request", "is empty; give the requested treatment or item")
     prefix = metadata_prefix(metadata)
-    return ModelInput(text=prefix + request, text_pair=summary, request_offset=len(prefix))
+    normalized_request, normalized_summary = style_blind(request), style_blind(summary)
+    return ModelInput(
+        text=prefix + normalized_request.text,
+        text_pair=normalized_summary.text,
+        request_offset=len(prefix),
+        request=normalized_request if normalized_request.text != request else None,
+        summary=normalized_summary if normalized_summary.text != summary else None,
+    )
 
 
 def record_model_input(record: ItemRecord) -> ModelInput:

@@ -55,9 +55,9 @@ def _fresh_model(encoder: str, folder: Path) -> Path:
 
     from imr_outcome.model.artifact import ModelInfo
     from imr_outcome.model.calibration import IdentityCalibrator
-    from imr_outcome.model.settings import TrainingConfig, TransformerConfig
     from imr_outcome.model.encoders import for_inference, load_tokenizer, resolve_base_model
     from imr_outcome.model.model import OutcomeModel
+    from imr_outcome.model.settings import TrainingConfig, TransformerConfig
     from imr_outcome.model.transformer import TransformerClassifier
 
     settings = TransformerConfig(base_model=encoder, max_length=256, stride=64)

@@ -41,7 +41,7 @@ explainers, their registry and the entry points :func:`explain` and
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from imr_outcome.data.model_input import ModelInput
@@ -89,15 +89,49 @@ class Explainable(Protocol):
 
 def _check_input(model_input: ModelInput, request: str, summary: str) -> None:
     """Raise unless ``model_input`` was built from exactly ``request`` and ``summary``."""
-    if (
-        model_input.text[model_input.request_offset :] != request
-        or model_input.text_pair != summary
-    ):
+    if model_input.caller_request != request or model_input.caller_summary != summary:
         raise InvalidInputError(
             "model_input",
             "was not built from the request and summary passed with it, so evidence offsets "
             "would not index them; build it with build_model_input(request, summary, metadata)",
         )
+
+
+def _model_texts(model_input: ModelInput) -> tuple[str, str]:
+    """The request and summary as the model read them (style-blind, see
+    :func:`~imr_outcome.data.model_input.style_blind`)."""
+    return model_input.text[model_input.request_offset :], model_input.text_pair
+
+
+A = TypeVar("A", bound=Attribution)
+
+
+def to_caller_offsets(spans: list[A], model_input: ModelInput) -> list[A]:
+    """``spans`` found on the model's (style-blind) text, re-indexed on the caller's strings.
+
+    A span touching a rewritten phrase ("the patient" read for "the applicant") grows to
+    the caller's whole phrase; spans that land on one caller stretch (the three words of
+    "January 2, 2013" read for "01/02/2013") are merged, their scores summed.
+
+    Args:
+        spans: attributions with offsets into ``model_input``'s request / summary.
+        model_input: the item they were computed on.
+
+    Returns:
+        The spans with offsets into ``model_input.caller_request`` / ``caller_summary``,
+        in the input order of their first member.
+    """
+    if model_input.request is None and model_input.summary is None:
+        return spans
+    merged: dict[tuple[str, int, int], A] = {}
+    for span in spans:
+        start, end = model_input.to_caller_span(span.field, span.start, span.end)
+        key = (span.field, start, end)
+        if key in merged:
+            merged[key] = replace(merged[key], score=merged[key].score + span.score)
+        else:
+            merged[key] = replace(span, start=start, end=end)
+    return list(merged.values())
 
 
 def _classifier_of(model: Explainable, kind: type[C], method: str) -> C:
@@ -355,8 +389,11 @@ def explain(
     check_positive("top_k", top_k)
     check_positive("n_steps", n_steps)
     _check_input(model_input, request, summary)
-    stretches = explainer.stretches(model, model_input, request, summary, n_steps, deadline)
-    return top_attributions(stretches, top_k)
+    read_request, read_summary = _model_texts(model_input)
+    stretches = explainer.stretches(
+        model, model_input, read_request, read_summary, n_steps, deadline
+    )
+    return top_attributions(to_caller_offsets(stretches, model_input), top_k)
 
 
 def word_attributions(
@@ -395,4 +432,6 @@ def word_attributions(
         )
     check_positive("n_steps", n_steps)
     _check_input(model_input, request, summary)
-    return explainer.words(model, model_input, request, summary, n_steps, deadline)
+    read_request, read_summary = _model_texts(model_input)
+    scored = explainer.words(model, model_input, read_request, read_summary, n_steps, deadline)
+    return to_caller_offsets(scored, model_input)

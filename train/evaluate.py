@@ -144,7 +144,7 @@ def held_out_invariance(model: OutcomeModel, rows: Rows) -> dict[str, Invariance
     """:func:`~imr_outcome.train.invariance.invariance_report` of ``model`` on ``rows``.
 
     The request and summary are recovered from each row's model input
-    (``text[request_offset:]`` and ``text_pair``), so the rewrites see the letter's text.
+    (``caller_request`` and ``caller_summary``), so the rewrites see the letter's text.
     Kinds that read metadata (``metadata_lr``) are not measured: the report scores model
     inputs only; an empty dict is returned.
     """
@@ -152,8 +152,8 @@ def held_out_invariance(model: OutcomeModel, rows: Rows) -> dict[str, Invariance
         return {}
     return invariance_report(
         lambda inputs: model.predict_proba(inputs, None)[:, 1],
-        [item.text[item.request_offset :] for item in rows.inputs],
-        [item.text_pair for item in rows.inputs],
+        [item.caller_request for item in rows.inputs],
+        [item.caller_summary for item in rows.inputs],
         rows.metadata,
         labels=[int(y) for y in rows.labels],
     )

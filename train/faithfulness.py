@@ -284,8 +284,8 @@ def items_of(rows: Rows, n: int, seed: int) -> list[Item]:
         chosen = sorted(int(i) for i in drawn)
     return [
         (
-            rows.inputs[i].text[rows.inputs[i].request_offset :],
-            rows.inputs[i].text_pair,
+            rows.inputs[i].caller_request,
+            rows.inputs[i].caller_summary,
             rows.metadata[i],
         )
         for i in chosen

@@ -22,7 +22,45 @@ def test_prefix_renders_prefiling_metadata_and_offset_points_at_the_request() ->
 
     assert model_input.text == "48-year-old patient. MRI of the right shoulder without contrast"
     assert model_input.text[model_input.request_offset :] == request
-    assert model_input.text_pair == "The injured worker is a 48 year old male."
+    assert model_input.text_pair == "The patient is a 48 year old male."
+    assert model_input.caller_summary == "The injured worker is a 48 year old male."
+    assert model_input.caller_request == request
+
+
+@pytest.mark.parametrize(
+    "summary",
+    [
+        "The injured worker is a 52-year-old woman injured on 03/04/2014. She fell.",
+        "The applicant is a 52-year-old man injured on March 4, 2014. He fell.",
+        "The claimant is a 52-year-old woman injured on 3/4/2014. She fell.",
+        "The patient is a 52-year-old man injured on March 4, 2014. He fell.",
+    ],
+)
+def test_every_house_style_sex_and_date_format_gives_one_model_input(summary: str) -> None:
+    model_input = build_model_input("Physical therapy x 6 for the applicant", summary)
+
+    assert model_input.text_pair == (
+        "The patient is a 52-year-old man injured on March 4, 2014. He fell."
+    )
+    assert model_input.text == "Physical therapy x 6 for the patient"
+    assert model_input.caller_summary == summary
+
+
+def test_spans_of_the_model_s_text_map_back_to_the_caller_s_string() -> None:
+    summary = "The applicant was seen 01/02/2013; the applicant's knee is swollen."
+    model_input = build_model_input("Knee MRI", summary)
+    read = model_input.text_pair
+
+    for phrase, expected in [
+        ("patient", "applicant"),
+        ("January 2, 2013", "01/02/2013"),
+        ("knee is swollen", "knee is swollen"),
+    ]:
+        start = read.index(phrase)
+        caller = model_input.to_caller_span("summary", start, start + len(phrase))
+        assert summary[caller[0] : caller[1]] == expected
+    with pytest.raises(InvalidInputError, match="'request' or 'summary'"):
+        model_input.to_caller_span("metadata", 0, 1)
 
 
 def test_dmhc_metadata_prefix() -> None:

@@ -21,15 +21,36 @@ LABELS = [1, 0, 0, 1]
 
 
 def style_sensitive(inputs: list[ModelInput]) -> NDArray[np.float64]:
-    """P = 0.2, plus 0.3 for "injured worker" in the summary, plus 0.1 for a male prefix."""
+    """P = 0.2, plus 0.3 for "injured worker" in the caller's summary, plus 0.1 for a male
+    prefix. Reads the caller's text, past the style-blind model input, so that the report's
+    arithmetic has deltas to count."""
     return np.array(
         [
             0.2
-            + 0.3 * ("injured worker" in item.text_pair)
+            + 0.3 * ("injured worker" in item.caller_summary)
             + 0.1 * item.text.startswith("male patient")
             for item in inputs
         ]
     )
+
+
+def reads_the_model_input(inputs: list[ModelInput]) -> NDArray[np.float64]:
+    """The same cues, read where every model kind reads: the model input itself."""
+    return np.array(
+        [
+            0.2 + 0.3 * ("injured worker" in item.text_pair) + 0.2 * ("She" in item.text_pair)
+            for item in inputs
+        ]
+    )
+
+
+def test_a_model_reading_the_model_input_cannot_move_with_style_sex_or_dates() -> None:
+    report = invariance_report(reads_the_model_input, REQUESTS, SUMMARIES, labels=LABELS)
+
+    changed = {name for name, figure in report.items() if figure.n_changed > 0}
+    assert changed >= {"house_style_to_patient", "house_style_to_injured_worker", "sex_swap"}
+    assert "dates_to_long" in changed
+    assert all(report[name].max_abs_delta == 0.0 for name in changed)
 
 
 def test_deltas_count_only_changed_items() -> None:

@@ -323,6 +323,7 @@ def train_command(
     Data-parallel under `torchrun --nproc_per_node N` or `accelerate launch
     --num_processes N`: rank 0 logs, writes and registers; the other ranks only train.
     """
+    from imr_outcome.progress import training_progress
     from imr_outcome.train.distributed import is_main_process, rank
     from imr_outcome.train.run import train, train_worker
 
@@ -331,7 +332,10 @@ def train_command(
         train_worker(run_config)
         err_console.print(f"rank {rank()}: training done; rank 0 logged the run")
         return
-    result = train(run_config, models_dir=models_dir, register_model=register)
+    with training_progress() as progress:
+        result = train(
+            run_config, models_dir=models_dir, register_model=register, callbacks=[progress]
+        )
     _print_evaluation(
         f"{run_config.name}: held-out fold {run_config.data.holdout_fold} "
         f"(threshold {result.model.threshold:.3f})",

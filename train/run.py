@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -181,10 +182,20 @@ def log_inputs(
     mlflow.log_param("resolved.precision", machine_precision(config.training.precision))
 
 
-def fit_and_log(config: RunConfig, rows: Rows, *, fingerprint: str) -> OutcomeModel:
-    """:func:`fit_calibrated` with the training loss logged to the active MLflow run."""
+def fit_and_log(
+    config: RunConfig,
+    rows: Rows,
+    *,
+    fingerprint: str,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> OutcomeModel:
+    """:func:`fit_calibrated` with the training loss logged to the active MLflow run;
+    ``callbacks`` (e.g. the CLI's progress bar) are handed to the Trainer as well."""
     return fit_calibrated(
-        config, rows, data_fingerprint=fingerprint, callbacks=[MlflowLossCallback()]
+        config,
+        rows,
+        data_fingerprint=fingerprint,
+        callbacks=[MlflowLossCallback(), *callbacks],
     )
 
 
@@ -220,7 +231,13 @@ class TrainResult:
     registration: Registration | None
 
 
-def train(config: RunConfig, *, models_dir: Path, register_model: bool) -> TrainResult:
+def train(
+    config: RunConfig,
+    *,
+    models_dir: Path,
+    register_model: bool,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> TrainResult:
     """Fit on the training folds, evaluate on the held-out fold, log, optionally register.
 
     In a data-parallel launch this is rank 0's part (the other ranks run
@@ -230,6 +247,7 @@ def train(config: RunConfig, *, models_dir: Path, register_model: bool) -> Train
         config: the run config.
         models_dir: where the model directory is written (``<models_dir>/<run_id>``).
         register_model: register the logged model; the first version becomes champion.
+        callbacks: extra Trainer callbacks for fine-tuned kinds (the CLI's progress bar).
 
     Returns:
         The :class:`TrainResult`.
@@ -245,7 +263,7 @@ def train(config: RunConfig, *, models_dir: Path, register_model: bool) -> Train
     train_rows, test_rows = holdout_split(data.rows, data.folds, config.data.holdout_fold)
     with tracked_run(config, "train") as run:
         log_inputs(config, data.split, data.card_dir, data.fingerprint)
-        model = fit_and_log(config, train_rows, fingerprint=data.fingerprint)
+        model = fit_and_log(config, train_rows, fingerprint=data.fingerprint, callbacks=callbacks)
         done = finish_group()
         evaluation = evaluate_model(config, model, test_rows)
         _log_evaluation("test", evaluation)

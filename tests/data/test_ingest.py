@@ -115,3 +115,16 @@ def test_parallel_parsing_gives_the_rows_and_failures_of_one_core_in_file_order(
 def test_workers_must_be_positive(letter_dir: Path) -> None:
     with pytest.raises(InvalidInputError, match=r"workers.*at least 1, found 0"):
         ingest([letter_dir], workers=0)
+
+
+def test_workers_fork_from_a_light_parent_and_spawn_once_torch_is_loaded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    from imr_outcome.data import ingest as ingest_module
+
+    monkeypatch.setitem(sys.modules, "torch", sys)  # any module object stands in
+    assert ingest_module._start_method() == "spawn"
+    monkeypatch.delitem(sys.modules, "torch")
+    assert ingest_module._start_method() == "fork"

@@ -300,6 +300,12 @@ def _print_evaluation(title: str, evaluation: Any) -> None:
     table.add_row(
         "confusion (tn fp fn tp)", " ".join(str(int(m[k][0])) for k in ("tn", "fp", "fn", "tp"))
     )
+    letters = evaluation.within_letter
+    if letters.get("pairs"):
+        table.add_row(
+            f"within-letter concordance ({int(letters['pairs'])} pairs)",
+            format_interval((letters["concordance"], letters["ci_low"], letters["ci_high"])),
+        )
     console.print(table)
     console.print(
         f"{evaluation.n_items} items from {evaluation.n_groups} letters/cases, "

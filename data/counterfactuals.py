@@ -3,7 +3,8 @@
 Each rewrite is a pure function ``str -> str`` that changes wording a fair model must
 ignore and leaves everything else byte for byte. :data:`REWRITES` names them:
 
-* ``house_style_to_patient`` / ``house_style_to_injured_worker``: the house-style rules
+* ``house_style_to_patient`` / ``house_style_to_injured_worker`` /
+  ``house_style_to_applicant``: the house-style rules
   of :mod:`imr_outcome.data.house_style` (person nouns and "the records show" openers).
 * ``sex_swap``: the patient's sex, both directions in one pass (rules in :func:`sex_swap`).
 * ``dates_to_long`` / ``dates_to_numeric``: "3/17/14", "03-17-2014" <-> "March 17, 2014"
@@ -29,6 +30,7 @@ from imr_outcome.data.house_style import (
     house_style_edits,
     match_case,
     regex_edits,
+    to_applicant_style,
     to_injured_worker_style,
     to_patient_style,
 )
@@ -303,6 +305,7 @@ def normalize_text(text: str, *, dates: bool = True, sex: bool = False) -> Norma
 REWRITES: dict[str, Rewrite] = {
     "house_style_to_patient": to_patient_style,
     "house_style_to_injured_worker": to_injured_worker_style,
+    "house_style_to_applicant": to_applicant_style,
     "sex_swap": sex_swap,
     "dates_to_long": dates_to_long,
     "dates_to_numeric": dates_to_numeric,

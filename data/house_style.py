@@ -33,7 +33,7 @@ from typing import Literal
 
 from imr_outcome.errors import InvalidInputError
 
-Style = Literal["patient", "injured_worker"]
+Style = Literal["patient", "injured_worker", "applicant"]
 
 PATIENT_OPENER = "According to the records,"
 INJURED_WORKER_OPENER = "The records presented for review indicate"
@@ -64,7 +64,11 @@ _NOUN = re.compile(
     r"|(?<=[Tt]he\s)(?P<abbr>IW)"
     r")(?![\w-])"
 )
-_NOUN_TARGET: dict[Style, str] = {"patient": "patient", "injured_worker": "injured worker"}
+_NOUN_TARGET: dict[Style, str] = {
+    "patient": "patient",
+    "injured_worker": "injured worker",
+    "applicant": "applicant",
+}
 _NOUN_STYLE: dict[str, str] = {
     "iw": "injured_worker",
     "w": "injured_worker",
@@ -248,8 +252,10 @@ def house_style_edits(text: str, style: Style) -> list[Edit]:
         InvalidInputError: for an unknown style.
     """
     if style not in _NOUN_TARGET:
-        raise InvalidInputError("style", f"expected 'patient' or 'injured_worker', got {style!r}")
-    opener = PATIENT_OPENER if style == "patient" else INJURED_WORKER_OPENER
+        raise InvalidInputError(
+            "style", f"expected 'patient', 'injured_worker' or 'applicant', got {style!r}"
+        )
+    opener = INJURED_WORKER_OPENER if style == "injured_worker" else PATIENT_OPENER
     edits = regex_edits(text, _OPENER, lambda match: opener)
     edits += regex_edits(text, _NOUN, lambda match: _noun_replacement(match, style))
     return sorted(edits, key=lambda edit: edit.start)
@@ -282,6 +288,19 @@ def to_injured_worker_style(text: str) -> str:
         The rewritten text; ``text`` itself when nothing matched.
     """
     return _rewrite(text, "injured_worker")
+
+
+def to_applicant_style(text: str) -> str:
+    """Rewrite into the "applicant" house style ("the applicant", "According to the
+    records,"), a third style of the DWC letters (e.g. CM16-0219557).
+
+    Args:
+        text: a request or case summary.
+
+    Returns:
+        The rewritten text; ``text`` itself when nothing matched.
+    """
+    return _rewrite(text, "applicant")
 
 
 def normalize_house_style(text: str) -> NormalizedText:

@@ -33,6 +33,10 @@ from imr_outcome.model.model import OutcomeModel
 from imr_outcome.train.bootstrap import FoldPredictions, fold_averaged_ci
 from imr_outcome.train.config import RunConfig
 from imr_outcome.train.invariance import InvarianceFigure, flatten_report, invariance_report
+from imr_outcome.train.letter_concordance import (
+    within_letter_concordance,
+    within_letter_spread,
+)
 from imr_outcome.train.metrics import METRIC_NAMES, subgroup_metrics
 from imr_outcome.train.pipeline import Rows, fit_calibrated
 
@@ -64,6 +68,10 @@ class Evaluation:
         bands: band name -> ``{"n", "overturned", "overturned_rate", "accuracy"}`` of the
             held-out items of every repeat, each banded by its own fold model's rule
             (score bands only: the text-based abstention is a serving check).
+        within_letter: does the estimate read the request? ``concordance``, ``ci_low``,
+            ``ci_high``, ``pairs``, ``letters`` (:func:`within_letter_concordance` over the
+            mixed letters, every repeat pooled) and ``median_spread``, ``max_spread``,
+            ``within_variance_share`` (:func:`within_letter_spread`, first repeat).
     """
 
     metrics: dict[str, Interval]
@@ -79,10 +87,19 @@ class Evaluation:
     groups: list[str] = field(default_factory=list)
     invariance: dict[str, float] = field(default_factory=dict)
     bands: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    within_letter: dict[str, float] = field(default_factory=dict)
 
     def figures(self) -> dict[str, float]:
-        """Invariance and band figures as flat MLflow metric names (``bands.<band>.n``)."""
+        """Invariance, within-letter and band figures as flat MLflow metric names
+        (``bands.<band>.n``, ``within_letter.concordance``)."""
         flat = {name: value for name, value in self.invariance.items() if math.isfinite(value)}
+        flat.update(
+            {
+                f"within_letter.{name}": value
+                for name, value in self.within_letter.items()
+                if math.isfinite(value)
+            }
+        )
         for band, record in self.bands.items():
             key = band.replace(" ", "_")
             flat.update(
@@ -93,6 +110,32 @@ class Evaluation:
                 }
             )
         return flat
+
+
+def letters_of(rows: Rows) -> list[str]:
+    """The letter (``group_id``) of each row where the rows carry it, else its fold group."""
+    return [str(letter) for letter in rows.context.get("group_id", rows.groups)]
+
+
+def within_letter_figures(
+    letters: list[str], labels: npt.ArrayLike, p: npt.ArrayLike, first: int | None = None
+) -> dict[str, float]:
+    """:func:`within_letter_concordance` of pooled predictions (``letters`` already made
+    unique per repeat) and :func:`within_letter_spread` of the first ``first`` items (one
+    repeat; all when None)."""
+    point, low, high, pairs, n_letters = within_letter_concordance(letters, labels, p)
+    end = len(letters) if first is None else first
+    spread = within_letter_spread(letters[:end], np.asarray(p)[:end])
+    return {
+        "concordance": point,
+        "ci_low": low,
+        "ci_high": high,
+        "pairs": float(pairs),
+        "letters": float(n_letters),
+        "median_spread": spread["median_spread"],
+        "max_spread": spread["max_spread"],
+        "within_variance_share": spread["within_variance_share"],
+    }
 
 
 def _evaluation(
@@ -135,6 +178,7 @@ def evaluate_model(config: RunConfig, model: OutcomeModel, rows: Rows) -> Evalua
     counts: dict[str, list[int]] = {}
     _add_band_counts(counts, model, rows.labels, p)
     evaluation.bands = _band_figures(counts)
+    evaluation.within_letter = within_letter_figures(letters_of(rows), rows.labels, p)
     if config.evaluation.invariance:
         evaluation.invariance = _pooled_invariance([held_out_invariance(model, rows)])
     return evaluation
@@ -265,6 +309,8 @@ def cross_validate(
     first: Evaluation | None = None
     band_counts: dict[str, list[int]] = {}
     invariance: list[dict[str, InvarianceFigure]] = []
+    pooled_letters: list[str] = []
+    pooled_p: list[npt.NDArray[np.float64]] = []
     for repeat in range(config.evaluation.repeats):
         splitter = StratifiedGroupKFold(
             n_splits=config.evaluation.folds,
@@ -292,6 +338,8 @@ def cross_validate(
                 on_fold_model(repeat, fold, model, test_rows)
         evaluation = _evaluation(config, rows, p, folds)
         per_repeat.append(evaluation.metrics)
+        pooled_letters += [f"{repeat}:{letter}" for letter in letters_of(rows)]
+        pooled_p.append(p)
         if first is None:
             first = evaluation
     assert first is not None
@@ -305,6 +353,12 @@ def cross_validate(
     }
     first.bands = _band_figures(band_counts)
     first.invariance = _pooled_invariance(invariance) if invariance else {}
+    first.within_letter = within_letter_figures(
+        pooled_letters,
+        np.tile(rows.labels, config.evaluation.repeats),
+        np.concatenate(pooled_p),
+        first=len(rows),
+    )
     return first, per_repeat
 
 

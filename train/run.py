@@ -139,7 +139,7 @@ def load_training_data(config: RunConfig) -> LoadedData:
     split = dataset[config.data.split]
     return LoadedData(
         split=split,
-        rows=rows_from_dataset(split, context_columns=config.evaluation.subgroups),
+        rows=rows_from_dataset(split, context_columns=[*config.evaluation.subgroups, "group_id"]),
         folds=[int(f) for f in split["fold"]],
         fingerprint=str(json.loads(card_path.read_text())["fingerprint"]),
         card_dir=dataset_dir,
@@ -410,6 +410,7 @@ def _figures(evaluation: Evaluation) -> dict[str, object]:
         "accuracy": (m["tn"][0] + m["tp"][0]) / n if n else None,
         "invariance": evaluation.invariance,
         "bands": evaluation.bands,
+        "within_letter": evaluation.within_letter,
     }
 
 

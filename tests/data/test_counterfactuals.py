@@ -18,6 +18,7 @@ def test_rewrites_are_named() -> None:
     assert set(REWRITES) == {
         "house_style_to_patient",
         "house_style_to_injured_worker",
+        "house_style_to_applicant",
         "sex_swap",
         "dates_to_long",
         "dates_to_numeric",

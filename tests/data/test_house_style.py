@@ -156,3 +156,11 @@ def test_bad_spans_and_overlapping_edits_are_refused() -> None:
 )
 def test_match_case(source: str, expected: str) -> None:
     assert match_case(source, "injured worker") == expected
+
+
+def test_the_applicant_style_is_a_third_target() -> None:
+    from imr_outcome.data.house_style import to_applicant_style
+
+    assert to_applicant_style("The injured worker's knee. A patient fell.") == (
+        "The applicant's knee. An applicant fell."
+    )

@@ -48,7 +48,12 @@ def test_a_model_reading_the_model_input_cannot_move_with_style_sex_or_dates() -
     report = invariance_report(reads_the_model_input, REQUESTS, SUMMARIES, labels=LABELS)
 
     changed = {name for name, figure in report.items() if figure.n_changed > 0}
-    assert changed >= {"house_style_to_patient", "house_style_to_injured_worker", "sex_swap"}
+    assert changed >= {
+        "house_style_to_patient",
+        "house_style_to_injured_worker",
+        "house_style_to_applicant",
+        "sex_swap",
+    }
     assert "dates_to_long" in changed
     assert all(report[name].max_abs_delta == 0.0 for name in changed)
 
@@ -114,7 +119,7 @@ def test_flatten_report_gives_mlflow_keys() -> None:
     assert flat["invariance.house_style_to_patient.mean_abs_delta"] == pytest.approx(0.3)
     assert flat["invariance.sex_swap.n_changed"] == 2.0
     assert flat["invariance.sex_swap.auroc_after"] == pytest.approx(1.0)
-    assert len(flat) == 5 * 7
+    assert len(flat) == 6 * 7
     no_labels = flatten_report(invariance_report(style_sensitive, REQUESTS, SUMMARIES))
     assert "invariance.sex_swap.auroc_before" not in no_labels
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -175,6 +176,12 @@ def test_cross_validation_of_the_majority_baseline(workdir: Path, dataset_dir: P
     metrics = MlflowClient().get_run(run_id).data.metrics
     assert metrics["cv.auroc"] == pytest.approx(0.5)
     assert metrics["cv.n_items"] == 60
+    # The invented letters hold one item each: no within-letter pair to rank (NaN, not
+    # logged), and no spread.
+    within = evaluation.within_letter
+    assert (within["pairs"], within["letters"]) == (0.0, 0.0)
+    assert math.isnan(within["concordance"])
+    assert "cv.within_letter.concordance" not in metrics
 
 
 def test_cross_validation_measures_the_explainer_s_faithfulness(

@@ -38,6 +38,7 @@ from pathlib import Path
 import httpx
 import psutil
 import torch
+from bench_predict import fresh_model
 
 MIB = 1024 * 1024
 NAME = "imr-outcome"
@@ -47,45 +48,6 @@ BODY = {
     "boxes at work. Medications and a home exercise program did not help; the physician "
     "requested physical therapy for the lumbar spine. " * 3,
 }
-
-
-def _fresh_model(encoder: str, folder: Path) -> Path:
-    """``encoder`` with a fresh classification head, saved as a model directory."""
-    from transformers import AutoModelForSequenceClassification
-
-    from imr_outcome.model.artifact import ModelInfo
-    from imr_outcome.model.calibration import IdentityCalibrator
-    from imr_outcome.model.encoders import for_inference, load_tokenizer, resolve_base_model
-    from imr_outcome.model.model import OutcomeModel
-    from imr_outcome.model.settings import TrainingConfig, TransformerConfig
-    from imr_outcome.model.transformer import TransformerClassifier
-
-    settings = TransformerConfig(base_model=encoder, max_length=256, stride=64)
-    path = resolve_base_model(encoder)
-    classifier = TransformerClassifier(settings, TrainingConfig(precision="fp32"))
-    torch.manual_seed(0)
-    classifier._model = for_inference(
-        AutoModelForSequenceClassification.from_pretrained(
-            path,
-            num_labels=2,
-            id2label={0: "Upheld", 1: "Overturned"},
-            label2id={"Upheld": 0, "Overturned": 1},
-        )
-    )
-    classifier._tokenizer = load_tokenizer(path, settings.max_length)
-    info = ModelInfo(
-        kind="transformer",
-        labels=("Upheld", "Overturned"),
-        split="dwc",
-        base_model=encoder,
-        max_length=settings.max_length,
-        data_fingerprint="fresh-head",
-        trained_groups=0,
-        config_name="fresh",
-        explainer="integrated_gradients",
-        created=ModelInfo.now(),
-    )
-    return OutcomeModel(classifier, IdentityCalibrator(), 0.5, info).save(folder / "model")
 
 
 def _register(model_dir: Path, versions: int) -> None:
@@ -230,7 +192,7 @@ def main() -> None:
     if args.no_trim:
         model_follower._trim_heap = lambda: None
 
-    model_dir = _fresh_model(args.encoder, work / "fresh")
+    model_dir = fresh_model(args.encoder, work / "fresh")
     size = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())
     _register(model_dir, args.swaps + 1)
     client = MlflowClient()

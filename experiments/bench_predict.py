@@ -101,19 +101,16 @@ def _median_items(dataset: Path, n: int) -> list[dict[str, Any]]:
     return [rows[i] for i in order]
 
 
-def _fresh_model(encoder: str, config_path: Path, folder: Path) -> Path:
-    """``encoder`` with a fresh classification head, saved as a model directory."""
-    config = load_config(config_path)
-    assert isinstance(config.model, TransformerConfig)
-    settings = TransformerConfig(
-        base_model=encoder, max_length=config.model.max_length, stride=config.model.stride
-    )
+def fresh_model(encoder: str, folder: Path, max_length: int = 256, stride: int = 64) -> Path:
+    """``encoder`` with a fresh classification head (same shapes and cost as a fine-tuned
+    one, no training), saved as a model directory under ``folder``."""
+    settings = TransformerConfig(base_model=encoder, max_length=max_length, stride=stride)
     from transformers import AutoModelForSequenceClassification
 
     from imr_outcome.model.encoders import for_inference, load_tokenizer
 
     path = resolve_base_model(encoder)
-    classifier = TransformerClassifier(settings, TrainingConfig(precision="auto"))
+    classifier = TransformerClassifier(settings, TrainingConfig(precision="fp32"))
     torch.manual_seed(0)
     classifier._model = for_inference(
         AutoModelForSequenceClassification.from_pretrained(
@@ -265,7 +262,14 @@ def main() -> None:
     items = _median_items(args.dataset, args.items)
     scratch = Path(tempfile.mkdtemp(prefix="bench-predict-"))
     if args.model.startswith("fresh:"):
-        model_dir = _fresh_model(args.model.removeprefix("fresh:"), args.config, scratch)
+        config = load_config(args.config)
+        assert isinstance(config.model, TransformerConfig)
+        model_dir = fresh_model(
+            args.model.removeprefix("fresh:"),
+            scratch,
+            config.model.max_length,
+            config.model.stride,
+        )
     else:
         model_dir = Path(shutil.copytree(resolve(args.model, None).directory, scratch / "model"))
     if not (model_dir / "classifier" / PARITY_FILE).is_file():

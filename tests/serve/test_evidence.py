@@ -247,10 +247,13 @@ def test_overlapping_windows_average_their_attributions(transformer: OutcomeMode
     assert len(collected[("request", 0, 8)]) == len(windows)  # "Physical", in every window
     assert max(len(scores) for scores in collected.values()) == len(windows)
     assert any(len(scores) == 2 for key, scores in collected.items() if key[0] == "summary")
-    assert max(abs(t.score) for t in chunked) > 0.01  # a mean differs from a sum here
+    # A mean differs from a sum here: the strongest token clears the tolerance tenfold (the
+    # toy fit's scale varies with the suite's order: 0.0004 to above 0.01 was seen).
+    tolerance = 1e-5
+    assert max(abs(t.score) for t in chunked) > 10 * tolerance
     for t in chunked:
         expected = float(np.mean(collected[(t.field, t.start, t.end)]))
-        assert t.score == pytest.approx(expected, rel=1e-3, abs=1e-5)
+        assert t.score == pytest.approx(expected, rel=1e-3, abs=tolerance)
 
 
 def _margin_change(classifier: TransformerClassifier, model_input: ModelInput) -> float:

@@ -32,12 +32,11 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random BERT (hidden 32, 2 layers) with a WordPiece tokenizer trained on the
+    """A tiny random BERT (hidden 32, 2 layers) with the WordPiece vocabulary trained on the
     invented fixture letters, saved as a local model directory."""
     from tiny_bert import make_tiny_bert
 
-    corpus = [p.read_text(encoding="utf-8") for p in sorted(LETTER_FIXTURES.glob("*.txt"))]
-    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), corpus)
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 #: The two kinds of CPU this project runs on, as ``IMR_CPU_FLAGS`` values: AVX2 only (bf16

@@ -30,8 +30,35 @@ VOCAB_SIZE = 800
 SEED = 0
 
 
-def make_tiny_bert(directory: Path, corpus: Iterable[str]) -> Path:
-    """Train a WordPiece tokenizer on ``corpus`` and save it with a tiny random BERT.
+def train_vocabulary(corpus: Iterable[str], path: Path) -> Path:
+    """Train a WordPiece vocabulary on ``corpus`` into ``path`` (special tokens first, the
+    rest sorted).
+
+    The trainer breaks ties between equally frequent merges with a per-process hash, so the
+    same corpus gives another vocabulary (another token set at the size cut) in every
+    process. The tests therefore read :data:`FIXTURE_VOCAB`, trained once with this
+    function on the invented fixture letters; rerun it when those letters change.
+    """
+    wordpiece = BertWordPieceTokenizer(lowercase=True)
+    wordpiece.train_from_iterator(
+        iter(corpus), vocab_size=VOCAB_SIZE, min_frequency=1, special_tokens=SPECIAL_TOKENS
+    )
+    folder = path.parent / f"{path.name}.training"
+    folder.mkdir(parents=True, exist_ok=True)
+    wordpiece.save_model(str(folder))
+    tokens = (folder / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    specials = [str(token) for token in SPECIAL_TOKENS]
+    ordered = specials + sorted(token for token in tokens if token not in specials)
+    path.write_text("\n".join(ordered) + "\n", encoding="utf-8")
+    return path
+
+
+#: The vocabulary trained once on tests/fixtures/letters (see :func:`train_vocabulary`).
+FIXTURE_VOCAB = Path(__file__).resolve().parent / "fixtures" / "tiny_bert_vocab.txt"
+
+
+def make_tiny_bert(directory: Path, vocabulary: Path = FIXTURE_VOCAB) -> Path:
+    """Save a WordPiece tokenizer and a tiny random BERT (seeded) in ``directory``.
 
     Architecture: hidden size 32, 2 layers, 2 heads, feed-forward 64, 512 positions
     (the BERT-base layout of Devlin et al. 2019, scaled down), a 2-way classification
@@ -39,17 +66,13 @@ def make_tiny_bert(directory: Path, corpus: Iterable[str]) -> Path:
 
     Args:
         directory: where to save (created if missing).
-        corpus: texts to train the tokenizer on (invented fixture text, never real data).
+        vocabulary: a WordPiece ``vocab.txt`` (default: :data:`FIXTURE_VOCAB`).
 
     Returns:
         ``directory``, now holding ``config.json``, ``model.safetensors`` and the tokenizer.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    wordpiece = BertWordPieceTokenizer(lowercase=True)
-    wordpiece.train_from_iterator(
-        iter(corpus), vocab_size=VOCAB_SIZE, min_frequency=1, special_tokens=SPECIAL_TOKENS
-    )
-    wordpiece.save_model(str(directory))  # vocab.txt
+    (directory / "vocab.txt").write_bytes(vocabulary.read_bytes())
     tokenizer = BertTokenizerFast.from_pretrained(str(directory))
     tokenizer.save_pretrained(str(directory))
 

@@ -18,7 +18,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from imr_outcome.model.attribution_tokens import IG_STEPS
+from imr_outcome.model.defaults import IG_STEPS
 
 ARTIFACT_FILE = "imr_model.json"
 #: Bump when the layout of a model directory changes incompatibly.

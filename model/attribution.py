@@ -24,7 +24,7 @@ Every attribution's offsets index the exact ``request`` or ``summary`` string th
 whatever the tokenizer lowercases, strips or normalizes. Text of the metadata prefix is
 never evidence. torch and Captum are imported only when an explainer that needs them
 runs. :mod:`imr_outcome.serve.evidence` turns the strongest stretches into
-:class:`~imr_outcome.serve.schemas.EvidenceSpan` objects.
+:class:`~imr_outcome.model.prediction.EvidenceSpan` objects.
 
 Callers can bound the work: every explainer takes ``deadline`` (a
 :func:`time.monotonic` value) and raises

@@ -23,6 +23,7 @@ import numpy.typing as npt
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.errors import DeadlineExceededError, IncompatibleModelError, InvalidInputError
 from imr_outcome.model.attribution_spans import Field, TokenAttribution
+from imr_outcome.model.defaults import IG_STEPS
 
 if TYPE_CHECKING:
     import torch
@@ -31,15 +32,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Integrated-gradients quadrature points per explanation, the default of the run config's
-#: ``ig_steps`` (used by serving and by the faithfulness evaluation). Cost grows linearly
-#: (about this many forward + backward passes per token window). One point (the gradient
-#: at the midpoint of the straight path, times input - baseline) ranked words as faithfully
-#: as 16 on 40 held-out items of the fine-tuned MiniLM (ERASER comprehensiveness 0.064 vs
-#: 0.067) at 3.3x a prediction instead of 36x; its attributions do not sum to the margin
-#: change (completeness needs ~16 points), so weights rank words, not logits exactly
-#: (experiments/README.md, issue 11).
-IG_STEPS = 1
 
 #: Rows (interpolation steps x windows) per forward/backward pass of integrated gradients;
 #: bounds memory (e.g. 64 x 256 tokens of MiniLM-L6 is well under 1 GiB).

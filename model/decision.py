@@ -7,8 +7,10 @@ letters the model had not seen:
 - ``"likely upheld"``: ``p <= upheld_edge``;
 - ``"likely overturned"``: ``p >= overturned_edge``;
 - ``"uncertain"``: in between;
-- ``"insufficient information"``: the input is too thin to rank (too short a summary, no
-  clinical vocabulary, or out of distribution); the probability is still shown.
+- ``"insufficient information"``: the input is too thin to rank (no case summary, too
+  short a summary, or no clinical term at all); the probability is still shown. Text
+  that merely reads unlike the training letters gets a warning and a band, not an
+  abstention (:mod:`imr_outcome.model.warnings`).
 
 The edges are fitted on out-of-fold calibrated scores of the training rows, never on test
 rows (:func:`imr_outcome.train.bands.fit_decision_rule`, which states the rule). A
@@ -25,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from imr_outcome.errors import InvalidInputError
+from imr_outcome.model.defaults import MIN_REQUEST_CLINICAL_TERMS, MIN_SUMMARY_WORDS
 
 Band = Literal["likely upheld", "uncertain", "likely overturned", "insufficient information"]
 
@@ -63,8 +66,10 @@ class DecisionRule:
         upheld_edge: ``p <= upheld_edge`` is "likely upheld"; None: never.
         overturned_edge: ``p >= overturned_edge`` is "likely overturned"; None: never.
         records: band name -> :class:`BandRecord` on out-of-fold items.
-        min_summary_words / min_clinical_terms / abstain_on_ood: the abstention
-            thresholds (set from :class:`~imr_outcome.train.config.DecisionConfig`).
+        min_summary_words / min_clinical_terms: the one "too little input" rule (set from
+            :class:`~imr_outcome.train.config.DecisionConfig`; defaults in
+            :mod:`imr_outcome.model.defaults`). The short-summary warning uses the same
+            number.
     """
 
     source: str
@@ -72,9 +77,8 @@ class DecisionRule:
     upheld_edge: float | None
     overturned_edge: float | None
     records: dict[str, BandRecord] = field(default_factory=dict)
-    min_summary_words: int = 20
-    min_clinical_terms: int = 1
-    abstain_on_ood: bool = True
+    min_summary_words: int = MIN_SUMMARY_WORDS
+    min_clinical_terms: int = MIN_REQUEST_CLINICAL_TERMS
 
     def band(self, p_overturned: float) -> Band:
         """The band of a calibrated P(Overturned) in [0, 1] (no abstention check)."""
@@ -88,29 +92,20 @@ class DecisionRule:
         """``p_overturned / base_rate``: 2.0 means twice the usual rate."""
         return p_overturned / self.base_rate
 
-    def insufficient(
-        self,
-        *,
-        summary_words: int | None,
-        clinical_terms: int,
-        out_of_distribution: bool = False,
-    ) -> str | None:
+    def insufficient(self, *, summary_words: int | None, clinical_terms: int) -> str | None:
         """Why the input is too thin to band, or None when it is not.
 
         Args:
             summary_words: words in the case summary; None when the model does not read
                 a summary (metadata-only kinds), which skips the summary check.
             clinical_terms: clinical terms found in the request and summary together.
-            out_of_distribution: the encoder distance is beyond the model's OOD threshold.
 
         Returns:
             A short reason for a person, or None.
         """
-        if self.abstain_on_ood and out_of_distribution:
-            return "the text is unlike the letters the model was trained on"
         if summary_words is not None and summary_words < self.min_summary_words:
             if summary_words == 0:
-                return "there is no case summary"
+                return "there is no case summary, only the request"
             return (
                 f"the case summary has {summary_words} words; at least "
                 f"{self.min_summary_words} are needed"
@@ -120,32 +115,22 @@ class DecisionRule:
         return None
 
     def decide(
-        self,
-        p_overturned: float,
-        *,
-        summary_words: int | None,
-        clinical_terms: int,
-        out_of_distribution: bool = False,
+        self, p_overturned: float, *, summary_words: int | None, clinical_terms: int
     ) -> tuple[Band, str]:
-        """The band of one item and its reason (see :meth:`insufficient` for the args)."""
-        reason = self.insufficient(
-            summary_words=summary_words,
-            clinical_terms=clinical_terms,
-            out_of_distribution=out_of_distribution,
-        )
+        """The band of one item and its reason (see :meth:`insufficient` for the args).
+
+        The reason is a plain sentence that compares the estimate with the usual rate.
+        """
+        reason = self.insufficient(summary_words=summary_words, clinical_terms=clinical_terms)
         if reason is not None:
             return "insufficient information", reason
         band = self.band(p_overturned)
+        usual = f"the usual {self.base_rate:.0%}"
         if band == "likely overturned":
-            assert self.overturned_edge is not None
-            return (
-                band,
-                f"P(Overturned) {p_overturned:.0%} is at or above {self.overturned_edge:.0%}",
-            )
+            return band, f"{p_overturned:.0%} is well above {usual}"
         if band == "likely upheld":
-            assert self.upheld_edge is not None
-            return band, f"P(Overturned) {p_overturned:.0%} is at or below {self.upheld_edge:.0%}"
-        return band, "the score is between the band edges"
+            return band, f"{p_overturned:.0%} is well below {usual}"
+        return band, f"{p_overturned:.0%} is too close to {usual} to call either way"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready state (see :meth:`from_dict`)."""
@@ -162,7 +147,8 @@ class DecisionRule:
             records = {
                 name: BandRecord(**record) for name, record in dict(state["records"]).items()
             }
-            rule = cls(**{**dict(state), "records": records})
+            known = {k: v for k, v in dict(state).items() if k != "abstain_on_ood"}  # older models
+            rule = cls(**{**known, "records": records})
         except (KeyError, TypeError) as exc:
             raise InvalidInputError("decision", f"unreadable decision rule ({exc})") from exc
         if not 0.0 < rule.base_rate < 1.0:

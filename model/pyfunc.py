@@ -1,118 +1,106 @@
-"""The MLflow pyfunc wrapper: request + summary columns in, calibrated probabilities out.
+"""The MLflow pyfunc: raw rows in, the one output row out (never raises on a bad row).
 
-Works with ``mlflow.pyfunc.load_model`` and ``mlflow models serve`` (probabilities only;
-evidence spans come from ``imr_outcome.serve``). The model directory travels as a pyfunc
-artifact; nothing is pickled but this small class, by reference.
+Works with ``mlflow.pyfunc.load_model``, ``mlflow.pyfunc.spark_udf`` and ``mlflow models
+serve``. Each input row gives the fields of :data:`~imr_outcome.model.scoring.OUTPUT_FIELDS`
+(:func:`~imr_outcome.model.scoring.score_records`): a row that cannot be scored comes back
+with ``error`` set, never as an exception, so one bad row does not fail a Spark task or
+an ``/invocations`` call. Evidence spans come from ``imr_outcome.serve``.
+
+List fields travel as the types MLflow and Spark carry: ``warnings`` is a list of
+strings; ``warning_details`` is JSON text (a list of ``{code, message, figures}``), as in
+batch CSV and Parquet output. The model directory travels as a pyfunc artifact; nothing
+is pickled but this small class, by reference.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.pyfunc.model import PythonModel, PythonModelContext
-from mlflow.types.schema import ColSpec, Schema, TensorSpec
+from mlflow.types.schema import Array, ColSpec, DataType, Schema, TensorSpec
 
-from imr_outcome.data.model_input import build_model_input, coerce_metadata_value
-from imr_outcome.data.schema import LABELS, PREFILING_FIELDS
-from imr_outcome.errors import InvalidInputError
+from imr_outcome.data.schema import PREFILING_FIELDS
 from imr_outcome.model.model import OutcomeModel
 from imr_outcome.model.model_uri import ARTIFACT_KEY
+from imr_outcome.model.scoring import OUTPUT_FIELDS, score_records
 
-_INTEGER_FIELDS = {"patient_age"}
-
-#: Input columns: request and summary required; pre-filing metadata optional.
+#: Input columns, all optional and text, so that a bad value reaches the row checks
+#: (and comes back as that row's ``error``) instead of failing MLflow's schema check for
+#: the whole call. ``request`` is required by the row checks, not the schema.
 _INPUT_COLUMNS: list[ColSpec | TensorSpec] = [
-    ColSpec("string", "request"),
-    ColSpec("string", "summary"),
-    *(
-        ColSpec("double" if name in _INTEGER_FIELDS else "string", name, required=False)
-        for name in PREFILING_FIELDS
-    ),
+    ColSpec("string", name, required=False) for name in ("request", "summary", *PREFILING_FIELDS)
 ]
+_OUTPUT_TYPES: dict[str, Any] = {
+    "p_overturned": "double",
+    "p_upheld": "double",
+    "base_rate": "double",
+    "relative_risk": "double",
+    "warnings": Array(DataType.string),
+}
 SIGNATURE = ModelSignature(
     inputs=Schema(_INPUT_COLUMNS),
-    outputs=Schema(
-        [
-            ColSpec("double", f"p_{LABELS[0].lower()}"),
-            ColSpec("double", f"p_{LABELS[1].lower()}"),
-            ColSpec("string", "label"),
-        ]
-    ),
+    outputs=Schema([ColSpec(_OUTPUT_TYPES.get(name, "string"), name) for name in OUTPUT_FIELDS]),
 )
 
 
-def _metadata(row: dict[str, Any]) -> dict[str, Any]:
-    """The row's pre-filing metadata (:func:`coerce_metadata_value`; missing ones left out).
+def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Output rows as the pyfunc's DataFrame: :data:`OUTPUT_FIELDS` columns, in order,
+    with ``warning_details`` as JSON text."""
+    frame = pd.DataFrame(rows, columns=list(OUTPUT_FIELDS))
+    frame["warning_details"] = [json.dumps(details) for details in frame["warning_details"]]
+    for name in OUTPUT_FIELDS:
+        if _OUTPUT_TYPES.get(name) != "double":  # null text stays None, not NaN
+            frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
+    return frame
 
-    Raises:
-        InvalidInputError: a value of the wrong type (field ``metadata.<name>``).
-    """
-    values = {name: coerce_metadata_value(name, row.get(name)) for name in PREFILING_FIELDS}
-    return {name: value for name, value in values.items() if value is not None}
 
+def _logged_model_id(folder: Path) -> str | None:
+    """The ``model_id`` in ``folder/MLmodel`` (MLflow 3 logged models), else None."""
+    from mlflow.models import Model
 
-def _text(row: dict[str, Any], column: str, n: int) -> str:
-    """Row ``n``'s ``column`` as text; a missing (null/NaN) summary is ``""``.
-
-    Raises:
-        InvalidInputError: a missing or empty request (never scored as the text "None").
-    """
-    value = row.get(column)
-    if value is None or (isinstance(value, float) and pd.isna(value)):
-        value = ""
-    text = str(value)
-    if column == "request" and not text.strip():
-        raise InvalidInputError(
-            f"request[{n}]", "is missing or empty; give the requested treatment or item"
-        )
-    return text
+    try:
+        return Model.load(str(folder / "MLmodel")).model_id
+    except Exception:  # no MLmodel there (a bare model directory), or an older MLflow
+        return None
 
 
 class ImrOutcomePyfunc(PythonModel):
-    """Calibrated P(Upheld), P(Overturned) and the label at the saved threshold."""
+    """The one output row per input row (see the module docstring)."""
 
     model: OutcomeModel
 
     def load_context(self, context: PythonModelContext) -> None:
-        """Load the model directory from the pyfunc artifacts."""
-        self.model = OutcomeModel.load(Path(context.artifacts[ARTIFACT_KEY]))
+        """Load the model directory from the pyfunc artifacts.
+
+        The rows name the model as a ``models:/<model_id>`` URI would (name
+        ``models:/<model_id>``, version ``model:<model_id>``) when the logged model's
+        ``MLmodel`` file gives its id: a pyfunc cannot know the registry version it was
+        loaded through.
+        """
+        directory = Path(context.artifacts[ARTIFACT_KEY])
+        self.model = OutcomeModel.load(directory)
+        model_id = _logged_model_id(directory.parent.parent)
+        if model_id:
+            self.model.name, self.model.version = f"models:/{model_id}", f"model:{model_id}"
 
     def predict(
         self, context: PythonModelContext, model_input: pd.DataFrame, params: Any = None
     ) -> pd.DataFrame:
-        """Score a DataFrame with ``request`` and ``summary`` columns.
+        """Score a DataFrame of raw rows.
 
         Args:
             context: the pyfunc context (unused after loading).
-            model_input: one row per item; optional pre-filing metadata columns.
+            model_input: one row per item: ``request``, ``summary`` and optional
+                pre-filing metadata columns; missing columns read as null.
             params: unused.
 
         Returns:
-            A DataFrame with ``p_upheld``, ``p_overturned`` (rows sum to 1) and ``label``.
-
-        Raises:
-            InvalidInputError: a required column is missing, or a request is missing
-                (null) or empty (named ``request[<row>]``).
+            One row per input row, in order, with the :data:`OUTPUT_FIELDS` columns;
+            a bad row has ``error`` set and null scores.
         """
-        missing = {"request", "summary"} - set(model_input.columns)
-        if missing:
-            raise InvalidInputError("columns", f"missing {sorted(missing)}")
-        rows: list[dict[str, Any]] = [
-            {str(k): v for k, v in row.items()} for row in model_input.to_dict(orient="records")
-        ]
-        metadata = [_metadata(row) for row in rows]
-        inputs = [
-            build_model_input(_text(row, "request", n), _text(row, "summary", n) or "", meta)
-            for n, (row, meta) in enumerate(zip(rows, metadata, strict=True))
-        ]
-        scores = self.model.score(inputs, metadata)
-        return pd.DataFrame(
-            {
-                f"p_{LABELS[0].lower()}": scores.proba[:, 0],
-                f"p_{LABELS[1].lower()}": scores.proba[:, 1],
-                "label": scores.labels,
-            }
-        )
+        records = [{str(k): v for k, v in row.items()} for row in model_input.to_dict("records")]
+        return to_frame(score_records(self.model, records))

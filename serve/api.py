@@ -48,6 +48,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from imr_outcome.errors import InvalidInputError
+from imr_outcome.model.prediction import Prediction
 from imr_outcome.serve.api_auth import PROTECTED_PREFIX, ApiKeyMiddleware
 from imr_outcome.serve.api_calls import (
     MICRO_BATCH_ITEMS,
@@ -96,7 +97,6 @@ from imr_outcome.serve.model_follower import (
     load_predictor,
 )
 from imr_outcome.serve.predictor import PredictInput, Source, check_length
-from imr_outcome.serve.schemas import Prediction
 
 logger = logging.getLogger(__name__)
 

@@ -24,13 +24,13 @@ from typing import Any, Literal, TypeVar
 from fastapi import Request
 
 from imr_outcome.errors import ImrOutcomeError
+from imr_outcome.model.prediction import Prediction
+from imr_outcome.model.warnings import evidence_budget_warning
 from imr_outcome.serve.api_drain import Drain
 from imr_outcome.serve.api_errors import ClientGone, NotReady, TimedOut
 from imr_outcome.serve.api_limits import InFlightGate, Saturated, ServeSettings
 from imr_outcome.serve.api_schemas import DEFAULT_TOP_K, ModelCard
 from imr_outcome.serve.predictor import PredictInput, Predictor
-from imr_outcome.serve.schemas import Prediction
-from imr_outcome.serve.warnings import evidence_budget_warning
 
 #: The API's logger: its per-request lines ("predict 1 item(s) ...") keep the name
 #: ``imr_outcome.serve.api`` that log filters and the JSON log's ``logger`` field show.

@@ -1,6 +1,6 @@
 """The HTTP contract: pydantic request and response bodies of the ``/v1`` API.
 
-Predictions are :class:`~imr_outcome.serve.schemas.Prediction` unchanged, so evidence
+Predictions are :class:`~imr_outcome.model.prediction.Prediction` unchanged, so evidence
 offsets index the exact ``request`` / ``summary`` strings of the request body (for a
 letter upload: the ``request`` and ``summary`` strings returned beside each prediction).
 """
@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
 from imr_outcome.data.text_checks import LETTER_PATTERN, check_text, check_unicode
-from imr_outcome.serve.schemas import Direction, Prediction
+from imr_outcome.model.prediction import Direction, Prediction
 
 #: Evidence spans per direction when the caller does not say.
 DEFAULT_TOP_K = 5

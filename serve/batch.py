@@ -17,7 +17,7 @@ missing, malformed or duplicate id, or a row that cannot be read at all. Output 
 - ``evidence``: a list of evidence spans (``[]`` unless asked for);
 - ``warnings``: a list of plain-language warning messages;
 - ``warning_details``: a list of ``{code, message, figures}`` objects, one per warning
-  (see :mod:`imr_outcome.serve.warnings`);
+  (see :mod:`imr_outcome.model.warnings`);
 - ``error``: null, or why the row has no prediction (then the columns above are null);
 - ``row``: the row's 0-based position among the input's data rows (blank lines skipped).
 
@@ -54,6 +54,7 @@ from typing import Any
 from imr_outcome.data.model_input import coerce_metadata_value
 from imr_outcome.data.text_checks import check_text
 from imr_outcome.errors import ImrOutcomeError, InvalidInputError
+from imr_outcome.model.prediction import Prediction
 from imr_outcome.serve.batch_readers import (
     Columns,
     RawRow,
@@ -68,7 +69,6 @@ from imr_outcome.serve.batch_readers import (
 )
 from imr_outcome.serve.batch_sinks import OUTPUT_COLUMNS, open_sink
 from imr_outcome.serve.predictor import PredictInput, Predictor
-from imr_outcome.serve.schemas import Prediction
 
 logger = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.errors import InvalidInputError
 from imr_outcome.model.attribution_spans import Attribution
-from imr_outcome.model.attribution_tokens import IG_STEPS
+from imr_outcome.model.defaults import IG_STEPS
 from imr_outcome.model.model import OutcomeModel
-from imr_outcome.serve.schemas import EvidenceSpan
+from imr_outcome.model.prediction import EvidenceSpan
 
 #: A word for trimming: a run of letters or digits (of any script), e.g. ``lumbar``,
 #: ``10``, ``325mg``, ``patient`` and ``s`` in ``patient's``.

@@ -3,57 +3,43 @@
 :meth:`Predictor.load` accepts every model URI :meth:`OutcomeModel.load
 <imr_outcome.model.model.OutcomeModel.load>` does (registry alias or version, logged
 model, run, local folder). The label map, threshold, calibrator and window length are
-read from the artifact only. Warnings are listed in :mod:`imr_outcome.serve.warnings`;
+read from the artifact only. Warnings are listed in :mod:`imr_outcome.model.warnings`;
 an optional :data:`OodDetector` adds a caller's own check.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from imr_outcome.data.model_input import ModelInput, build_model_input
+from imr_outcome.data.model_input import ModelInput
 from imr_outcome.data.schema import LABELS
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError
-from imr_outcome.model.attribution_tokens import IG_STEPS
 from imr_outcome.model.decision import DecisionRule
+from imr_outcome.model.defaults import MAX_TEXT_CHARS, TOP_K
+from imr_outcome.model.inputs import PredictInput, check_length
 from imr_outcome.model.model import OutcomeModel
-from imr_outcome.serve import evidence
-from imr_outcome.serve.inputs import MAX_TEXT_CHARS, PredictInput, check_length
-from imr_outcome.serve.schemas import Direction, EvidenceSpan, Prediction
-from imr_outcome.serve.warnings import (
-    MIN_REQUEST_CLINICAL_TERMS,
-    MIN_SUMMARY_CLINICAL_TERMS,
-    MIN_SUMMARY_WORDS,
+from imr_outcome.model.prediction import EvidenceSpan, Prediction
+from imr_outcome.model.scoring import OodDetector, predict_items, saved_rule
+from imr_outcome.model.warnings import (
     WARN_DMHC_MODEL_ON_DWC,
     WARN_DWC_MODEL_ON_DMHC,
     WARN_REQUEST_VOCABULARY,
     WARN_SHORT_SUMMARY,
     WARN_SUMMARY_VOCABULARY,
     Source,
-    WarningDetail,
     clinical_terms,
-    custom_warning,
     encoder_ood_warning,
     input_source,
-    short_summary_warning,
-    source_warning,
-    vocabulary_warning,
     windows_warning,
 )
+from imr_outcome.serve import evidence
 
 logger = logging.getLogger(__name__)
 
-#: Integrated-gradients quadrature points when neither the caller nor the artifact says.
-EXPLAIN_STEPS = IG_STEPS
-
-#: Out-of-distribution hook: given the model input, return a warning or None.
-OodDetector = Callable[[ModelInput], str | None]
-
 __all__ = [
-    "EXPLAIN_STEPS",
     "MAX_TEXT_CHARS",
     "WARN_DMHC_MODEL_ON_DWC",
     "WARN_DWC_MODEL_ON_DMHC",
@@ -119,9 +105,7 @@ class Predictor:
         self.max_chars = max_chars
         self.explain_steps = explain_steps
         self.ood_detector = ood_detector
-        self.decision = DecisionRule.from_dict(model.info.decision) if model.info.decision else None
-        self._overturned = model.info.labels.index(LABELS[1])
-        self._upheld = model.info.labels.index(LABELS[0])
+        self.decision: DecisionRule | None = saved_rule(model)
 
     @classmethod
     def load(
@@ -185,7 +169,7 @@ class Predictor:
         metadata: Mapping[str, Any] | None = None,
         *,
         explain: bool = True,
-        top_k: int = 5,
+        top_k: int = TOP_K,
         source: Source | None = None,
         deadline: float | None = None,
     ) -> Prediction:
@@ -216,7 +200,7 @@ class Predictor:
         items: Sequence[PredictInput],
         *,
         explain: bool = False,
-        top_k: int = 5,
+        top_k: int = TOP_K,
         deadline: float | None = None,
     ) -> list[Prediction]:
         """Predict many items with one batched probability computation.
@@ -246,129 +230,21 @@ class Predictor:
             check_length(f"items[{index}].summary", item.summary, self.max_chars)
         if not items:
             return []
-        metadata = [
-            {name: value for name, value in item.metadata.items() if value is not None}
-            for item in items
-        ]
-        inputs = [
-            build_model_input(item.request, item.summary, meta)
-            for item, meta in zip(items, metadata, strict=True)
-        ]
-        scores = self.model.score(inputs, metadata)
-        proba, distances = scores.proba, scores.ood_distance
-        logger.debug("scored %d item(s) with %s", len(items), self.model_name)
         predictions = []
-        for index, (item, model_input) in enumerate(zip(items, inputs, strict=True)):
-            p_overturned = min(max(float(proba[index, self._overturned]), 0.0), 1.0)
-            p_upheld = min(max(float(proba[index, self._upheld]), 0.0), 1.0)
-            label = cast(Direction, scores.labels[index])
-            distance = None if distances is None else float(distances[index])
-            predictions.append(
-                Prediction(
-                    p_overturned=p_overturned,
-                    p_upheld=p_upheld,
-                    label=label,
-                    threshold=self.threshold,
-                    **self.decision_fields(item, p_overturned, distance),
-                    model_name=self.model_name,
-                    model_version=self.model_version,
-                    evidence=(
-                        self._evidence(item, model_input, top_k, deadline) if explain else []
-                    ),
-                    **Prediction.warning_fields(
-                        self.warnings(
-                            item,
-                            model_input,
-                            int(scores.windows[index]),
-                            None if distances is None else float(distances[index]),
-                        )
-                    ),
-                )
-            )
+        for prediction, model_input in predict_items(
+            self.model,
+            items,
+            ood_detector=self.ood_detector,
+            model_name=self.model_name,
+            model_version=self.model_version,
+        ):
+            item = items[len(predictions)]
+            if explain:
+                spans = self._evidence(item, model_input, top_k, deadline)
+                prediction = prediction.model_copy(update={"evidence": spans})
+            predictions.append(prediction)
+        logger.debug("scored %d item(s) with %s", len(items), self.model_name)
         return predictions
-
-    def decision_fields(
-        self, item: PredictInput, p_overturned: float, ood_distance: float | None = None
-    ) -> dict[str, Any]:
-        """The ``Prediction`` fields of the artifact's band rule for one item.
-
-        Args:
-            item: the validated input.
-            p_overturned: its calibrated P(Overturned).
-            ood_distance: its encoder distance (models with an OOD detector), else None.
-
-        Returns:
-            ``base_rate``, ``relative_risk``, ``band``, ``band_reason``, ``band_accuracy``
-            and ``band_support``; ``{}`` for a model saved without a rule.
-        """
-        rule = self.decision
-        if rule is None:
-            return {}
-        classifier = self.model.classifier
-        detector = classifier.ood
-        band, reason = rule.decide(
-            p_overturned,
-            summary_words=len(item.summary.split()) if classifier.reads_summary else None,
-            clinical_terms=len(clinical_terms(item.request) | clinical_terms(item.summary)),
-            out_of_distribution=(
-                ood_distance is not None
-                and detector is not None
-                and ood_distance >= detector.threshold
-            ),
-        )
-        record = rule.records.get(band)
-        return {
-            "base_rate": rule.base_rate,
-            "relative_risk": rule.relative_risk(p_overturned),
-            "band": band,
-            "band_reason": reason,
-            "band_accuracy": record.accuracy if record else None,
-            "band_support": record.n if record and record.accuracy is not None else None,
-        }
-
-    def warnings(
-        self,
-        item: PredictInput,
-        model_input: ModelInput,
-        n_windows: int = 1,
-        ood_distance: float | None = None,
-    ) -> list[WarningDetail]:
-        """The reasons to trust a prediction for ``item`` less (see the module docstring).
-
-        Args:
-            item: the validated input.
-            model_input: its model input (for the out-of-distribution hook).
-            n_windows: token windows the model cut the input into (1 for non-windowed kinds).
-            ood_distance: the encoder's Mahalanobis distance of the input from the training
-                items (transformer models saved with a detector), else None.
-
-        Returns:
-            Warnings in a fixed order: summary length, windows, vocabulary, source, OOD.
-        """
-        classifier = self.model.classifier
-        found: list[WarningDetail] = []
-        summary_words = len(item.summary.split())
-        if classifier.reads_summary and summary_words < MIN_SUMMARY_WORDS:
-            found.append(short_summary_warning(summary_words))
-        if n_windows > 1:
-            found.append(windows_warning(n_windows))
-        request_terms = len(clinical_terms(item.request))
-        if classifier.reads_request and request_terms < MIN_REQUEST_CLINICAL_TERMS:
-            found.append(vocabulary_warning("request", request_terms))
-        if classifier.reads_summary and item.summary.strip():
-            summary_terms = len(clinical_terms(item.summary))
-            if summary_terms < MIN_SUMMARY_CLINICAL_TERMS:
-                found.append(vocabulary_warning("summary", summary_terms))
-        source = input_source(item.metadata, item.source)
-        trained_on = self.model.info.split
-        if source is not None and trained_on in ("dwc", "dmhc") and source != trained_on:
-            found.append(source_warning(source, cast(Source, trained_on)))
-        detector = classifier.ood
-        if ood_distance is not None and detector is not None and ood_distance >= detector.threshold:
-            found.append(encoder_ood_warning(ood_distance, detector.threshold, detector.quantile))
-        if self.ood_detector is not None and (ood := self.ood_detector(model_input)):
-            found.append(custom_warning(ood))
-        return found
 
     def _evidence(
         self, item: PredictInput, model_input: ModelInput, top_k: int, deadline: float | None

@@ -71,6 +71,7 @@ from pyspark.sql import types as T
 from pyspark.sql.pandas.functions import pandas_udf
 
 from imr_outcome.errors import InvalidInputError
+from imr_outcome.model.prediction import Prediction
 from imr_outcome.serve.batch import (
     PreparedRow,
     ScoreSummary,
@@ -81,7 +82,6 @@ from imr_outcome.serve.batch import (
 )
 from imr_outcome.serve.batch_readers import Columns, RawRow, checked_metadata_columns
 from imr_outcome.serve.predictor import MAX_TEXT_CHARS, Predictor
-from imr_outcome.serve.schemas import Prediction
 
 logger = logging.getLogger(__name__)
 

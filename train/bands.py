@@ -79,7 +79,6 @@ def fit_decision_rule(
         overturned_edge=overturned_edge,
         min_summary_words=config.min_summary_words,
         min_clinical_terms=config.min_clinical_terms,
-        abstain_on_ood=config.abstain_on_ood,
     )
     return DecisionRule(**{**asdict(rule), "records": band_records(rule, y, p)})
 

@@ -17,7 +17,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from imr_outcome.errors import InvalidInputError
 from imr_outcome.model.attribution import EXPLAINERS
-from imr_outcome.model.attribution_tokens import IG_STEPS
+from imr_outcome.model.defaults import IG_STEPS, MIN_REQUEST_CLINICAL_TERMS, MIN_SUMMARY_WORDS
 from imr_outcome.model.settings import (
     KIND_SECTIONS,
     ModelConfig,
@@ -99,15 +99,12 @@ class DecisionConfig(Section):
         10, ge=1, description="Fewest out-of-fold items a band edge may rest on."
     )
     min_summary_words: int = Field(
-        20, ge=0, description="Fewer summary words: band 'insufficient information'."
+        MIN_SUMMARY_WORDS, ge=0, description="Fewer summary words: band 'insufficient information'."
     )
     min_clinical_terms: int = Field(
-        1,
+        MIN_REQUEST_CLINICAL_TERMS,
         ge=0,
         description="Fewer clinical terms in request + summary: 'insufficient information'.",
-    )
-    abstain_on_ood: bool = Field(
-        True, description="Encoder distance beyond the OOD threshold: 'insufficient information'."
     )
 
 

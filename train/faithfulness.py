@@ -39,7 +39,7 @@ from imr_outcome.data.schema import LABELS
 from imr_outcome.errors import InvalidInputError
 from imr_outcome.model.attribution import word_attributions
 from imr_outcome.model.attribution_spans import WordAttribution
-from imr_outcome.model.attribution_tokens import IG_STEPS
+from imr_outcome.model.defaults import IG_STEPS
 from imr_outcome.model.model import OutcomeModel
 from imr_outcome.train.pipeline import Rows
 

@@ -1,4 +1,4 @@
-"""The MLflow pyfunc wrapper: a missing request is an error, never the text "None"."""
+"""The MLflow pyfunc: a bad row comes back with its error, never as an exception."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from imr_outcome.errors import InvalidInputError
 from imr_outcome.model.baselines import TfidfLogReg
 from imr_outcome.model.pyfunc import ImrOutcomePyfunc
+from imr_outcome.model.scoring import OUTPUT_FIELDS
 from imr_outcome.model.settings import TfidfConfig, TrainingConfig
 
 from toy_cue import REQUEST, toy_inputs, toy_items, wrap_toy
@@ -26,13 +26,17 @@ def pyfunc() -> ImrOutcomePyfunc:
 
 
 @pytest.mark.parametrize("missing", [None, np.nan, "  "])
-def test_a_missing_request_is_an_error_naming_the_row(
+def test_a_missing_request_is_that_row_s_error_and_the_others_are_scored(
     pyfunc: ImrOutcomePyfunc, missing: object
 ) -> None:
     frame = pd.DataFrame({"request": [REQUEST, missing], "summary": ["Gait is normal.", "x"]})
 
-    with pytest.raises(InvalidInputError, match=r"^request\[1\]: is missing or empty"):
-        pyfunc.predict(None, frame)  # type: ignore[arg-type]
+    scored = pyfunc.predict(None, frame)  # type: ignore[arg-type]
+
+    assert list(scored.columns) == list(OUTPUT_FIELDS)
+    assert scored.loc[0, "error"] is None and 0 < scored.loc[0, "p_overturned"] < 1
+    assert scored.loc[1, "error"].startswith("request: is empty")
+    assert pd.isna(scored.loc[1, "p_overturned"]) and scored.loc[1, "label"] is None
 
 
 def test_a_missing_summary_is_scored_as_no_summary(pyfunc: ImrOutcomePyfunc) -> None:

@@ -20,9 +20,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from imr_outcome.model.prediction import Prediction
 from imr_outcome.serve.api_limits import ServeSettings
 from imr_outcome.serve.predictor import PredictInput, Predictor
-from imr_outcome.serve.schemas import Prediction
 
 from model_factory import registered_tfidf_store
 

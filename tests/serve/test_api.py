@@ -24,11 +24,11 @@ from imr_outcome.data.letters import parse_letter_file
 from imr_outcome.data.model_input import MetadataValue, build_model_input
 from imr_outcome.errors import ModelNotFoundError
 from imr_outcome.model.model import CalibratedModel
+from imr_outcome.model.prediction import Prediction
+from imr_outcome.model.warnings import WARN_SHORT_SUMMARY, WARN_SUMMARY_VOCABULARY
 from imr_outcome.serve.api import STATIC_DIR, create_app
 from imr_outcome.serve.api_limits import InFlightGate, Saturated, ServeSettings
 from imr_outcome.serve.predictor import PredictInput, Predictor
-from imr_outcome.serve.schemas import Prediction
-from imr_outcome.serve.warnings import WARN_SHORT_SUMMARY, WARN_SUMMARY_VOCABULARY
 from imr_outcome.train.run import TrainResult
 
 from conftest import LETTER_FIXTURES

@@ -27,12 +27,12 @@ from api_stub import (
 from fastapi.testclient import TestClient
 
 from imr_outcome.errors import InvalidInputError
+from imr_outcome.model.warnings import evidence_budget_warning
 from imr_outcome.serve.api import create_app
 from imr_outcome.serve.api_calls import answer_or_give_up
 from imr_outcome.serve.api_errors import ClientGone, TimedOut
 from imr_outcome.serve.api_limits import InFlightGate, Saturated, ServeSettings
 from imr_outcome.serve.predictor import Predictor
-from imr_outcome.serve.warnings import evidence_budget_warning
 
 BODY = {"request": REQUEST, "summary": SUMMARY}
 

@@ -14,11 +14,11 @@ from fastapi.testclient import TestClient
 
 from imr_outcome.data.schema import PREFILING_FIELDS
 from imr_outcome.data.text_checks import LETTER_PATTERN
+from imr_outcome.model.warnings import WARN_SHORT_SUMMARY
 from imr_outcome.serve.api import create_app
 from imr_outcome.serve.api_limits import ServeSettings
 from imr_outcome.serve.api_schemas import Metadata
 from imr_outcome.serve.predictor import Predictor
-from imr_outcome.serve.warnings import WARN_SHORT_SUMMARY
 
 from conftest import LETTER_FIXTURES
 

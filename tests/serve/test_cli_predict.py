@@ -16,8 +16,8 @@ from imr_outcome.data.letters import parse_letter_file
 from imr_outcome.data.model_input import MetadataValue, ModelInput, build_model_input
 from imr_outcome.data.schema import Letter
 from imr_outcome.model.model import OutcomeModel
-from imr_outcome.serve.schemas import EvidenceSpan
-from imr_outcome.serve.warnings import WARN_SHORT_SUMMARY
+from imr_outcome.model.prediction import EvidenceSpan
+from imr_outcome.model.warnings import WARN_SHORT_SUMMARY
 from imr_outcome.train.run import TrainResult
 
 from conftest import LETTER_FIXTURES

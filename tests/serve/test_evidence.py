@@ -24,10 +24,10 @@ from imr_outcome.model.attribution_tokens import token_attributions
 from imr_outcome.model.baselines import TfidfLogReg
 from imr_outcome.model.encoders import encode_windows
 from imr_outcome.model.model import OutcomeModel
+from imr_outcome.model.prediction import EvidenceSpan
 from imr_outcome.model.settings import TfidfConfig, TrainingConfig
 from imr_outcome.model.transformer import TransformerClassifier
 from imr_outcome.serve.evidence import CANDIDATE_FACTOR, content_bounds, explain, to_span
-from imr_outcome.serve.schemas import EvidenceSpan
 
 from toy_cue import CUE, FILLER, REQUEST, toy_inputs, toy_items, toy_transformer
 from toy_cue import toy_info as _info

@@ -11,10 +11,10 @@ from typing import Any, cast
 import pytest
 
 from imr_outcome.errors import InvalidInputError
+from imr_outcome.model.prediction import Prediction
 from imr_outcome.serve.api_calls import MicroBatcher, ServerState
 from imr_outcome.serve.api_limits import InFlightGate, ServeSettings
 from imr_outcome.serve.predictor import PredictInput, Predictor
-from imr_outcome.serve.schemas import Prediction
 
 
 class CountingPredictor:

@@ -37,11 +37,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from mlflow import MlflowClient
 
+from imr_outcome.model.prediction import Prediction
 from imr_outcome.serve.api import create_app
 from imr_outcome.serve.api_limits import ServeSettings
 from imr_outcome.serve.model_follower import load_predictor
 from imr_outcome.serve.predictor import PredictInput, Predictor
-from imr_outcome.serve.schemas import Prediction
 
 NAME = "imr-outcome"
 ALIAS_URI = f"models:/{NAME}@champion"

@@ -16,11 +16,12 @@ import pytest
 from imr_outcome.data.model_input import ModelInput, build_model_input
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
 from imr_outcome.model.encoders import encode_windows, load_tokenizer
+from imr_outcome.model.defaults import IG_STEPS
 from imr_outcome.model.model import OutcomeModel
 from imr_outcome.model.ood import MahalanobisOod
+from imr_outcome.model.prediction import EvidenceSpan
 from imr_outcome.model.transformer import TransformerClassifier
 from imr_outcome.serve.predictor import (
-    EXPLAIN_STEPS,
     WARN_DMHC_MODEL_ON_DWC,
     WARN_DWC_MODEL_ON_DMHC,
     WARN_REQUEST_VOCABULARY,
@@ -33,7 +34,6 @@ from imr_outcome.serve.predictor import (
     input_source,
     windows_warning,
 )
-from imr_outcome.serve.schemas import EvidenceSpan
 from imr_outcome.train.run import TrainResult
 
 from dataset_factory import OVERTURNED_CUE, UPHELD_CUE
@@ -442,7 +442,7 @@ def test_windows_are_counted_with_the_model_s_tokenizer(
     windowed = Predictor.load(str(transformer_dir))
     long_summary = SUMMARY * 4
 
-    short = windowed.predict(REQUEST, SUMMARY[:120], explain=False)
+    short = windowed.predict(REQUEST, SUMMARY[:80], explain=False)
     long = windowed.predict(REQUEST, long_summary, explain=False)
 
     windows = encode_windows(
@@ -526,7 +526,7 @@ def test_evidence_comes_from_the_evidence_module_only_when_asked(
 
     assert explained.evidence == [span] == finer.evidence
     assert plain.evidence == []
-    assert calls == [(REQUEST, SUMMARY, 3, EXPLAIN_STEPS), (REQUEST, SUMMARY, 2, 48)]
+    assert calls == [(REQUEST, SUMMARY, 3, IG_STEPS), (REQUEST, SUMMARY, 2, 48)]
     assert explained.p_overturned == plain.p_overturned
 
 

@@ -50,31 +50,37 @@ def test_relative_risk() -> None:
 
 
 @pytest.mark.parametrize(
-    ("words", "terms", "ood", "expected"),
+    ("words", "terms", "expected"),
     [
-        (20, 1, False, None),  # exactly at both thresholds: informative
-        (19, 1, False, "the case summary has 19 words; at least 20 are needed"),
-        (0, 3, False, "there is no case summary"),
-        (40, 0, False, "the request and summary use no clinical vocabulary"),
-        (40, 3, True, "the text is unlike the letters the model was trained on"),
-        (None, 1, False, None),  # a kind that reads no summary skips the word count
+        (20, 1, None),  # exactly at both thresholds: informative
+        (19, 1, "the case summary has 19 words; at least 20 are needed"),
+        (0, 3, "there is no case summary, only the request"),
+        (40, 0, "the request and summary use no clinical vocabulary"),
+        (None, 1, None),  # a kind that reads no summary skips the word count
     ],
 )
 def test_insufficient_information_edges(
-    words: int | None, terms: int, ood: bool, expected: str | None
+    words: int | None, terms: int, expected: str | None
 ) -> None:
     rule = _rule()
-    assert (
-        rule.insufficient(summary_words=words, clinical_terms=terms, out_of_distribution=ood)
-        == expected
-    )
-    band, reason = rule.decide(
-        0.9, summary_words=words, clinical_terms=terms, out_of_distribution=ood
-    )
+    assert rule.insufficient(summary_words=words, clinical_terms=terms) == expected
+    band, reason = rule.decide(0.9, summary_words=words, clinical_terms=terms)
     if expected is None:
         assert band == "likely overturned" and "90%" in reason
     else:
         assert (band, reason) == ("insufficient information", expected)
+
+
+def test_an_older_rule_with_abstain_on_ood_still_loads() -> None:
+    state = {**_rule().to_dict(), "abstain_on_ood": True}
+    assert DecisionRule.from_dict(state) == _rule()
+
+
+def test_the_reason_compares_the_estimate_with_the_usual_rate() -> None:
+    rule = _rule()
+    band, reason = rule.decide((rule.upheld_edge or 0) + 0.001, summary_words=40, clinical_terms=3)
+    assert band == "uncertain"
+    assert "band edges" not in reason and f"usual {rule.base_rate:.0%}" in reason
 
 
 def test_fit_decision_rule_reaches_precision_targets() -> None:

@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 from imr_outcome.data.model_input import build_model_input
 from imr_outcome.errors import InvalidInputError
 from imr_outcome.model.model import OutcomeModel
+from imr_outcome.model.scoring import OUTPUT_FIELDS
 from imr_outcome.model.transformer import TransformerClassifier
 from imr_outcome.train.config import RunConfig, load_config
 from imr_outcome.train.evaluate import holdout_split
@@ -99,7 +100,10 @@ def test_train_logs_everything_and_registers_the_first_version_as_champion(
             }
         )
     )
-    assert list(scored.columns) == ["p_upheld", "p_overturned", "label"]
+    assert list(scored.columns) == list(OUTPUT_FIELDS)
+    model_id = pyfunc.metadata.model_id
+    assert scored["error"].isna().all()
+    assert (scored["model_version"] == f"model:{model_id}").all()
     np.testing.assert_allclose(scored["p_upheld"] + scored["p_overturned"], 1.0)
     assert scored["p_overturned"][0] > scored["p_overturned"][1]
 

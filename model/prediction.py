@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from imr_outcome.serve.warnings import WarningDetail
+from imr_outcome.model.warnings import WarningDetail
 
 Direction = Literal["Overturned", "Upheld"]
 #: The bands a person reads (see ``imr_outcome.model.decision``).
@@ -74,7 +74,7 @@ class Prediction(BaseModel):
             out-of-distribution text, other data source than training), as plain-language
             messages that say what to do.
         warning_details: the same warnings, in the same order, with a stable ``code`` and
-            the ``figures`` behind each (see :mod:`imr_outcome.serve.warnings`).
+            the ``figures`` behind each (see :mod:`imr_outcome.model.warnings`).
     """
 
     model_config = ConfigDict(frozen=True)

@@ -10,11 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from imr_outcome.data.model_input import MetadataValue, metadata_prefix
 from imr_outcome.data.text_checks import check_text
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.serve.warnings import Source
+from imr_outcome.model.defaults import MAX_TEXT_CHARS
+from imr_outcome.model.warnings import Source
 
-#: Longest accepted request or summary, in characters (a long DWC case summary is about
-#: 10,000 characters; 100,000 leaves room while bounding memory and time per item).
-MAX_TEXT_CHARS = 100_000
+__all__ = ["MAX_TEXT_CHARS", "PredictInput", "check_length"]
 
 
 def _invalid(exc: ValidationError) -> InvalidInputError:

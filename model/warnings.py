@@ -1,13 +1,15 @@
 """Reasons to trust a prediction less: warnings, the clinical lexicon, the source check.
 
-Every :class:`~imr_outcome.serve.schemas.Prediction` carries its warnings twice (see
+Every :class:`~imr_outcome.model.prediction.Prediction` carries its warnings twice (see
 :meth:`Predictor.warnings <imr_outcome.serve.predictor.Predictor.warnings>`):
 ``warnings``, the plain-language messages a person reads (each says what to do), and
 ``warning_details``, one :class:`WarningDetail` per message with a stable ``code`` and the
 ``figures`` behind it. The codes (:data:`WarningCode`):
 
-- ``short_summary`` (:func:`short_summary_warning`): the case summary has fewer than
-  :data:`MIN_SUMMARY_WORDS` words (models that read the summary).
+- ``no_summary`` / ``short_summary`` (:func:`short_summary_warning`): there is no case
+  summary, or it has fewer than the decision rule's ``min_summary_words`` words
+  (:data:`~imr_outcome.model.defaults.MIN_SUMMARY_WORDS` by default; models that read the
+  summary). The same rule makes the band abstain (:mod:`imr_outcome.model.decision`).
 - ``split_into_windows`` (:func:`windows_warning`): windowed kinds only, the text does not
   fit one window of ``max_length`` tokens, so window logits are aggregated.
 - ``request_not_clinical`` / ``summary_not_clinical`` (:func:`vocabulary_warning`): the
@@ -33,14 +35,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from imr_outcome.data.model_input import MetadataValue
-
-#: Summaries with fewer whitespace-separated words than this get :data:`WARN_SHORT_SUMMARY`.
-MIN_SUMMARY_WORDS = 30
-#: Distinct clinical terms (see :func:`clinical_terms`) a request needs; requests are short
-#: ("Norco 10/325mg #90", "TENS unit"), so one is enough.
-MIN_REQUEST_CLINICAL_TERMS = 1
-#: Distinct clinical terms a non-empty summary needs.
-MIN_SUMMARY_CLINICAL_TERMS = 2
+from imr_outcome.model.defaults import (
+    MIN_REQUEST_CLINICAL_TERMS,
+    MIN_SUMMARY_CLINICAL_TERMS,
+    MIN_SUMMARY_WORDS,
+)
 
 #: Metadata fields only the DMHC table has; their presence marks an input as DMHC.
 DMHC_ONLY_FIELDS: tuple[str, ...] = (
@@ -57,6 +56,7 @@ Source = Literal["dwc", "dmhc"]
 #: Warning codes, stable for machines (the message wording may change). A code names the
 #: reason; the figures behind it go in :attr:`WarningDetail.figures`.
 WarningCode = Literal[
+    "no_summary",
     "short_summary",
     "split_into_windows",
     "request_not_clinical",
@@ -71,6 +71,10 @@ WarningCode = Literal[
 WARN_SHORT_SUMMARY = (
     "The case summary is very short, so the model has little to go on; treat the estimate "
     "as rough, or add the full case summary."
+)
+WARN_NO_SUMMARY = (
+    "There is no case summary, so the model read the request alone; add the case summary "
+    "from the denial or the records for an estimate about this case."
 )
 WARN_REQUEST_VOCABULARY = (
     "The request names no treatment, test, drug or body part the model knows; check that it "
@@ -104,6 +108,7 @@ WARN_EVIDENCE_NOT_COMPUTED = (
 
 #: Every code's message, for the codes whose message is fixed.
 MESSAGES: dict[str, str] = {
+    "no_summary": WARN_NO_SUMMARY,
     "short_summary": WARN_SHORT_SUMMARY,
     "split_into_windows": WARN_WINDOWS,
     "request_not_clinical": WARN_REQUEST_VOCABULARY,
@@ -133,13 +138,16 @@ class WarningDetail(BaseModel):
     figures: dict[str, int | float] = Field(default_factory=dict)
 
 
-def short_summary_warning(summary_words: int) -> WarningDetail:
-    """A summary of ``summary_words`` (< :data:`MIN_SUMMARY_WORDS`) whitespace-separated
-    words; figures ``summary_words``, ``min_summary_words``."""
+def short_summary_warning(
+    summary_words: int, min_summary_words: int = MIN_SUMMARY_WORDS
+) -> WarningDetail:
+    """A summary of ``summary_words`` (< ``min_summary_words``) whitespace-separated words;
+    code ``no_summary`` when there is none, else ``short_summary``; figures
+    ``summary_words``, ``min_summary_words``."""
     return WarningDetail(
-        code="short_summary",
-        message=WARN_SHORT_SUMMARY,
-        figures={"summary_words": summary_words, "min_summary_words": MIN_SUMMARY_WORDS},
+        code="no_summary" if summary_words == 0 else "short_summary",
+        message=WARN_NO_SUMMARY if summary_words == 0 else WARN_SHORT_SUMMARY,
+        figures={"summary_words": summary_words, "min_summary_words": min_summary_words},
     )
 
 

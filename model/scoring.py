@@ -1,0 +1,340 @@
+"""One output row for every consumer: validate, score, decide and warn in one place.
+
+The HTTP API, ``predict --json``, batch files, Spark, the pyfunc and ``mlflow models
+serve`` all produce their rows here, so they agree field for field
+(:data:`OUTPUT_FIELDS`):
+
+- :func:`check_record` turns one raw row (a mapping with ``request``, ``summary`` and
+  pre-filing metadata columns) into a :class:`~imr_outcome.model.inputs.PredictInput`,
+  or the message of why it cannot be scored;
+- :func:`predict_items` scores validated items in one batch and attaches the band, the
+  base rate, the relative risk and the warnings of each;
+- :func:`score_records` does both for raw rows and never raises on a bad row: that row
+  comes back with ``error`` set and null scores;
+- :func:`output_row` / :func:`error_row` are the one place a row's fields are written.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
+
+from imr_outcome.data.model_input import ModelInput, build_model_input, coerce_metadata_value
+from imr_outcome.data.schema import LABELS, PREFILING_FIELDS
+from imr_outcome.data.text_checks import check_text
+from imr_outcome.errors import ImrOutcomeError, InvalidInputError
+from imr_outcome.model.decision import DecisionRule
+from imr_outcome.model.defaults import (
+    MAX_TEXT_CHARS,
+    MIN_REQUEST_CLINICAL_TERMS,
+    MIN_SUMMARY_CLINICAL_TERMS,
+)
+from imr_outcome.model.inputs import PredictInput
+from imr_outcome.model.model import OutcomeModel
+from imr_outcome.model.prediction import Direction, Prediction
+from imr_outcome.model.warnings import (
+    Source,
+    WarningDetail,
+    clinical_terms,
+    custom_warning,
+    encoder_ood_warning,
+    input_source,
+    short_summary_warning,
+    source_warning,
+    vocabulary_warning,
+    windows_warning,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Out-of-distribution hook: given the model input, return a warning or None.
+OodDetector = Callable[[ModelInput], str | None]
+
+#: The fields of every output row, in order (see :class:`Prediction` for their meaning).
+#: ``error`` is null on a scored row; on a row that could not be scored it says why and
+#: every score field is null.
+OUTPUT_FIELDS: tuple[str, ...] = (
+    "p_overturned",
+    "p_upheld",
+    "label",
+    "band",
+    "band_reason",
+    "base_rate",
+    "relative_risk",
+    "warnings",
+    "warning_details",
+    "error",
+    "model_name",
+    "model_version",
+)
+
+
+def one_line(message: str) -> str:
+    """A message on one line (output rows are single lines in CSV and JSON Lines)."""
+    return " ".join(message.split())
+
+
+def describe_error(exc: Exception) -> str:
+    """An exception as a row's ``error``: our own errors as they read, others with the
+    exception's type first."""
+    return str(exc) if isinstance(exc, ImrOutcomeError) else f"{type(exc).__name__}: {exc}"
+
+
+# ------------------------------------------------------------------------ validation
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def check_record(record: Mapping[str, Any], max_chars: int = MAX_TEXT_CHARS) -> PredictInput | str:
+    """Validate one raw row: the rule every path applies.
+
+    Args:
+        record: ``request`` (required), ``summary`` (null or missing means none) and any
+            pre-filing metadata columns (:data:`~imr_outcome.data.schema.PREFILING_FIELDS`;
+            ``patient_age`` may be integral text, as CSV gives it). Other keys are ignored.
+        max_chars: the longest accepted request or summary, in characters.
+
+    Returns:
+        The validated input, or one line saying which field is wrong and how to fix it.
+    """
+    try:
+        metadata = {}
+        for name in PREFILING_FIELDS:
+            value = coerce_metadata_value(name, record.get(name))
+            if value is not None:
+                metadata[name] = value
+        request, summary = record.get("request"), record.get("summary")
+        item = PredictInput.of(
+            "" if _missing(request) else request,
+            "" if _missing(summary) else summary,
+            metadata,
+            max_chars=max_chars,
+        )
+        check_text("request", item.request)
+        if item.summary:
+            check_text("summary", item.summary)
+    except InvalidInputError as exc:
+        return one_line(str(exc))
+    return item
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def decision_fields(
+    model: OutcomeModel, rule: DecisionRule | None, item: PredictInput, p_overturned: float
+) -> dict[str, Any]:
+    """The :class:`Prediction` fields of the model's saved band rule for one item.
+
+    Returns:
+        ``base_rate``, ``relative_risk``, ``band``, ``band_reason``, ``band_accuracy`` and
+        ``band_support``; ``{}`` for a model saved without a rule.
+    """
+    if rule is None:
+        return {}
+    band, reason = rule.decide(
+        p_overturned,
+        summary_words=len(item.summary.split()) if model.classifier.reads_summary else None,
+        clinical_terms=len(clinical_terms(item.request) | clinical_terms(item.summary)),
+    )
+    record = rule.records.get(band)
+    return {
+        "base_rate": rule.base_rate,
+        "relative_risk": rule.relative_risk(p_overturned),
+        "band": band,
+        "band_reason": reason,
+        "band_accuracy": record.accuracy if record else None,
+        "band_support": record.n if record and record.accuracy is not None else None,
+    }
+
+
+def item_warnings(
+    model: OutcomeModel,
+    rule: DecisionRule | None,
+    item: PredictInput,
+    model_input: ModelInput,
+    n_windows: int = 1,
+    ood_distance: float | None = None,
+    ood_detector: OodDetector | None = None,
+) -> list[WarningDetail]:
+    """The reasons to trust one prediction less (:mod:`imr_outcome.model.warnings`).
+
+    The short-summary warning uses the decision rule's ``min_summary_words`` (the one
+    "too little input" rule; the band abstains on the same count).
+
+    Returns:
+        Warnings in a fixed order: summary length, windows, vocabulary, source, OOD.
+    """
+    classifier = model.classifier
+    found: list[WarningDetail] = []
+    summary_words = len(item.summary.split())
+    min_words = rule.min_summary_words if rule is not None else DecisionRule.min_summary_words
+    if classifier.reads_summary and summary_words < min_words:
+        found.append(short_summary_warning(summary_words, min_words))
+    if n_windows > 1:
+        found.append(windows_warning(n_windows))
+    if classifier.reads_request and len(clinical_terms(item.request)) < MIN_REQUEST_CLINICAL_TERMS:
+        found.append(vocabulary_warning("request", len(clinical_terms(item.request))))
+    if classifier.reads_summary and item.summary.strip():
+        summary_terms = len(clinical_terms(item.summary))
+        if summary_terms < MIN_SUMMARY_CLINICAL_TERMS:
+            found.append(vocabulary_warning("summary", summary_terms))
+    source = input_source(item.metadata, item.source)
+    trained_on = model.info.split
+    if source is not None and trained_on in ("dwc", "dmhc") and source != trained_on:
+        found.append(source_warning(source, cast(Source, trained_on)))
+    detector = classifier.ood
+    if ood_distance is not None and detector is not None and ood_distance >= detector.threshold:
+        found.append(encoder_ood_warning(ood_distance, detector.threshold, detector.quantile))
+    if ood_detector is not None and (ood := ood_detector(model_input)):
+        found.append(custom_warning(ood))
+    return found
+
+
+def saved_rule(model: OutcomeModel) -> DecisionRule | None:
+    """The decision rule saved with ``model``, or None for a model saved without one."""
+    return DecisionRule.from_dict(model.info.decision) if model.info.decision else None
+
+
+def predict_items(
+    model: OutcomeModel,
+    items: Sequence[PredictInput],
+    *,
+    ood_detector: OodDetector | None = None,
+    model_name: str | None = None,
+    model_version: str | None = None,
+) -> list[tuple[Prediction, ModelInput]]:
+    """Score validated items in one batch (no evidence).
+
+    Args:
+        model: the loaded model.
+        items: n validated inputs.
+        ood_detector: an extra out-of-distribution check (see :data:`OodDetector`).
+        model_name / model_version: what the rows call the model (default ``model.name``
+            / ``model.version``).
+
+    Returns:
+        n ``(prediction, model input)`` pairs in input order; the model input is what
+        evidence is computed on.
+
+    Raises:
+        InvalidInputError: the model rejects an input (e.g. a request too long for a
+            transformer window); see :func:`score_records` for the per-row version.
+    """
+    if not items:
+        return []
+    rule = saved_rule(model)
+    metadata = [{k: v for k, v in item.metadata.items() if v is not None} for item in items]
+    inputs = [
+        build_model_input(item.request, item.summary, meta)
+        for item, meta in zip(items, metadata, strict=True)
+    ]
+    scores = model.score(inputs, metadata)
+    overturned, upheld = model.info.labels.index(LABELS[1]), model.info.labels.index(LABELS[0])
+    results = []
+    for index, (item, model_input) in enumerate(zip(items, inputs, strict=True)):
+        p_overturned = min(max(float(scores.proba[index, overturned]), 0.0), 1.0)
+        distance = None if scores.ood_distance is None else float(scores.ood_distance[index])
+        warnings = item_warnings(
+            model, rule, item, model_input, int(scores.windows[index]), distance, ood_detector
+        )
+        prediction = Prediction(
+            p_overturned=p_overturned,
+            p_upheld=min(max(float(scores.proba[index, upheld]), 0.0), 1.0),
+            label=cast(Direction, scores.labels[index]),
+            threshold=model.threshold,
+            **decision_fields(model, rule, item, p_overturned),
+            model_name=model.name if model_name is None else model_name,
+            model_version=model.version if model_version is None else model_version,
+            **Prediction.warning_fields(warnings),
+        )
+        results.append((prediction, model_input))
+    return results
+
+
+def predict_each(
+    predict: Callable[[Sequence[PredictInput]], Sequence[Prediction]],
+    items: Sequence[PredictInput],
+) -> list[Prediction | str]:
+    """``predict(items)``; when the batch fails, item by item, errors as row messages.
+
+    One bad item (one the model rejects) must not lose the others of its batch.
+    """
+    if not items:
+        return []
+    try:
+        return list(predict(items))
+    except Exception as exc:
+        logger.info(
+            "a batch of %d failed (%s); scoring item by item", len(items), type(exc).__name__
+        )
+    results: list[Prediction | str] = []
+    for item in items:
+        try:
+            results.append(predict([item])[0])
+        except Exception as exc:
+            logger.warning("an item failed: %s", type(exc).__name__)
+            logger.debug("item failure", exc_info=True)
+            results.append(one_line(describe_error(exc)))
+    return results
+
+
+# ------------------------------------------------------------------------------ rows
+
+
+def output_row(prediction: Prediction) -> dict[str, Any]:
+    """The :data:`OUTPUT_FIELDS` of a scored item, JSON-ready (``warning_details`` as
+    ``{code, message, figures}`` objects)."""
+    row = prediction.model_dump(include=set(OUTPUT_FIELDS), mode="json")
+    row["error"] = None
+    return {name: row.get(name) for name in OUTPUT_FIELDS}
+
+
+def error_row(message: str, model_name: str, model_version: str) -> dict[str, Any]:
+    """The :data:`OUTPUT_FIELDS` of a row that could not be scored: ``error`` says why,
+    the lists are empty and the scores null."""
+    row: dict[str, Any] = dict.fromkeys(OUTPUT_FIELDS)
+    row.update(
+        warnings=[],
+        warning_details=[],
+        band_reason=None,
+        error=one_line(message),
+        model_name=model_name,
+        model_version=model_version,
+    )
+    return row
+
+
+def score_records(
+    model: OutcomeModel,
+    records: Sequence[Mapping[str, Any]],
+    *,
+    max_chars: int = MAX_TEXT_CHARS,
+) -> list[dict[str, Any]]:
+    """Score raw rows into output rows; never raises on a bad row.
+
+    Args:
+        model: the loaded model.
+        records: n raw rows (see :func:`check_record`).
+        max_chars: the longest accepted request or summary, in characters.
+
+    Returns:
+        n rows of :data:`OUTPUT_FIELDS`, in input order: scored rows, and rows the
+        checks or the model refused, with ``error`` set.
+    """
+    checked = [check_record(record, max_chars) for record in records]
+    items = [item for item in checked if isinstance(item, PredictInput)]
+    outcomes = iter(predict_each(lambda batch: [p for p, _ in predict_items(model, batch)], items))
+    rows = []
+    for item in checked:
+        outcome = next(outcomes) if isinstance(item, PredictInput) else item
+        rows.append(
+            output_row(outcome)
+            if isinstance(outcome, Prediction)
+            else error_row(outcome, model.name, model.version)
+        )
+    return rows

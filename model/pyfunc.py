@@ -51,7 +51,9 @@ def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Output rows as the pyfunc's DataFrame: :data:`OUTPUT_FIELDS` columns, in order,
     with ``warning_details`` as JSON text."""
     frame = pd.DataFrame(rows, columns=list(OUTPUT_FIELDS))
-    frame["warning_details"] = [json.dumps(details) for details in frame["warning_details"]]
+    frame["warning_details"] = [
+        None if details is None else json.dumps(details) for details in frame["warning_details"]
+    ]
     for name in OUTPUT_FIELDS:
         if _OUTPUT_TYPES.get(name) != "double":  # null text stays None, not NaN
             frame[name] = frame[name].astype(object).where(frame[name].notna(), None)

@@ -295,17 +295,10 @@ def output_row(prediction: Prediction) -> dict[str, Any]:
 
 
 def error_row(message: str, model_name: str, model_version: str) -> dict[str, Any]:
-    """The :data:`OUTPUT_FIELDS` of a row that could not be scored: ``error`` says why,
-    the lists are empty and the scores null."""
+    """The :data:`OUTPUT_FIELDS` of a row that could not be scored: ``error`` says why;
+    every other field but the model's name and version is null."""
     row: dict[str, Any] = dict.fromkeys(OUTPUT_FIELDS)
-    row.update(
-        warnings=[],
-        warning_details=[],
-        band_reason=None,
-        error=one_line(message),
-        model_name=model_name,
-        model_version=model_version,
-    )
+    row.update(error=one_line(message), model_name=model_name, model_version=model_version)
     return row
 
 

@@ -9,20 +9,16 @@ plus the set of ids seen (needed to detect duplicates).
 Every input row appears exactly once in the output, in input order, as a result or with
 an ``error`` message: empty or missing text, a value of the wrong type, oversize text, a
 missing, malformed or duplicate id, or a row that cannot be read at all. Output columns
-(:data:`~imr_outcome.serve.batch_sinks.OUTPUT_COLUMNS`):
+(:data:`~imr_outcome.serve.batch_sinks.OUTPUT_COLUMNS`): ``id`` (the row's id as text,
+null when missing or malformed), the one output row of every path
+(:data:`~imr_outcome.model.scoring.OUTPUT_FIELDS`: probabilities, label, band, base rate,
+relative risk, warnings, ``error``, model name and version), ``evidence`` (``[]`` unless
+asked for) and ``row`` (the row's 0-based position among the input's data rows, blank
+lines skipped). A row with an ``error`` has null scores.
 
-- ``id``: the row's id as text (null when missing or malformed);
-- ``p_overturned``, ``p_upheld``: calibrated probabilities in [0, 1] summing to 1;
-- ``label``: ``Upheld`` or ``Overturned`` at the model's threshold;
-- ``evidence``: a list of evidence spans (``[]`` unless asked for);
-- ``warnings``: a list of plain-language warning messages;
-- ``warning_details``: a list of ``{code, message, figures}`` objects, one per warning
-  (see :mod:`imr_outcome.model.warnings`);
-- ``error``: null, or why the row has no prediction (then the columns above are null);
-- ``row``: the row's 0-based position among the input's data rows (blank lines skipped).
-
-The three list columns are JSON arrays in JSON Lines output and JSON text in CSV and
-Parquet output. CSV input is UTF-8 unless its bytes say otherwise
+The list columns (``evidence``, ``warnings``, ``warning_details``) are JSON arrays in
+JSON Lines output and JSON text in CSV and Parquet output. CSV input is UTF-8
+unless its bytes say otherwise
 (:func:`~imr_outcome.serve.batch_readers.csv_encoding` detects cp1252 files from Excel and
 UTF-16 with charset-normalizer). Columns named like a pre-filing field (``patient_age``,
 ``patient_sex``, ...; see :func:`~imr_outcome.serve.batch_readers.prefiling_columns`) are
@@ -51,10 +47,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imr_outcome.data.model_input import coerce_metadata_value
-from imr_outcome.data.text_checks import check_text
-from imr_outcome.errors import ImrOutcomeError, InvalidInputError
+from imr_outcome.errors import InvalidInputError
 from imr_outcome.model.prediction import Prediction
+from imr_outcome.model.scoring import check_record, error_row, output_row, predict_each
 from imr_outcome.serve.batch_readers import (
     Columns,
     RawRow,
@@ -67,7 +62,7 @@ from imr_outcome.serve.batch_readers import (
     read_header,
     read_rows,
 )
-from imr_outcome.serve.batch_sinks import OUTPUT_COLUMNS, open_sink
+from imr_outcome.serve.batch_sinks import open_sink
 from imr_outcome.serve.predictor import PredictInput, Predictor
 
 logger = logging.getLogger(__name__)
@@ -93,11 +88,6 @@ class ScoreSummary:
     failed: int
     skipped_existing: int
     failed_existing: int = 0
-
-
-def one_line(message: str) -> str:
-    """A message on one line (output rows must be single lines)."""
-    return " ".join(message.split())
 
 
 # ---------------------------------------------------------------------- row validation
@@ -126,20 +116,6 @@ def normalize_id(value: Any, column: str) -> tuple[str | None, str | None]:
     return text, None
 
 
-def _metadata(values: Mapping[str, Any], columns: Columns) -> tuple[dict[str, Any], str | None]:
-    """Pre-filing metadata from the mapped columns (:func:`coerce_metadata_value`), or
-    ``({}, error message)``."""
-    metadata: dict[str, Any] = {}
-    for field, column in columns.metadata.items():
-        try:
-            value = coerce_metadata_value(field, values.get(column))
-        except InvalidInputError as exc:
-            return {}, str(exc)
-        if value is not None:
-            metadata[field] = value
-    return metadata, None
-
-
 @dataclass(frozen=True)
 class PreparedRow:
     row: int
@@ -162,23 +138,12 @@ def prepare_row(raw: RawRow, columns: Columns, seen: set[str], max_chars: int) -
         return PreparedRow(raw.row, row_id, None, raw.problem or "unreadable row")
     if id_problem is not None:
         return PreparedRow(raw.row, row_id, None, id_problem)
-    metadata, problem = _metadata(values, columns)
-    if problem is not None:
-        return PreparedRow(raw.row, row_id, None, problem)
-    request, summary = values.get(columns.request), values.get(columns.summary)
-    try:
-        item = PredictInput.of(
-            "" if request is None else request,
-            "" if summary is None else summary,
-            metadata,
-            max_chars=max_chars,
-        )
-        check_text("request", item.request)
-        if item.summary:
-            check_text("summary", item.summary)
-    except InvalidInputError as exc:
-        return PreparedRow(raw.row, row_id, None, str(exc))
-    return PreparedRow(raw.row, row_id, item, None)
+    record = {"request": values.get(columns.request), "summary": values.get(columns.summary)}
+    record |= {field: values.get(column) for field, column in columns.metadata.items()}
+    checked = check_record(record, max_chars)
+    if isinstance(checked, str):
+        return PreparedRow(raw.row, row_id, None, checked)
+    return PreparedRow(raw.row, row_id, checked, None)
 
 
 # ------------------------------------------------------------------------------ scoring
@@ -190,48 +155,24 @@ def prepare_row(raw: RawRow, columns: Columns, seen: set[str], max_chars: int) -
 PROGRESS_ROWS = 32
 
 
-def describe_error(exc: Exception) -> str:
-    return str(exc) if isinstance(exc, ImrOutcomeError) else f"{type(exc).__name__}: {exc}"
-
-
 def predict_rows(
     predictor: Predictor, items: Sequence[PredictInput], explain: bool
 ) -> list[Prediction | str]:
     """Predictions for ``items``; when the batch fails, item by item (errors as text)."""
-    if not items:
-        return []
-    try:
-        return list(predictor.predict_batch(items, explain=explain))
-    except Exception as exc:
-        logger.info(
-            "a batch of %d failed (%s); scoring it item by item", len(items), type(exc).__name__
-        )
-    results: list[Prediction | str] = []
-    for item in items:
-        try:
-            results.append(predictor.predict_batch([item], explain=explain)[0])
-        except Exception as exc:  # one bad item must not lose the others
-            logger.warning("an item failed: %s", type(exc).__name__)
-            logger.debug("item failure", exc_info=True)
-            results.append(describe_error(exc))
-    return results
+    return predict_each(lambda batch: predictor.predict_batch(batch, explain=explain), items)
 
 
-def _record(prepared: PreparedRow, outcome: Prediction | str | None) -> dict[str, Any]:
-    record: dict[str, Any] = dict.fromkeys(OUTPUT_COLUMNS)
-    record["id"], record["row"] = prepared.id, prepared.row
+def _record(
+    prepared: PreparedRow, outcome: Prediction | str | None, predictor: Predictor
+) -> dict[str, Any]:
     if isinstance(outcome, Prediction):
-        record.update(
-            p_overturned=outcome.p_overturned,
-            p_upheld=outcome.p_upheld,
-            label=outcome.label,
-            evidence=[span.model_dump() for span in outcome.evidence],
-            warnings=list(outcome.warnings),
-            warning_details=[detail.model_dump() for detail in outcome.warning_details],
-        )
+        row = output_row(outcome)
+        evidence = [span.model_dump() for span in outcome.evidence]
     else:
-        record["error"] = one_line(prepared.error or outcome or "unknown error")
-    return record
+        message = prepared.error or outcome or "unknown error"
+        row = error_row(message, predictor.model_name, predictor.model_version)
+        evidence = None
+    return {"id": prepared.id, **row, "evidence": evidence, "row": prepared.row}
 
 
 # ------------------------------------------------------------------------------- driver
@@ -326,7 +267,7 @@ def score_file(
                 if progress is not None and len(predicted) < len(items):  # the chunk's own
                     progress(len(sink.done) + scored + failed + len(predicted), total)  # follows
             outcomes = iter(predicted)
-            records = [_record(p, next(outcomes) if p.item else None) for p in todo]
+            records = [_record(p, next(outcomes) if p.item else None, predictor) for p in todo]
             sink.write(records)
             chunk_failed = sum(r["error"] is not None for r in records)
             failed += chunk_failed

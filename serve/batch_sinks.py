@@ -25,36 +25,29 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from imr_outcome.errors import InvalidInputError
+from imr_outcome.model.scoring import OUTPUT_FIELDS
 from imr_outcome.serve.batch_readers import Format
 
 logger = logging.getLogger(__name__)
 
-#: Output columns, in order (see the module docstring).
-OUTPUT_COLUMNS: tuple[str, ...] = (
-    "id",
-    "p_overturned",
-    "p_upheld",
-    "label",
-    "evidence",
-    "warnings",
-    "warning_details",
-    "error",
-    "row",
-)
+#: Output columns, in order: the id, the one output row
+#: (:data:`~imr_outcome.model.scoring.OUTPUT_FIELDS`), the evidence and the row number.
+OUTPUT_COLUMNS: tuple[str, ...] = ("id", *OUTPUT_FIELDS, "evidence", "row")
 #: Output columns holding JSON lists: arrays in JSON Lines, JSON text in CSV and Parquet.
 JSON_COLUMNS: tuple[str, ...] = ("evidence", "warnings", "warning_details")
+_FLOAT_COLUMNS = ("p_overturned", "p_upheld", "base_rate", "relative_risk")
 #: The Parquet schema of the output (every column nullable).
 OUTPUT_SCHEMA = pa.schema(
     [
-        ("id", pa.string()),
-        ("p_overturned", pa.float64()),
-        ("p_upheld", pa.float64()),
-        ("label", pa.string()),
-        ("evidence", pa.string()),
-        ("warnings", pa.string()),
-        ("warning_details", pa.string()),
-        ("error", pa.string()),
-        ("row", pa.int64()),
+        (
+            name,
+            pa.int64()
+            if name == "row"
+            else pa.float64()
+            if name in _FLOAT_COLUMNS
+            else pa.string(),
+        )
+        for name in OUTPUT_COLUMNS
     ]
 )
 

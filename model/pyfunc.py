@@ -24,9 +24,13 @@ from mlflow.pyfunc.model import PythonModel, PythonModelContext
 from mlflow.types.schema import Array, ColSpec, DataType, Schema, TensorSpec
 
 from imr_outcome.data.schema import PREFILING_FIELDS
+from imr_outcome.model.defaults import MAX_TEXT_CHARS
 from imr_outcome.model.model import OutcomeModel
 from imr_outcome.model.model_uri import ARTIFACT_KEY
 from imr_outcome.model.scoring import OUTPUT_FIELDS, score_records
+
+#: The "models from code" file MLflow runs to load the pyfunc.
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 
 #: Input columns, all optional and text, so that a bad value reaches the row checks
 #: (and comes back as that row's ``error``) instead of failing MLflow's schema check for
@@ -74,19 +78,26 @@ class ImrOutcomePyfunc(PythonModel):
     """The one output row per input row (see the module docstring)."""
 
     model: OutcomeModel
+    max_chars: int = MAX_TEXT_CHARS
 
     def load_context(self, context: PythonModelContext) -> None:
         """Load the model directory from the pyfunc artifacts.
 
-        The rows name the model as a ``models:/<model_id>`` URI would (name
+        The rows name the model as the ``model_config`` says (``model_name``,
+        ``model_version``: Spark scoring saves the driver's), else as a
+        ``models:/<model_id>`` URI would (name
         ``models:/<model_id>``, version ``model:<model_id>``) when the logged model's
         ``MLmodel`` file gives its id: a pyfunc cannot know the registry version it was
         loaded through.
         """
         directory = Path(context.artifacts[ARTIFACT_KEY])
         self.model = OutcomeModel.load(directory)
-        model_id = _logged_model_id(directory.parent.parent)
-        if model_id:
+        config = context.model_config or {}
+        self.max_chars = int(config.get("max_chars", MAX_TEXT_CHARS))
+        if "model_name" in config:  # saved by a caller that resolved a registry URI
+            self.model.name = str(config["model_name"])
+            self.model.version = str(config["model_version"])
+        elif model_id := _logged_model_id(directory.parent.parent):
             self.model.name, self.model.version = f"models:/{model_id}", f"model:{model_id}"
 
     def predict(
@@ -105,4 +116,4 @@ class ImrOutcomePyfunc(PythonModel):
             a bad row has ``error`` set and null scores.
         """
         records = [{str(k): v for k, v in row.items()} for row in model_input.to_dict("records")]
-        return to_frame(score_records(self.model, records))
+        return to_frame(score_records(self.model, records, max_chars=self.max_chars))

@@ -7,96 +7,74 @@ INPUT --out OUTPUT --engine spark``). Needs the ``spark`` extra (PySpark 4) and 
 or 21, and a classic (not Spark Connect) session. The executors need this package
 installed, as they need any library a UDF imports.
 
-The prediction column is a struct (:data:`PREDICTION_TYPE`):
+The prediction column is a struct (:data:`PREDICTION_TYPE`) of the one output row of
+every path (:data:`~imr_outcome.model.scoring.OUTPUT_FIELDS`): probabilities, label,
+band, band reason, base rate, relative risk, ``warnings`` (array of strings),
+``warning_details`` (JSON text, as in batch CSV and Parquet output), ``error`` and the
+model's name and version. It is computed by ``mlflow.pyfunc.spark_udf`` over the
+project's pyfunc (:mod:`imr_outcome.model.pyfunc`), which never raises on a bad row: the
+row comes back with ``error`` set, so one bad row never fails a task.
 
-- ``p_overturned``, ``p_upheld``: calibrated probabilities in [0, 1] summing to 1;
-- ``label``: ``Upheld`` or ``Overturned`` at the model's threshold;
-- ``band``: the decision band; always null until the model has bands;
-- ``warnings``: why to trust the prediction less (see :mod:`imr_outcome.serve.predictor`);
-- ``error``: null, or why the row has no prediction (then the five above are null).
-
-The rules are those of local scoring (:func:`imr_outcome.serve.batch.score_file`), and
-the row checks and scoring are its very functions, so the two agree row for row: a bad
-row (null or empty request, oversize text, a malformed or duplicate id, text that is not
-valid UTF-8, a row the CSV reader cannot parse) becomes an error row and never fails the
-job; an empty or null summary is scored (with a warning); a later row repeating an
+The rules are those of local scoring (:func:`imr_outcome.serve.batch.score_file`), so the
+two agree row for row: a bad row (null or empty request, oversize text, a malformed or
+duplicate id, text that is not valid UTF-8, a row the CSV reader cannot parse) becomes an
+error row; an empty or null summary is scored (with a warning); a later row repeating an
 earlier row's id is kept, with a duplicate-id error, like locally. Each row gets ``row``,
 its 0-based position in Spark's scan of the input (for one file, the file's row order;
 equal to the local ``row``), so duplicate ids stay apart and reruns give the same rows.
 The input must scan the same way twice (files and tables do; persist or checkpoint a
 DataFrame built with a random or otherwise non-deterministic step first).
 
-Why neither of the two library UDFs:
-
-- ``mlflow.pyfunc.spark_udf`` returns the pyfunc's output (``p_upheld``,
-  ``p_overturned``, ``label``): no warnings and no per-row error, and one bad row raises
-  inside the pyfunc, which fails the Spark task and so the job.
-- ``pyspark.ml.functions.predict_batch_udf`` checks results as dense tensors: a struct
-  result must be a dict of arrays (an ``array<string>`` field then needs a 2-D array, so
-  no ragged warning lists) or a list of dicts whose first row holds numpy scalars in every
-  scalar field (``np.isscalar(None)`` is false, so a null ``error`` is rejected).
-
-So the scoring is a plain iterator ``pandas_udf`` built the way both are: the model is
-resolved once on the driver (a bad URI fails before any task starts), saved to a local
-folder and put on every node with ``SparkContext.addFile`` (as ``spark_udf`` does with
-``env_manager="local"``), loaded once per Python worker and cached, and fed Arrow
-batches cut into chunks of ``batch_size`` rows for
-:meth:`~imr_outcome.serve.predictor.Predictor.predict_batch`.
-
-Spark stages: one job counts rows per input partition (for ``row``); the ids are grouped
-to find repeats (only repeated ids are broadcast back); texts with invalid UTF-8 are
-nulled in SQL (``is_valid_utf8``) before Arrow could fail on them; then the UDF.
+The model is resolved once on the driver (a bad URI fails before any task starts) and
+saved as a pyfunc model folder that ``spark_udf`` (``env_manager="local"``) puts on every
+node; the executors never contact the tracking store. Spark stages: one job counts rows
+per input partition (for ``row``); the ids are grouped to find repeats (only repeated ids
+are broadcast back); ids and texts are checked in SQL (missing or multi-line ids,
+``is_valid_utf8``) before Arrow could fail on them; then the UDF.
 """
 
 from __future__ import annotations
 
 import atexit
-import functools
 import logging
 import os
 import shutil
 import sys
 import tempfile
-import uuid
-from collections.abc import Iterator, Mapping, Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import pandas as pd
-from pyspark import SparkFiles
+import mlflow.pyfunc
 from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
-from pyspark.sql.pandas.functions import pandas_udf
 
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.model.prediction import Prediction
-from imr_outcome.serve.batch import (
-    PreparedRow,
-    ScoreSummary,
-    describe_error,
-    one_line,
-    predict_rows,
-    prepare_row,
-)
-from imr_outcome.serve.batch_readers import Columns, RawRow, checked_metadata_columns
-from imr_outcome.serve.predictor import MAX_TEXT_CHARS, Predictor
+from imr_outcome.model.defaults import MAX_TEXT_CHARS
+from imr_outcome.model.model_uri import ARTIFACT_KEY
+from imr_outcome.model.pyfunc import PYFUNC_CODE, SIGNATURE
+from imr_outcome.model.scoring import OUTPUT_FIELDS, one_line
+from imr_outcome.serve.batch import ScoreSummary
+from imr_outcome.serve.batch_readers import Columns, checked_metadata_columns
+from imr_outcome.serve.predictor import Predictor
 
 logger = logging.getLogger(__name__)
 
 #: The model scored when none is named.
 DEFAULT_MODEL_URI = "models:/imr-outcome@champion"
-#: The prediction struct (see the module docstring); every field nullable.
+_SPARK_TYPES: dict[str, T.DataType] = {
+    "p_overturned": T.DoubleType(),
+    "p_upheld": T.DoubleType(),
+    "base_rate": T.DoubleType(),
+    "relative_risk": T.DoubleType(),
+    "warnings": T.ArrayType(T.StringType()),
+}
+#: The prediction struct: the one output row (see the module docstring); all nullable.
 PREDICTION_TYPE = T.StructType(
-    [
-        T.StructField("p_overturned", T.DoubleType()),
-        T.StructField("p_upheld", T.DoubleType()),
-        T.StructField("label", T.StringType()),
-        T.StructField("band", T.StringType()),
-        T.StructField("warnings", T.ArrayType(T.StringType())),
-        T.StructField("error", T.StringType()),
-    ]
+    [T.StructField(name, _SPARK_TYPES.get(name, T.StringType())) for name in OUTPUT_FIELDS]
 )
 PREDICTION_FIELDS: tuple[str, ...] = tuple(PREDICTION_TYPE.names)
 #: Columns of a :func:`score_table` output, before any kept input columns.
@@ -106,13 +84,13 @@ OUTPUT_COLUMNS: tuple[str, ...] = ("id", "row", *PREDICTION_FIELDS)
 UNREADABLE_UTF8 = "unreadable row: not valid UTF-8 text"
 #: The error of a row the CSV reader could not parse (wrong field count, bad quoting).
 UNREADABLE_CSV = "unreadable row: not a well-formed CSV record"
+#: The error of a row whose id holds a line break (the local reader's message).
+ID_LINE_BREAK = "id: contains a line break; an id must be one line"
 
 InputFormat = Literal["auto", "parquet", "csv", "table"]
 
 #: Helper columns, dropped before a result is returned.
 _PREFIX = "__imr_"
-_PROBLEM = f"{_PREFIX}problem"
-_DUPLICATE = f"{_PREFIX}duplicate"
 _KEY = f"{_PREFIX}key"
 _FIRST = f"{_PREFIX}first"
 _CORRUPT = f"{_PREFIX}corrupt_record"
@@ -150,11 +128,15 @@ def spark_session(master: str | None = None, app_name: str = "imr-outcome") -> S
 # ------------------------------------------------------------------------- the model
 
 
-def _ship_model(spark: SparkSession, model_uri: str, max_chars: int) -> str:
-    """Load ``model_uri`` on the driver, save it and add it to every node's SparkFiles.
+def _pyfunc_udf(spark: SparkSession, model_uri: str, max_chars: int) -> tuple[Any, Predictor]:
+    """Resolve ``model_uri`` on the driver and wrap it as a ``spark_udf`` over the pyfunc.
+
+    The model is saved with its resolved name and version in the pyfunc's
+    ``model_config``, so Spark rows name it as the local paths do.
 
     Returns:
-        The name to pass to ``SparkFiles.get`` on an executor.
+        The UDF (struct of input columns in, :data:`PREDICTION_TYPE` out) and the driver's
+        predictor (for its name and version).
 
     Raises:
         ModelNotFoundError, IncompatibleModelError: see :meth:`Predictor.load`.
@@ -162,96 +144,46 @@ def _ship_model(spark: SparkSession, model_uri: str, max_chars: int) -> str:
     predictor = Predictor.load(model_uri, max_chars=max_chars)
     folder = Path(tempfile.mkdtemp(prefix="imr-spark-model-"))
     atexit.register(shutil.rmtree, folder, True)  # tasks may read it until the driver exits
-    name = f"imr-model-{uuid.uuid4().hex}"
-    predictor.model.save(folder / name)
-    spark.sparkContext.addFile(str(folder / name), recursive=True)
+    predictor.model.save(folder / "imr_model")
+    mlflow.pyfunc.save_model(
+        folder / "pyfunc",
+        python_model=str(PYFUNC_CODE),
+        artifacts={ARTIFACT_KEY: str(folder / "imr_model")},
+        signature=SIGNATURE,
+        model_config={
+            "model_name": predictor.model_name,
+            "model_version": predictor.model_version,
+            "max_chars": max_chars,
+        },
+    )
     logger.info(
-        "shipping %s model %s version %s to the executors",
+        "scoring with %s model %s version %s on the executors",
         predictor.model.info.kind,
         predictor.model_name,
         predictor.model_version,
     )
-    return name
+    with warnings.catch_warnings():
+        # "local" is the point: executors run this very environment (see module docstring)
+        warnings.filterwarnings("ignore", message=".*env_manager=\"local\"")
+        udf = mlflow.pyfunc.spark_udf(
+            spark, str(folder / "pyfunc"), result_type=PREDICTION_TYPE, env_manager="local"
+        )
+    return udf, predictor
 
 
-@functools.lru_cache(maxsize=2)
-def _worker_predictor(name: str, max_chars: int) -> Predictor:
-    """The shipped model, loaded once per Python worker (workers are reused across tasks)."""
-    return Predictor.load(SparkFiles.get(name), max_chars=max_chars)
-
-
-# --------------------------------------------------------------------------- the UDF
-
-
-def _result(error: str | None, outcome: Prediction | str | None) -> dict[str, Any]:
-    if isinstance(outcome, Prediction):
-        return {
-            "p_overturned": outcome.p_overturned,
-            "p_upheld": outcome.p_upheld,
-            "label": outcome.label,
-            "band": None,
-            "warnings": list(outcome.warnings),
-            "error": None,
-        }
-    return dict.fromkeys(PREDICTION_FIELDS) | {
-        "error": one_line(error or outcome or "unknown error")
+def _error_struct(problem: Column, predictor: Predictor) -> Column:
+    """A :data:`PREDICTION_TYPE` value for a row refused before scoring."""
+    fields = {
+        "error": problem,
+        "model_name": F.lit(predictor.model_name),
+        "model_version": F.lit(predictor.model_version),
     }
-
-
-def _prepare_record(record: Mapping[Any, Any], columns: Columns, max_chars: int) -> PreparedRow:
-    """One UDF input row through :mod:`~imr_outcome.serve.batch`'s row checks."""
-    values = {str(name): value for name, value in record.items()}
-    problem, duplicate = values.pop(_PROBLEM), values.pop(_DUPLICATE)
-    raw = RawRow(0, None if problem else values, problem, values[columns.id])
-    seen = {str(values[columns.id])} if duplicate else set()
-    return prepare_row(raw, columns, seen, max_chars)
-
-
-def score_frame(
-    predictor: Predictor, frame: pd.DataFrame, columns: Columns, batch_size: int
-) -> pd.DataFrame:
-    """Score one Arrow batch of UDF input with the local rules (runs on the executors).
-
-    Args:
-        predictor: the loaded model.
-        frame: n rows: the input columns named in ``columns`` (the id as text), the
-            problem found in SQL (or null) and whether an earlier row has the same id.
-        columns: the input column names.
-        batch_size: rows per :meth:`Predictor.predict_batch` call.
-
-    Returns:
-        n rows with the :data:`PREDICTION_FIELDS`, in input order.
-    """
-    # missing values as None (pandas gives NaN for a null string or number)
-    records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
-    results: list[dict[str, Any]] = []
-    for start in range(0, len(records), batch_size):
-        prepared: list[PreparedRow | str] = []
-        for record in records[start : start + batch_size]:
-            try:
-                prepared.append(_prepare_record(record, columns, predictor.max_chars))
-            except Exception as exc:  # a row the rules did not foresee must not fail the job
-                logger.warning("a row could not be prepared: %s", type(exc).__name__)
-                prepared.append(describe_error(exc))
-        items = [p.item for p in prepared if isinstance(p, PreparedRow) and p.item is not None]
-        outcomes = iter(predict_rows(predictor, items, explain=False))
-        for p in prepared:
-            if isinstance(p, str):
-                results.append(_result(p, None))
-            else:
-                results.append(_result(p.error, next(outcomes) if p.item is not None else None))
-    return pd.DataFrame(results, columns=list(PREDICTION_FIELDS))
-
-
-def _scoring_udf(model_name: str, max_chars: int, columns: Columns, batch_size: int) -> Any:
-    """The iterator pandas UDF: a struct of inputs in, a :data:`PREDICTION_TYPE` out."""
-
-    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        predictor = _worker_predictor(model_name, max_chars)
-        for batch in batches:
-            yield score_frame(predictor, batch, columns, batch_size)
-
-    return pandas_udf(score, PREDICTION_TYPE)  # type: ignore[call-overload]
+    return F.struct(
+        *[
+            fields.get(f.name, F.lit(None).cast(f.dataType)).alias(f.name)
+            for f in PREDICTION_TYPE.fields
+        ]
+    )
 
 
 # --------------------------------------------------------------------- DataFrame side
@@ -347,7 +279,8 @@ def score_dataframe(
         summary_column: the case summary (string; null or empty means none).
         metadata_columns: pre-filing field -> column, e.g. ``{"patient_age": "age"}``.
         max_chars: the longest accepted request or summary, in characters.
-        batch_size: rows per model call on an executor (>= 1).
+        batch_size: rows per model call on an executor (>= 1); sets the session's
+            ``spark.sql.execution.arrow.maxRecordsPerBatch``.
         prediction_column: name of the added :data:`PREDICTION_TYPE` column.
         row_column: name of the added ``bigint`` row index (see the module docstring).
         unreadable_column: a column that is non-null for rows the reader could not parse
@@ -368,7 +301,9 @@ def score_dataframe(
     _check_schema(df, columns, {"prediction_column": prediction_column, "row_column": row_column})
     if prediction_column == row_column:
         raise InvalidInputError("row_column", "must differ from prediction_column")
-    model_name = _ship_model(spark, model_uri, max_chars)
+    udf, predictor = _pyfunc_udf(spark, model_uri, max_chars)
+    # spark_udf hands the pyfunc one Arrow batch at a time
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size))
 
     types = {field.name: field.dataType for field in df.schema.fields}
     indexed = _with_row_index(df, row_column).withColumn(_KEY, _col(id_column).cast("string"))
@@ -389,21 +324,45 @@ def score_dataframe(
     unreadable = F.lit(False)
     for name in columns.needed:
         unreadable = unreadable | invalid(name)
-    problem = F.when(unreadable, F.lit(UNREADABLE_UTF8))
+    key = F.col(_KEY)
+    # the messages of serve.batch.normalize_id and its duplicate check
+    problem = (
+        F.when(unreadable, F.lit(UNREADABLE_UTF8))
+        .when(
+            key.isNull() | (F.trim(key) == ""),
+            F.lit(f"id: missing; every row needs a unique id in column {id_column!r}"),
+        )
+        .when(key.contains("\n") | key.contains("\r"), F.lit(ID_LINE_BREAK))
+        .when(
+            F.coalesce(_col(row_column) > F.col(_FIRST), F.lit(False)),
+            F.concat(F.lit("id: duplicate of an earlier row's id '"), key, F.lit("'")),
+        )
+    )
     if unreadable_column is not None:
         problem = F.when(_col(unreadable_column).isNotNull(), F.lit(UNREADABLE_CSV)).otherwise(
             problem
         )
-    fields = []
-    for name in columns.needed:
-        if name == id_column:
-            fields.append(F.when(~invalid(name), F.col(_KEY)).alias(name))
-        else:
-            fields.append(F.when(~unreadable, _col(name)).alias(name))
-    duplicate = F.coalesce(_col(row_column) > F.col(_FIRST), F.lit(False))
-    inputs = F.struct(*fields, problem.alias(_PROBLEM), duplicate.alias(_DUPLICATE))
-    udf = _scoring_udf(model_name, max_chars, columns, batch_size)
-    return joined.withColumn(prediction_column, udf(inputs)).drop(_KEY, _FIRST)
+    texts = {"request": columns.request, "summary": columns.summary, **columns.metadata}
+    inputs = F.struct(
+        *[
+            F.when(problem.isNull(), _col(column).cast("string")).alias(field)
+            for field, column in texts.items()
+        ]
+    )
+    scored = udf(inputs)
+    # MLflow's spark_udf casts a text field holding any value with astype(str), so a null
+    # there arrives as the text "None" (mlflow.pyfunc._convert_struct_values); no field
+    # of the row can hold that text, so it is turned back into null.
+    scored = F.struct(
+        *[
+            F.when(scored[f.name] != "None", scored[f.name]).alias(f.name)
+            if isinstance(f.dataType, T.StringType)
+            else scored[f.name].alias(f.name)
+            for f in PREDICTION_TYPE.fields
+        ]
+    )
+    prediction = F.when(problem.isNull(), scored).otherwise(_error_struct(problem, predictor))
+    return joined.withColumn(prediction_column, prediction).drop(_KEY, _FIRST)
 
 
 # -------------------------------------------------------------------------- table side
@@ -545,7 +504,7 @@ def score_table(
     flat = scored.select(
         _col(id_column).cast("string").alias("id"),
         F.col(f"{_PREFIX}row").alias("row"),
-        *[F.col(f"{_PREFIX}prediction.{name}").alias(name) for name in PREDICTION_FIELDS],
+        *[F.col(f"{_PREFIX}prediction.{name}").alias(name) for name in OUTPUT_FIELDS],
         *[_col(name) for name in extra if name not in OUTPUT_COLUMNS],
     )
     writer = flat.write.mode("overwrite" if overwrite else "errorifexists")

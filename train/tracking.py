@@ -26,9 +26,8 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
 from imr_outcome.errors import ModelNotFoundError
-from imr_outcome.model import pyfunc
 from imr_outcome.model.model_uri import ARTIFACT_KEY, default_tracking_uri
-from imr_outcome.model.pyfunc import SIGNATURE
+from imr_outcome.model.pyfunc import PYFUNC_CODE, SIGNATURE
 from imr_outcome.train.config import RunConfig, flatten
 
 logger = logging.getLogger(__name__)
@@ -36,7 +35,6 @@ logger = logging.getLogger(__name__)
 CHAMPION = "champion"
 #: The models-from-code file that defines the pyfunc model (no pickle in the artifact),
 #: beside :mod:`imr_outcome.model.pyfunc`.
-_PYFUNC_CODE = Path(pyfunc.__file__).with_name("pyfunc_model.py")
 #: Packages the pyfunc model needs, pinned to the installed versions (MLflow's inferred
 #: defaults for torch models add torchvision, which has no CPU build here).
 _PYFUNC_PACKAGES = (
@@ -150,7 +148,7 @@ def log_model(model_dir: Path) -> str:
         warnings.filterwarnings("ignore", message=".*An input example was not provided")
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=str(_PYFUNC_CODE),
+            python_model=str(PYFUNC_CODE),
             artifacts={ARTIFACT_KEY: str(model_dir)},
             signature=SIGNATURE,
             pip_requirements=pip_requirements(),

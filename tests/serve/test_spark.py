@@ -23,7 +23,8 @@ from typer.testing import CliRunner
 from imr_outcome.cli import app
 from imr_outcome.errors import InvalidInputError, ModelNotFoundError
 from imr_outcome.serve.batch import score_file
-from imr_outcome.serve.predictor import WARN_SHORT_SUMMARY, Predictor
+from imr_outcome.model.warnings import WARN_NO_SUMMARY
+from imr_outcome.serve.predictor import Predictor
 from imr_outcome.train.run import TrainResult
 
 from dataset_factory import OVERTURNED_CUE, UPHELD_CUE
@@ -180,7 +181,9 @@ def test_spark_matches_local_score_row_for_row(
         assert mine["id"] == theirs["id"]
         assert mine["label"] == theirs["label"]
         assert mine["warnings"] == json.loads(theirs["warnings"])
-        assert mine["band"] is None
+        assert json.loads(mine["warning_details"]) == json.loads(theirs["warning_details"])
+        for field in ("band", "band_reason", "base_rate", "model_name", "model_version"):
+            assert mine[field] == theirs[field]
         worst = max(worst, abs(mine["p_overturned"] - theirs["p_overturned"]))
     assert worst <= 1e-6
     errors = {r["row"]: r["error"] for r in got if r["error"] is not None}
@@ -188,7 +191,7 @@ def test_spark_matches_local_score_row_for_row(
     assert errors[41] == "id: duplicate of an earlier row's id 'case-40'"
     assert errors[71].startswith(f"request: {LIMIT + 1} characters, more than the limit")
     assert sorted(errors) == [5, 29, 41, 53, 67, 71]
-    assert WARN_SHORT_SUMMARY in got[17]["warnings"]
+    assert WARN_NO_SUMMARY in got[17]["warnings"]
 
 
 # ------------------------------------------------------------------ row rules, DataFrames
@@ -254,12 +257,13 @@ def test_bad_rows_become_error_rows_and_never_fail_the_job(
             assert prediction["p_overturned"] + prediction["p_upheld"] == pytest.approx(1.0)
             assert prediction["label"] in {"Upheld", "Overturned"}
             assert isinstance(prediction["warnings"], list)
+            assert prediction["band"] in {"uncertain", "insufficient information"}
         else:  # null, not NaN or a default
             assert prediction["p_overturned"] is None and prediction["p_upheld"] is None
             assert prediction["label"] is None and prediction["warnings"] is None
-        assert prediction["band"] is None
-    assert WARN_SHORT_SUMMARY in out[5]["prediction"]["warnings"]
-    assert WARN_SHORT_SUMMARY in out[6]["prediction"]["warnings"]
+            assert prediction["band"] is None and prediction["model_version"] == "1"
+    assert WARN_NO_SUMMARY in out[5]["prediction"]["warnings"]
+    assert WARN_NO_SUMMARY in out[6]["prediction"]["warnings"]
 
 
 def test_integer_ids_are_text_and_repeats_are_errors(

@@ -164,7 +164,7 @@ def _pyfunc_udf(spark: SparkSession, model_uri: str, max_chars: int) -> tuple[An
     )
     with warnings.catch_warnings():
         # "local" is the point: executors run this very environment (see module docstring)
-        warnings.filterwarnings("ignore", message=".*env_manager=\"local\"")
+        warnings.filterwarnings("ignore", message='.*env_manager="local"')
         udf = mlflow.pyfunc.spark_udf(
             spark, str(folder / "pyfunc"), result_type=PREDICTION_TYPE, env_manager="local"
         )

@@ -15,8 +15,8 @@ import pytest
 
 from imr_outcome.data.model_input import ModelInput, build_model_input
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
-from imr_outcome.model.encoders import encode_windows, load_tokenizer
 from imr_outcome.model.defaults import IG_STEPS
+from imr_outcome.model.encoders import encode_windows, load_tokenizer
 from imr_outcome.model.model import OutcomeModel
 from imr_outcome.model.ood import MahalanobisOod
 from imr_outcome.model.prediction import EvidenceSpan

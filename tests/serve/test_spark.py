@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 
 from imr_outcome.cli import app
 from imr_outcome.errors import InvalidInputError, ModelNotFoundError
-from imr_outcome.serve.batch import score_file
 from imr_outcome.model.warnings import WARN_NO_SUMMARY
+from imr_outcome.serve.batch import score_file
 from imr_outcome.serve.predictor import Predictor
 from imr_outcome.train.run import TrainResult
 

@@ -117,6 +117,14 @@ def predict_command(
     summary_file: Annotated[
         Path | None, typer.Option(help="Read the case summary from this UTF-8 file.")
     ] = None,
+    metadata: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--metadata",
+            help="Pre-filing metadata as FIELD=VALUE, repeatable (e.g. patient_age=44, "
+            "patient_sex=Female).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     no_evidence: Annotated[
         bool, typer.Option("--no-evidence", help="Skip evidence spans (faster).")
@@ -126,6 +134,7 @@ def predict_command(
 ) -> None:
     """Predict Upheld / Overturned for a letter's items or one request + summary."""
     from imr_outcome.errors import InvalidInputError
+    from imr_outcome.model.scoring import check_record
     from imr_outcome.serve.predictor import PredictInput
 
     if (letter is None) == (request is None):
@@ -161,7 +170,12 @@ def predict_command(
                 raise InvalidInputError(
                     "--summary-file", f"cannot read {summary_file} ({exc})"
                 ) from exc
-        cases.append((PredictInput.of(request, summary or ""), None))
+        fields = _parse_metadata(metadata or [])
+        checked = check_record({"request": request, "summary": summary, **fields})
+        if isinstance(checked, str):
+            field, _, reason = checked.partition(": ")
+            raise InvalidInputError(field, reason)
+        cases.append((checked, None))
     predictor = _load_predictor(model, backend)
     predictions = predictor.predict_batch(
         [case for case, _ in cases], explain=not no_evidence, top_k=top_k
@@ -188,6 +202,27 @@ def predict_command(
         known = [(a, p.label) for (_, a), p in zip(cases, predictions, strict=True) if a]
         hits = sum(a == label for a, label in known)
         console.print(f"{hits} of {len(known)} predictions match the letter's decisions")
+
+
+def _parse_metadata(values: list[str]) -> dict[str, str]:
+    """``FIELD=VALUE`` options as a mapping (values are checked with the row checks)."""
+    fields: dict[str, str] = {}
+    for value in values:
+        field, sep, text = value.partition("=")
+        if not sep or not field.strip():
+            err_console.print(f"[bold red]error:[/] --metadata {value!r}: expected FIELD=VALUE")
+            raise typer.Exit(code=2)
+        fields[field.strip()] = text
+    from imr_outcome.data.schema import PREFILING_FIELDS
+
+    unknown = sorted(set(fields) - set(PREFILING_FIELDS))
+    if unknown:
+        err_console.print(
+            f"[bold red]error:[/] --metadata {', '.join(unknown)}: not a pre-filing field; "
+            f"use one of {', '.join(PREFILING_FIELDS)}"
+        )
+        raise typer.Exit(code=2)
+    return fields
 
 
 def _parse_metadata_columns(values: list[str]) -> dict[str, str]:

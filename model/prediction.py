@@ -75,6 +75,9 @@ class Prediction(BaseModel):
             messages that say what to do.
         warning_details: the same warnings, in the same order, with a stable ``code`` and
             the ``figures`` behind each (see :mod:`imr_outcome.model.warnings`).
+        error: always null here: the field of the one output row
+            (:data:`~imr_outcome.model.scoring.OUTPUT_FIELDS`) that says why a row of a
+            batch could not be scored; a single call with bad input is refused instead.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -94,6 +97,7 @@ class Prediction(BaseModel):
     evidence: list[EvidenceSpan] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     warning_details: list[WarningDetail] = Field(default_factory=list)
+    error: None = None
 
     @model_validator(mode="after")
     def _warnings_match_details(self) -> Prediction:

@@ -290,8 +290,7 @@ def output_row(prediction: Prediction) -> dict[str, Any]:
     """The :data:`OUTPUT_FIELDS` of a scored item, JSON-ready (``warning_details`` as
     ``{code, message, figures}`` objects)."""
     row = prediction.model_dump(include=set(OUTPUT_FIELDS), mode="json")
-    row["error"] = None
-    return {name: row.get(name) for name in OUTPUT_FIELDS}
+    return {name: row[name] for name in OUTPUT_FIELDS}
 
 
 def error_row(message: str, model_name: str, model_version: str) -> dict[str, Any]:

@@ -288,7 +288,7 @@ def test_warnings_are_returned(client: TestClient) -> None:
         {
             "code": "short_summary",
             "message": WARN_SHORT_SUMMARY,
-            "figures": {"summary_words": 1, "min_summary_words": 30},
+            "figures": {"summary_words": 1, "min_summary_words": 20},
         },
         {
             "code": "summary_not_clinical",

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from imr_outcome.data.schema import PREFILING_FIELDS
 from imr_outcome.data.text_checks import LETTER_PATTERN
-from imr_outcome.model.warnings import WARN_SHORT_SUMMARY
+from imr_outcome.model.warnings import WARN_NO_SUMMARY
 from imr_outcome.serve.api import create_app
 from imr_outcome.serve.api_limits import ServeSettings
 from imr_outcome.serve.api_schemas import Metadata
@@ -146,7 +146,8 @@ def test_a_summary_left_out_is_none_and_predicted(client: TestClient) -> None:
     response = client.post("/v1/predict", json={"request": REQUEST})
 
     assert response.status_code == 200
-    assert WARN_SHORT_SUMMARY in response.json()["warnings"]
+    assert WARN_NO_SUMMARY in response.json()["warnings"]
+    assert response.json()["band_reason"] == "there is no case summary, only the request"
 
 
 # ------------------------------------------------------------------------ metadata

@@ -152,12 +152,12 @@ def predict_command(
         from imr_outcome.data.model_input import prefiling_metadata
 
         parsed = parse_letter_file(letter)
-        metadata = prefiling_metadata(parsed)
+        letter_metadata = prefiling_metadata(parsed)
         for item in parsed.items:
             cases.append(
                 (
                     PredictInput.of(
-                        item.request.value, parsed.summary.value, metadata, source="dwc"
+                        item.request.value, parsed.summary.value, letter_metadata, source="dwc"
                     ),
                     item.outcome.decision.value.value,
                 )

@@ -57,12 +57,12 @@ from imr_outcome.model.attribution_spans import (
     word_scores,
 )
 from imr_outcome.model.attribution_tokens import (
-    IG_STEPS,
     Method,
     check_positive,
     token_attributions,
 )
 from imr_outcome.model.base import Classifier
+from imr_outcome.model.defaults import IG_STEPS
 
 if TYPE_CHECKING:
     from imr_outcome.model.baselines import TfidfLogReg

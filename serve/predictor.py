@@ -230,7 +230,7 @@ class Predictor:
             check_length(f"items[{index}].summary", item.summary, self.max_chars)
         if not items:
             return []
-        predictions = []
+        predictions: list[Prediction] = []
         for prediction, model_input in predict_items(
             self.model,
             items,

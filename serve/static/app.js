@@ -26,12 +26,25 @@
     return Math.round(p * 100) + "%";
   }
 
-  // "Likely upheld — 87%": the model's label (at its threshold) and that label's probability.
+  // The sentence a person reads first: the estimate against the usual rate, in words.
+  // "Less likely than usual to be overturned: 7% (usual: 11%)". Models saved without a
+  // decision rule fall back to the label and its probability.
   function headline(prediction) {
-    if (prediction.band) {
-      // "Likely upheld — 6% chance of Overturned": the band a person should read.
-      const band = prediction.band.charAt(0).toUpperCase() + prediction.band.slice(1);
-      return `${band} — ${percent(prediction.p_overturned)} chance of Overturned`;
+    if (prediction.band === "insufficient information") {
+      return `Not enough information to estimate — ${prediction.band_reason}`;
+    }
+    if (prediction.base_rate) {
+      const rr = prediction.relative_risk;
+      const words =
+        rr < 0.8
+          ? "Less likely than usual"
+          : rr > 1.25
+            ? "More likely than usual"
+            : "About as likely as usual";
+      return (
+        `${words} to be overturned: ${percent(prediction.p_overturned)} ` +
+        `(usual: ${percent(prediction.base_rate)})`
+      );
     }
     const p = prediction.label === "Upheld" ? prediction.p_upheld : prediction.p_overturned;
     const strength = p >= 0.5 ? "Likely" : "Leaning";
@@ -102,8 +115,8 @@
     article.append(bar);
     if (prediction.band) {
       let context =
-        `${prediction.relative_risk.toFixed(1)}× the usual rate of ` +
-        `${percent(prediction.base_rate)}; ${prediction.band_reason}.`;
+        `${prediction.relative_risk.toFixed(1)}\u00d7 the usual rate of ` +
+        `${percent(prediction.base_rate)} (band: ${prediction.band}; ${prediction.band_reason}).`;
       if (prediction.band_accuracy !== null && prediction.band_accuracy !== undefined) {
         context +=
           ` On held-out letters this band was right ${percent(prediction.band_accuracy)} ` +

@@ -46,8 +46,9 @@ SUMMARY = (
 KEY = "browser-key-0123456789abcdef"
 HEADLINE = re.compile(
     r"^((Likely|Leaning) (upheld|overturned) \u2014 \d{1,3}%"
-    r"|(Likely upheld|Uncertain|Likely overturned|Insufficient information) \u2014 "
-    r"\d{1,3}% chance of Overturned)$"
+    r"|(Less likely than usual|More likely than usual|About as likely as usual) to be "
+    r"overturned: \d{1,3}% \(usual: \d{1,3}%\)"
+    r"|Not enough information to estimate \u2014 .+)$"
 )
 
 

@@ -12,6 +12,11 @@ Two ways a model can learn the answer instead of the case:
    them with MinHash LSH (Broder 1997, "On the resemblance and containment of
    documents"; ``datasketch``) so the dataset builder can merge their groups first.
 
+3. Display-only outcome text in its input: a row's own rationale excerpt
+   (:data:`~imr_outcome.data.schema.DISPLAY_ONLY_FIELDS`) is stored for people to read
+   beside similar past decisions; :func:`audit_display_only` checks that no model input
+   holds it.
+
 DMHC summaries are also checked sentence by sentence for the reviewer's reasoning
 (:func:`audit_dmhc_reasoning`), with the same cue list the DMHC splitter uses
 (:data:`imr_outcome.data.reasoning_cues.CUES`).
@@ -28,7 +33,7 @@ from datasketch import MinHash, MinHashLSH
 from imr_outcome.data.dmhc_findings import split_sentences
 from imr_outcome.data.model_input import record_model_input
 from imr_outcome.data.reasoning_cues import find_cues
-from imr_outcome.data.schema import ItemRecord
+from imr_outcome.data.schema import DISPLAY_ONLY_FIELDS, ItemRecord, OutcomeText
 
 #: Outcome language that must never appear in model input (name, pattern).
 OUTCOME_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -130,6 +135,45 @@ def audit_outcome_language(records: Sequence[ItemRecord]) -> list[LeakageFinding
                 for m in pattern.finditer(text):
                     findings.append(LeakageFinding(record.id, segment, name, m.start(), m.end()))
     return findings + audit_dmhc_reasoning(records)
+
+
+#: Display-only text shorter than this is not searched for in model inputs: a short
+#: phrase (a guideline name) may appear in a summary by right.
+MIN_CHARS_FOR_DISPLAY_AUDIT = 60
+
+
+def audit_display_only(records: Sequence[ItemRecord]) -> list[LeakageFinding]:
+    """Check that no model input holds a row's own display-only outcome text.
+
+    Every text field of :data:`~imr_outcome.data.schema.DISPLAY_ONLY_FIELDS` (the
+    rationale excerpt) of at least :data:`MIN_CHARS_FOR_DISPLAY_AUDIT` characters is
+    searched, whitespace- and case-insensitively, in the row's request (segment
+    ``"text"``) and summary (``"text_pair"``), the text its model input is built from:
+    a parser that let the rationale run into the summary or the request is caught here.
+
+    Args:
+        records: dataset rows.
+
+    Returns:
+        One finding per hit, pattern ``"display-only field '<name>'"``, with the offsets
+        in the segment; empty when clean.
+    """
+    findings: list[LeakageFinding] = []
+    for record in records:
+        for name in DISPLAY_ONLY_FIELDS:
+            value = getattr(record, name)
+            text = value.reveal() if isinstance(value, OutcomeText) else value
+            if not isinstance(text, str) or len(text) < MIN_CHARS_FOR_DISPLAY_AUDIT:
+                continue
+            needle = re.compile(r"\s+".join(map(re.escape, text.split())), re.I)
+            for segment, haystack in (("text", record.request), ("text_pair", record.summary)):
+                for m in needle.finditer(haystack):
+                    findings.append(
+                        LeakageFinding(
+                            record.id, segment, f"display-only field '{name}'", m.start(), m.end()
+                        )
+                    )
+    return findings
 
 
 def _shingles(text: str, k: int = 5) -> set[bytes]:

@@ -15,7 +15,7 @@ Two ways a model can learn the answer instead of the case:
 3. Display-only outcome text in its input: a row's own rationale excerpt
    (:data:`~imr_outcome.data.schema.DISPLAY_ONLY_FIELDS`) is stored for people to read
    beside similar past decisions; :func:`audit_display_only` checks that no model input
-   holds it.
+   reads its column (and the tests poison it to prove it).
 
 DMHC summaries are also checked sentence by sentence for the reviewer's reasoning
 (:func:`audit_dmhc_reasoning`), with the same cue list the DMHC splitter uses
@@ -33,7 +33,7 @@ from datasketch import MinHash, MinHashLSH
 from imr_outcome.data.dmhc_findings import split_sentences
 from imr_outcome.data.model_input import record_model_input
 from imr_outcome.data.reasoning_cues import find_cues
-from imr_outcome.data.schema import DISPLAY_ONLY_FIELDS, ItemRecord, OutcomeText
+from imr_outcome.data.schema import DISPLAY_ONLY_FIELDS, MODEL_INPUT_FIELDS, ItemRecord
 
 #: Outcome language that must never appear in model input (name, pattern).
 OUTCOME_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -137,43 +137,23 @@ def audit_outcome_language(records: Sequence[ItemRecord]) -> list[LeakageFinding
     return findings + audit_dmhc_reasoning(records)
 
 
-#: Display-only text shorter than this is not searched for in model inputs: a short
-#: phrase (a guideline name) may appear in a summary by right.
-MIN_CHARS_FOR_DISPLAY_AUDIT = 60
+def audit_display_only(model_fields: Sequence[str] = MODEL_INPUT_FIELDS) -> list[str]:
+    """Display-only dataset columns that a model input would read (should be none).
 
-
-def audit_display_only(records: Sequence[ItemRecord]) -> list[LeakageFinding]:
-    """Check that no model input holds a row's own display-only outcome text.
-
-    Every text field of :data:`~imr_outcome.data.schema.DISPLAY_ONLY_FIELDS` (the
-    rationale excerpt) of at least :data:`MIN_CHARS_FOR_DISPLAY_AUDIT` characters is
-    searched, whitespace- and case-insensitively, in the row's request (segment
-    ``"text"``) and summary (``"text_pair"``), the text its model input is built from:
-    a parser that let the rationale run into the summary or the request is caught here.
+    :func:`~imr_outcome.data.model_input.record_model_input` reads exactly
+    :data:`~imr_outcome.data.schema.MODEL_INPUT_FIELDS`; the rationale excerpt and the
+    decision date (:data:`~imr_outcome.data.schema.DISPLAY_ONLY_FIELDS`) must not be among
+    them. (The excerpt's text is not searched for in the summary: a reviewer's rationale
+    often restates the case summary word for word, which is the rationale copying the
+    input, not the input holding the outcome; the tests poison the column instead.)
 
     Args:
-        records: dataset rows.
+        model_fields: the columns a model input is built from.
 
     Returns:
-        One finding per hit, pattern ``"display-only field '<name>'"``, with the offsets
-        in the segment; empty when clean.
+        The display-only names among ``model_fields``, sorted; empty when clean.
     """
-    findings: list[LeakageFinding] = []
-    for record in records:
-        for name in DISPLAY_ONLY_FIELDS:
-            value = getattr(record, name)
-            text = value.reveal() if isinstance(value, OutcomeText) else value
-            if not isinstance(text, str) or len(text) < MIN_CHARS_FOR_DISPLAY_AUDIT:
-                continue
-            needle = re.compile(r"\s+".join(map(re.escape, text.split())), re.I)
-            for segment, haystack in (("text", record.request), ("text_pair", record.summary)):
-                for m in needle.finditer(haystack):
-                    findings.append(
-                        LeakageFinding(
-                            record.id, segment, f"display-only field '{name}'", m.start(), m.end()
-                        )
-                    )
-    return findings
+    return sorted(set(model_fields) & set(DISPLAY_ONLY_FIELDS))
 
 
 def _shingles(text: str, k: int = 5) -> set[bytes]:

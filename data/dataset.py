@@ -237,9 +237,8 @@ def build_dataset(records: Sequence[ItemRecord], config: BuildConfig) -> BuiltDa
 
     Raises:
         InvalidInputError: for no rows, duplicate ids, or too few groups for the folds.
-        LeakageError: when a model input contains outcome language or a row's own
-            display-only rationale excerpt, or near-duplicate items would sit in different
-            folds.
+        LeakageError: when a model input reads a display-only column or contains
+            outcome language, or near-duplicate items would sit in different folds.
     """
     if not records:
         raise InvalidInputError("sources", "no items were read; check the source paths")
@@ -249,7 +248,10 @@ def build_dataset(records: Sequence[ItemRecord], config: BuildConfig) -> BuiltDa
         raise InvalidInputError(
             "sources", f"duplicate item ids {duplicated}: was a letter given twice?"
         )
-    findings = audit_outcome_language(records) + audit_display_only(records)
+    read = audit_display_only()
+    if read:
+        raise LeakageError(f"model inputs read the display-only column(s) {read}")
+    findings = audit_outcome_language(records)
     if findings:
         shown = "; ".join(f"{f.item_id} {f.segment}: {f.pattern}" for f in findings[:5])
         raise LeakageError(

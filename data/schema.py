@@ -262,3 +262,7 @@ class ItemRecord:
 #: (:func:`imr_outcome.data.audit.audit_display_only`) and the tests prove that no model
 #: input reads them.
 DISPLAY_ONLY_FIELDS: tuple[str, ...] = ("decision_date", "rationale_excerpt")
+
+#: The columns a model input is built from (:func:`~imr_outcome.data.model_input.
+#: record_model_input`): the request, the summary and the pre-filing metadata.
+MODEL_INPUT_FIELDS: tuple[str, ...] = ("request", "summary", *PREFILING_FIELDS)

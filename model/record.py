@@ -66,6 +66,7 @@ class RecordItem:
         year: decision year; decision_date: ISO decision date (display).
         diagnosis: DMHC diagnosis category.
         rationale_excerpt: display only, never a model input.
+        source: ``"dwc"`` or ``"dmhc"``.
     """
 
     item_id: str
@@ -78,6 +79,7 @@ class RecordItem:
     decision_date: str | None = None
     diagnosis: str | None = None
     rationale_excerpt: str | None = None
+    source: str = "dwc"
 
     def precedent(self) -> Precedent:
         """This item as a :class:`Precedent` to display."""
@@ -115,6 +117,7 @@ def record_items(split: datasets.Dataset) -> list[RecordItem]:
             "decision_date",
             "diagnosis_category",
             "rationale_excerpt",
+            "source",
         )
         if c in split.column_names
     ]
@@ -137,6 +140,7 @@ def record_items(split: datasets.Dataset) -> list[RecordItem]:
             decision_date=column("decision_date")[i],
             diagnosis=column("diagnosis_category")[i],
             rationale_excerpt=column("rationale_excerpt")[i],
+            source=str(column("source")[i] or "dwc"),
         )
         for i, (item_id, letter, group, request, label) in enumerate(
             zip(

@@ -9,12 +9,14 @@ Representations (the champion's own, chosen by :mod:`imr_outcome.model.record`):
 
 * ``tfidf`` (scikit-learn kinds): :class:`TfidfRepresentation`, TF-IDF cosine of the
   style-blind request and summary, each block L2-normalised and weighted, so that the
-  similarity is ``w * cos(requests) + (1 - w) * cos(summaries)``;
+  similarity is ``w * cos(requests) + (1 - w) * cos(summaries)``; from
+  :data:`HNSW_MIN_ITEMS` items on, projected to :data:`LSA_COMPONENTS` dense LSA
+  dimensions so that an HNSW graph can index it;
 * ``encoder`` (transformer kinds): the model's item embeddings, L2-normalised.
 
 Search (:class:`VectorIndex`): scikit-learn ``NearestNeighbors(metric="cosine",
-algorithm="brute")`` (exact) below :data:`HNSW_MIN_ITEMS` dense items and for sparse
-TF-IDF at any size; past it, hnswlib's HNSW graph (Malkov & Yashunin 2018, "Efficient and
+algorithm="brute")`` (exact) below :data:`HNSW_MIN_ITEMS` items (and for sparse vectors);
+from there on, hnswlib's HNSW graph (Malkov & Yashunin 2018, "Efficient and
 robust approximate nearest neighbor search using Hierarchical Navigable Small World
 graphs", IEEE TPAMI 42(4)). The switch point and the latencies are measured by
 ``experiments/bench_similar.py``.
@@ -32,6 +34,7 @@ import joblib
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
+from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import normalize
@@ -43,8 +46,12 @@ FloatArray = npt.NDArray[np.float32]
 Vectors: TypeAlias = "FloatArray | sp.csr_matrix"
 """Item vectors, shape ``(n, d)``: dense float32 or a sparse CSR matrix; rows L2-normal."""
 
-#: Dense indexes of at least this many items use hnswlib (measured: see the module doc).
-HNSW_MIN_ITEMS = 20_000
+#: Dense indexes of at least this many items use hnswlib, and TF-IDF indexes go dense
+#: (LSA) to use it. Measured by experiments/bench_similar.py on 2 shared cores: exact
+#: search's p50 passes the 20 ms target between 5,000 and 10,000 items (27 ms dense, 13 ms
+#: sparse at 10,000; 44 / 38 ms at 20,000; 161 / 143 ms at 100,000), while HNSW stays
+#: under 1 ms at 100,000 with recall@5 1.00 (clustered dense) and 0.95 (LSA).
+HNSW_MIN_ITEMS = 5_000
 #: hnswlib graph settings: links per node, build and query beam widths (hnswlib's
 #: recommended ranges; ef_search >= k). Seeded and built on one thread: reproducible.
 HNSW_M = 16
@@ -52,6 +59,8 @@ HNSW_EF_CONSTRUCTION = 200
 HNSW_EF_SEARCH = 64
 #: Weight of the request block in the TF-IDF similarity (the summary gets the rest).
 REQUEST_WEIGHT = 0.5
+#: LSA dimensions of a TF-IDF index of >= HNSW_MIN_ITEMS items.
+LSA_COMPONENTS = 256
 
 
 @dataclass(frozen=True)
@@ -86,20 +95,27 @@ class TfidfRepresentation:
     """TF-IDF cosine over the model input: request block + summary block.
 
     Word 1-2-grams, sublinear tf, English stop words, terms in >= 2 items (one vocabulary
-    per block; Salton & Buckley 1988). Fitted on the indexed items only.
+    per block; Salton & Buckley 1988). Fitted on the indexed items only. With
+    ``components``, the weighted TF-IDF rows are projected on their top singular vectors
+    (latent semantic analysis, Deerwester et al. 1990; scikit-learn ``TruncatedSVD``) and
+    come out dense, so that an HNSW graph can index them: exact sparse search is too slow
+    past :data:`HNSW_MIN_ITEMS` items (``experiments/bench_similar.py``).
 
     Args:
         request_weight: ``w`` in ``w * cos(request) + (1 - w) * cos(summary)``, in [0, 1].
+        components: LSA dimensions, or None for sparse TF-IDF (exact search).
     """
 
     name = "tfidf"
 
-    def __init__(self, request_weight: float = REQUEST_WEIGHT) -> None:
+    def __init__(self, request_weight: float = REQUEST_WEIGHT, components: int | None = None):
         if not 0.0 <= request_weight <= 1.0:
             raise InvalidInputError("request_weight", f"must be in [0, 1], got {request_weight}")
         self.request_weight = request_weight
+        self.components = components
         self.request_vectorizer = self._vectorizer()
         self.summary_vectorizer = self._vectorizer()
+        self.svd: TruncatedSVD | None = None
 
     @staticmethod
     def _vectorizer() -> TfidfVectorizer:
@@ -116,11 +132,22 @@ class TfidfRepresentation:
         requests, summaries = self._parts(inputs)
         self.request_vectorizer.fit(requests)
         self.summary_vectorizer.fit([s or "." for s in summaries])
+        if self.components:
+            weighted = self._weighted(inputs)
+            n_components = max(1, min(self.components, weighted.shape[1] - 1, len(inputs) - 1))
+            self.svd = TruncatedSVD(n_components=n_components, random_state=0).fit(weighted)
         return self
 
-    def transform(self, inputs: Sequence[ModelInput]) -> sp.csr_matrix:
-        """Vectors of ``inputs``, shape ``(n, |V_request| + |V_summary|)``, rows of norm
-        <= 1 (1 unless a block has no known term)."""
+    def transform(self, inputs: Sequence[ModelInput]) -> Vectors:
+        """Vectors of ``inputs``: sparse, shape ``(n, |V_request| + |V_summary|)``, rows
+        of norm <= 1 (1 unless a block has no known term); with LSA dense unit rows,
+        shape ``(n, components)``."""
+        weighted = self._weighted(inputs)
+        if self.svd is None:
+            return weighted
+        return unit_rows(self.svd.transform(weighted))
+
+    def _weighted(self, inputs: Sequence[ModelInput]) -> sp.csr_matrix:
         requests, summaries = self._parts(inputs)
         blocks = [
             normalize(self.request_vectorizer.transform(requests)) * np.sqrt(self.request_weight),
@@ -168,38 +195,35 @@ class VectorIndex:
         if backend not in ("auto", "exact", "hnsw"):
             raise InvalidInputError("backend", f"expected auto, exact or hnsw, got {backend!r}")
         self.sparse = sp.issparse(vectors)
-        self.vectors: Vectors = (
+        stored: Vectors = (
             sp.csr_matrix(vectors, dtype=np.float32) if self.sparse else unit_rows(vectors)
         )
-        n = self.vectors.shape[0]
-        if n == 0:
+        self.n, self.dim = int(stored.shape[0]), int(stored.shape[1])
+        if self.n == 0:
             raise InvalidInputError("vectors", "no items to index")
         if backend == "auto":
-            backend = "hnsw" if not self.sparse and n >= HNSW_MIN_ITEMS else "exact"
+            backend = "hnsw" if not self.sparse and self.n >= HNSW_MIN_ITEMS else "exact"
         if backend == "hnsw" and self.sparse:
             raise InvalidInputError("backend", "hnsw needs dense vectors; use exact")
         self.backend = backend
-        self._search: Any = self._build()
+        # The exact backend keeps the vectors; an HNSW graph holds its own copy.
+        self.vectors: Vectors | None = stored if backend == "exact" else None
+        self._search: Any = self._build(stored)
 
     def __len__(self) -> int:
-        return int(self.vectors.shape[0])
+        return self.n
 
-    @property
-    def dim(self) -> int:
-        """The vector dimension ``d``."""
-        return int(self.vectors.shape[1])
-
-    def _build(self) -> Any:
+    def _build(self, vectors: Vectors) -> Any:
         if self.backend == "exact":
-            return NearestNeighbors(metric="cosine", algorithm="brute").fit(self.vectors)
+            return NearestNeighbors(metric="cosine", algorithm="brute").fit(vectors)
         import hnswlib
 
         index = hnswlib.Index(space="cosine", dim=self.dim)
         index.init_index(
-            max_elements=len(self), ef_construction=HNSW_EF_CONSTRUCTION, M=HNSW_M, random_seed=1
+            max_elements=self.n, ef_construction=HNSW_EF_CONSTRUCTION, M=HNSW_M, random_seed=1
         )
         index.set_num_threads(1)
-        index.add_items(np.asarray(self.vectors), np.arange(len(self)))
+        index.add_items(np.asarray(vectors), np.arange(self.n))
         index.set_ef(HNSW_EF_SEARCH)
         return index
 
@@ -221,7 +245,7 @@ class VectorIndex:
         """
         if k < 1:
             raise InvalidInputError("k", f"must be >= 1, got {k}")
-        k = min(k, len(self))
+        k = min(k, self.n)
         q: Vectors = sp.csr_matrix(queries, dtype=np.float32) if self.sparse else unit_rows(queries)
         if q.shape[1] != self.dim:
             raise InvalidInputError("vectors", f"expected dimension {self.dim}, got {q.shape[1]}")
@@ -233,20 +257,21 @@ class VectorIndex:
         return indices.astype(np.int64), 1.0 - distances.astype(np.float64)
 
     def save(self, directory: Path) -> None:
-        """Write the vectors (and the HNSW graph) into ``directory`` (created)."""
+        """Write the vectors (exact) or the HNSW graph into ``directory`` (created)."""
         directory.mkdir(parents=True, exist_ok=True)
-        if self.sparse:
-            sp.save_npz(directory / "vectors.npz", self.vectors)
-        else:
-            np.save(directory / "vectors.npy", self.vectors)
         if self.backend == "hnsw":
             self._search.save_index(str(directory / "hnsw.bin"))
-        meta = {"backend": self.backend, "sparse": self.sparse, "n": len(self), "dim": self.dim}
+        elif self.sparse:
+            sp.save_npz(directory / "vectors.npz", self.vectors)
+        else:
+            assert self.vectors is not None
+            np.save(directory / "vectors.npy", self.vectors)
+        meta = {"backend": self.backend, "sparse": self.sparse, "n": self.n, "dim": self.dim}
         (directory / "index.json").write_text(json.dumps(meta) + "\n", encoding="utf-8")
 
     @classmethod
     def load(cls, directory: Path) -> VectorIndex:
-        """Read an index :meth:`save` wrote (the HNSW graph is loaded, not rebuilt).
+        """Read an index :meth:`save` wrote (an HNSW graph is loaded, not rebuilt).
 
         Raises:
             IncompatibleModelError: files missing.
@@ -256,23 +281,24 @@ class VectorIndex:
             raise IncompatibleModelError(f"{meta_path} is missing; re-register the model")
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         self = cls.__new__(cls)
-        self.sparse = bool(meta["sparse"])
-        self.backend = str(meta["backend"])
+        self.sparse, self.backend = bool(meta["sparse"]), str(meta["backend"])
+        self.n, self.dim = int(meta["n"]), int(meta["dim"])
+        self.vectors = None
+        if self.backend == "hnsw":
+            import hnswlib
+
+            index = hnswlib.Index(space="cosine", dim=self.dim)
+            index.load_index(str(directory / "hnsw.bin"), max_elements=self.n)
+            index.set_num_threads(1)
+            index.set_ef(HNSW_EF_SEARCH)
+            self._search = index
+            return self
         self.vectors = (
             sp.csr_matrix(sp.load_npz(directory / "vectors.npz"))
             if self.sparse
             else np.load(directory / "vectors.npy")
         )
-        if self.backend == "hnsw":
-            import hnswlib
-
-            index = hnswlib.Index(space="cosine", dim=int(meta["dim"]))
-            index.load_index(str(directory / "hnsw.bin"), max_elements=int(meta["n"]))
-            index.set_num_threads(1)
-            index.set_ef(HNSW_EF_SEARCH)
-            self._search = index
-        else:
-            self._search = self._build()
+        self._search = self._build(self.vectors)
         return self
 
 

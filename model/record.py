@@ -27,6 +27,8 @@ from imr_outcome.data.schema import LABELS
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError
 from imr_outcome.model.outcome_rates import OutcomeRates, RateLookup, RateRow
 from imr_outcome.model.precedents import (
+    HNSW_MIN_ITEMS,
+    LSA_COMPONENTS,
     Precedent,
     PrecedentIndex,
     TfidfRepresentation,
@@ -311,7 +313,8 @@ def build_record(
         source_name: ``"dwc"`` or ``"dmhc"``.
         source_label: the source shown with every rate (default: :data:`SOURCE_LABELS`).
         embed: the model's embedding function for transformer kinds
-            (:func:`embedding_function`); None: TF-IDF cosine (scikit-learn kinds).
+            (:func:`embedding_function`); None: TF-IDF cosine (scikit-learn kinds), in
+            :data:`LSA_COMPONENTS` LSA dimensions from :data:`HNSW_MIN_ITEMS` items on.
         backend: the :class:`VectorIndex` backend (``"auto"``, ``"exact"``, ``"hnsw"``).
 
     Returns:
@@ -336,7 +339,8 @@ def build_record(
     )
     tfidf = None
     if embed is None:
-        tfidf = TfidfRepresentation().fit(inputs)
+        large = len(items) >= HNSW_MIN_ITEMS
+        tfidf = TfidfRepresentation(components=LSA_COMPONENTS if large else None).fit(inputs)
         vectors: Any = tfidf.transform(inputs)
     else:
         vectors = np.asarray(embed(inputs))

@@ -197,3 +197,35 @@ def test_the_rationale_excerpt_never_reaches_a_model_input(tmp_path: Path) -> No
     # ...while a person still reads it beside the precedents.
     found = loaded.lookup(rows.inputs[:1], k=3, exclude_groups=[rows.groups[0]])
     assert all(MARKER in (p.rationale_excerpt or "") for p in found[0].similar)
+
+
+def test_a_large_tfidf_record_goes_dense_and_uses_hnsw(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import imr_outcome.model.precedents as precedents
+    import imr_outcome.model.record as record_module
+
+    monkeypatch.setattr(precedents, "HNSW_MIN_ITEMS", 10)
+    monkeypatch.setattr(record_module, "HNSW_MIN_ITEMS", 10)
+    monkeypatch.setattr(record_module, "LSA_COMPONENTS", 8)
+    records = learnable_records(20)
+    items = record_items(_split(tmp_path, records))
+    inputs = [record_model_input(r) for r in records]
+
+    record = build_record(items, inputs, source_name="dwc")
+    found = record.lookup(inputs[:3], k=4, exclude_groups=[i.letter_id for i in items[:3]])
+
+    assert record.precedents.index.backend == "hnsw"
+    assert record.precedents.index.dim == 8
+    assert record.tfidf is not None and record.tfidf.svd is not None
+    for item, lookup in zip(items[:3], found, strict=True):
+        assert len(lookup.similar) == 4
+        assert all(p.case_number != item.letter_id for p in lookup.similar)
+    record.save(tmp_path / "model")
+    assert not (tmp_path / "model" / "record" / "vectors.npy").exists()
+    assert (
+        Record.load(tmp_path / "model").lookup(
+            inputs[:3], k=4, exclude_groups=[i.letter_id for i in items[:3]]
+        )
+        == found
+    )

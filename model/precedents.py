@@ -128,10 +128,27 @@ class TfidfRepresentation:
         return [item.text for item in inputs], [item.text_pair for item in inputs]
 
     def fit(self, inputs: Sequence[ModelInput]) -> TfidfRepresentation:
-        """Learn both vocabularies from ``inputs`` (the indexed items); returns self."""
+        """Learn both vocabularies from ``inputs`` (the indexed items); returns self.
+
+        A block none of whose terms occurs in two items (no summaries at all, as in the
+        DMHC 2001-2016 table; a handful of items) keeps every term (``min_df=1``); a block
+        with no term at all gets weight 0.
+
+        Raises:
+            InvalidInputError: no item has a request term either.
+        """
         requests, summaries = self._parts(inputs)
-        self.request_vectorizer.fit(requests)
-        self.summary_vectorizer.fit([s or "." for s in summaries])
+        weights = {"request": self.request_weight, "summary": 1 - self.request_weight}
+        for name, vectorizer, texts in (
+            ("request", self.request_vectorizer, requests),
+            ("summary", self.summary_vectorizer, summaries),
+        ):
+            if not _fit_vocabulary(vectorizer, texts):
+                weights[name] = 0.0
+        if weights["request"] == weights["summary"] == 0.0:
+            raise InvalidInputError("inputs", "no indexable term in any request or summary")
+        total = weights["request"] + weights["summary"]
+        self.request_weight = weights["request"] / total
         if self.components:
             weighted = self._weighted(inputs)
             n_components = max(1, min(self.components, weighted.shape[1] - 1, len(inputs) - 1))
@@ -150,15 +167,34 @@ class TfidfRepresentation:
     def _weighted(self, inputs: Sequence[ModelInput]) -> sp.csr_matrix:
         requests, summaries = self._parts(inputs)
         blocks = [
-            normalize(self.request_vectorizer.transform(requests)) * np.sqrt(self.request_weight),
-            normalize(self.summary_vectorizer.transform(summaries))
-            * np.sqrt(1 - self.request_weight),
+            normalize(vectorizer.transform(texts)) * np.sqrt(weight)
+            for vectorizer, texts, weight in (
+                (self.request_vectorizer, requests, self.request_weight),
+                (self.summary_vectorizer, summaries, 1 - self.request_weight),
+            )
+            if weight > 0
         ]
         return sp.csr_matrix(sp.hstack(blocks, format="csr"), dtype=np.float32)
 
     def vocabulary(self) -> set[str]:
         """Every term of both vocabularies (for leakage tests)."""
-        return set(self.request_vectorizer.vocabulary_) | set(self.summary_vectorizer.vocabulary_)
+        return {
+            term
+            for vectorizer in (self.request_vectorizer, self.summary_vectorizer)
+            for term in getattr(vectorizer, "vocabulary_", {})
+        }
+
+
+def _fit_vocabulary(vectorizer: TfidfVectorizer, texts: Sequence[str]) -> bool:
+    """Fit ``vectorizer`` on ``texts``, with ``min_df=1`` when no term occurs twice;
+    False when there is no term at all."""
+    for min_df in (vectorizer.min_df, 1):
+        try:
+            vectorizer.set_params(min_df=min_df).fit(texts)
+            return True
+        except ValueError:  # "empty vocabulary" / "no terms remain"
+            continue
+    return False
 
 
 def unit_rows(vectors: npt.ArrayLike) -> FloatArray:

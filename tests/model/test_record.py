@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from imr_outcome.data.dataset import load_dataset, records_from_split
-from imr_outcome.data.model_input import record_model_input
+from imr_outcome.data.model_input import build_model_input, record_model_input
 from imr_outcome.data.schema import OutcomeText
 from imr_outcome.errors import InvalidInputError
 from imr_outcome.model.outcome_rates import (
@@ -19,7 +19,7 @@ from imr_outcome.model.outcome_rates import (
     wilson_interval,
 )
 from imr_outcome.model.precedents import PrecedentIndex, VectorIndex
-from imr_outcome.model.record import Record, build_record, record_items
+from imr_outcome.model.record import Record, RecordItem, build_record, record_items
 from imr_outcome.train.pipeline import rows_from_dataset
 
 from dataset_factory import learnable_records, write_dataset
@@ -229,3 +229,19 @@ def test_a_large_tfidf_record_goes_dense_and_uses_hnsw(
         )
         == found
     )
+
+
+def test_a_table_without_summaries_is_indexed_by_its_requests() -> None:
+    requests = ["Pharmacy: Brand Name", "Pharmacy: Generic", "Diagnostic Imaging: MRI"] * 4
+    items = [
+        RecordItem(f"R{i}", f"R{i}", f"R{i}", r, i % 2, r.split(":")[0], 2014, source="dmhc")
+        for i, r in enumerate(requests)
+    ]
+    inputs = [build_model_input(r, "") for r in requests]
+
+    record = build_record(items, inputs, source_name="dmhc")
+    found = record.lookup(inputs[:1], k=3, exclude_groups=["R0"])
+
+    assert record.tfidf is not None and record.tfidf.request_weight == 1.0
+    assert [p.request for p in found[0].similar] == ["Pharmacy: Brand Name"] * 3
+    assert found[0].rates.item is not None and found[0].rates.item.key == "Brand Name"

@@ -1,8 +1,8 @@
 """Similar-decisions retrieval latency: exact NearestNeighbors vs hnswlib (issue 20).
 
-For each index size (the real DWC dataset's size, 10,000, 20,000 and 100,000 synthetic
-items) and
-representation (dense unit vectors of the MiniLM's 384 dimensions; sparse TF-IDF rows),
+For each index size (the real DWC dataset's size, 5,000, 10,000, 20,000 and 100,000
+synthetic items) and representation (dense unit vectors of the MiniLM's 384 dimensions;
+sparse TF-IDF rows),
 builds a :class:`~imr_outcome.model.precedents.PrecedentIndex` with each backend, then
 times one query at a time (k=5, the query's own letter excluded) and prints a table:
 build seconds, on-disk size, p50 / p95 latency in ms, and recall@5 of hnswlib against
@@ -129,7 +129,7 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, default=None)
     parser.add_argument("--real-size", type=int, default=444)
     parser.add_argument("--large", type=int, default=100_000)
-    parser.add_argument("--mid", type=int, nargs="*", default=[10_000, 20_000])
+    parser.add_argument("--mid", type=int, nargs="*", default=[5_000, 10_000, 20_000])
     parser.add_argument("--queries", type=int, default=200)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

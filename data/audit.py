@@ -12,6 +12,11 @@ Two ways a model can learn the answer instead of the case:
    them with MinHash LSH (Broder 1997, "On the resemblance and containment of
    documents"; ``datasketch``) so the dataset builder can merge their groups first.
 
+3. Display-only outcome text in its input: a row's own rationale excerpt
+   (:data:`~imr_outcome.data.schema.DISPLAY_ONLY_FIELDS`) is stored for people to read
+   beside similar past decisions; :func:`audit_display_only` checks that no model input
+   reads its column (and the tests poison it to prove it).
+
 DMHC summaries are also checked sentence by sentence for the reviewer's reasoning
 (:func:`audit_dmhc_reasoning`), with the same cue list the DMHC splitter uses
 (:data:`imr_outcome.data.reasoning_cues.CUES`).
@@ -28,7 +33,7 @@ from datasketch import MinHash, MinHashLSH
 from imr_outcome.data.dmhc_findings import split_sentences
 from imr_outcome.data.model_input import record_model_input
 from imr_outcome.data.reasoning_cues import find_cues
-from imr_outcome.data.schema import ItemRecord
+from imr_outcome.data.schema import DISPLAY_ONLY_FIELDS, MODEL_INPUT_FIELDS, ItemRecord
 
 #: Outcome language that must never appear in model input (name, pattern).
 OUTCOME_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -130,6 +135,25 @@ def audit_outcome_language(records: Sequence[ItemRecord]) -> list[LeakageFinding
                 for m in pattern.finditer(text):
                     findings.append(LeakageFinding(record.id, segment, name, m.start(), m.end()))
     return findings + audit_dmhc_reasoning(records)
+
+
+def audit_display_only(model_fields: Sequence[str] = MODEL_INPUT_FIELDS) -> list[str]:
+    """Display-only dataset columns that a model input would read (should be none).
+
+    :func:`~imr_outcome.data.model_input.record_model_input` reads exactly
+    :data:`~imr_outcome.data.schema.MODEL_INPUT_FIELDS`; the rationale excerpt and the
+    decision date (:data:`~imr_outcome.data.schema.DISPLAY_ONLY_FIELDS`) must not be among
+    them. (The excerpt's text is not searched for in the summary: a reviewer's rationale
+    often restates the case summary word for word, which is the rationale copying the
+    input, not the input holding the outcome; the tests poison the column instead.)
+
+    Args:
+        model_fields: the columns a model input is built from.
+
+    Returns:
+        The display-only names among ``model_fields``, sorted; empty when clean.
+    """
+    return sorted(set(model_fields) & set(DISPLAY_ONLY_FIELDS))
 
 
 def _shingles(text: str, k: int = 5) -> set[bytes]:

@@ -26,19 +26,28 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from imr_outcome.data.audit import (
     LeakageFinding,
+    audit_display_only,
     audit_outcome_language,
     folds_straddled,
     near_duplicate_groups,
 )
 from imr_outcome.data.categories import request_category
+from imr_outcome.data.excerpt import rationale_excerpt
 from imr_outcome.data.model_input import prefiling_metadata
-from imr_outcome.data.schema import LABELS, ItemRecord, Letter
+from imr_outcome.data.schema import (
+    DISPLAY_ONLY_FIELDS,
+    LABELS,
+    ItemRecord,
+    Letter,
+    OutcomeText,
+)
 from imr_outcome.errors import InvalidInputError, LeakageError
 
 logger = logging.getLogger(__name__)
 
-#: Version of the on-disk dataset layout; bump when columns change.
-DATASET_FORMAT_VERSION = 1
+#: Version of the on-disk dataset layout; bump when columns change (2: the display-only
+#: ``decision_date`` and ``rationale_excerpt``).
+DATASET_FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -97,7 +106,8 @@ def records_from_letter(letter: Letter) -> list[ItemRecord]:
         letter: a parsed DWC letter.
 
     Returns:
-        Rows with id ``<letter_id>#<item index>`` and group id ``<letter_id>``.
+        Rows with id ``<letter_id>#<item index>`` and group id ``<letter_id>``; each
+        carries its decision date and the excerpt of its own rationale (display only).
     """
     rows: list[ItemRecord] = []
     for item in letter.items:
@@ -120,6 +130,10 @@ def records_from_letter(letter: Letter) -> list[ItemRecord]:
                     letter.date_assigned.value.isoformat() if letter.date_assigned else None
                 ),
                 report_year=letter.decision_date.value.year if letter.decision_date else None,
+                decision_date=(
+                    letter.decision_date.value.isoformat() if letter.decision_date else None
+                ),
+                rationale_excerpt=rationale_excerpt(item.outcome.rationale),
             )
         )
     return rows
@@ -197,8 +211,18 @@ def fingerprint(records: Sequence[ItemRecord], config: BuildConfig) -> str:
     digest.update(json.dumps(dataclasses.asdict(config), default=str, sort_keys=True).encode())
     for record in sorted(records, key=lambda r: r.id):
         digest.update(b"\n")
-        digest.update(json.dumps(dataclasses.asdict(record), sort_keys=True).encode())
+        digest.update(json.dumps(_row(record), sort_keys=True).encode())
     return digest.hexdigest()
+
+
+def _cell(value: Any) -> Any:
+    """A record value as stored in the dataset: outcome text as its (display-only) text."""
+    return value.reveal() if isinstance(value, OutcomeText) else value
+
+
+def _row(record: ItemRecord) -> dict[str, Any]:
+    """A record's fields as dataset cells (see :func:`_cell`)."""
+    return {f.name: _cell(getattr(record, f.name)) for f in dataclasses.fields(ItemRecord)}
 
 
 def build_dataset(records: Sequence[ItemRecord], config: BuildConfig) -> BuiltDataset:
@@ -213,8 +237,8 @@ def build_dataset(records: Sequence[ItemRecord], config: BuildConfig) -> BuiltDa
 
     Raises:
         InvalidInputError: for no rows, duplicate ids, or too few groups for the folds.
-        LeakageError: when a model input contains outcome language, or near-duplicate
-            items would sit in different folds.
+        LeakageError: when a model input reads a display-only column or contains
+            outcome language, or near-duplicate items would sit in different folds.
     """
     if not records:
         raise InvalidInputError("sources", "no items were read; check the source paths")
@@ -224,6 +248,9 @@ def build_dataset(records: Sequence[ItemRecord], config: BuildConfig) -> BuiltDa
         raise InvalidInputError(
             "sources", f"duplicate item ids {duplicated}: was a letter given twice?"
         )
+    read = audit_display_only()
+    if read:
+        raise LeakageError(f"model inputs read the display-only column(s) {read}")
     findings = audit_outcome_language(records)
     if findings:
         shown = "; ".join(f"{f.item_id} {f.segment}: {f.pattern}" for f in findings[:5])
@@ -248,7 +275,7 @@ def build_dataset(records: Sequence[ItemRecord], config: BuildConfig) -> BuiltDa
         table: dict[str, list[Any]] = {f.name: [] for f in dataclasses.fields(ItemRecord)}
         for record in rows:
             for name, values in table.items():
-                values.append(getattr(record, name))
+                values.append(_cell(getattr(record, name)))
         table["fold_group"] = groups
         table["fold"] = folds
         cutoff = config.time_split_cutoffs.get(source)
@@ -273,18 +300,27 @@ def records_from_split(split: datasets.Dataset) -> list[ItemRecord]:
         split: one split of a dataset written by :func:`save_dataset`.
 
     Returns:
-        The rows, in dataset order; ``label`` is the integer label id.
+        The rows, in dataset order; ``label`` is the integer label id; the rationale
+        excerpt comes back as :class:`OutcomeText` (offsets 0 to its length: the letter's
+        offsets are not stored). A dataset of layout 1 (before the display-only columns)
+        gives None for them.
 
     Raises:
         InvalidInputError: when the split lacks an :class:`ItemRecord` column.
     """
     names = [f.name for f in dataclasses.fields(ItemRecord)]
-    missing = sorted(set(names) - set(split.column_names))
+    missing = sorted(set(names) - set(split.column_names) - set(DISPLAY_ONLY_FIELDS))
     if missing:
         raise InvalidInputError(
             "dataset", f"missing columns {missing}; rebuild it with `imr-outcome data build`"
         )
-    columns = split.select_columns(names).to_dict()
+    present = [name for name in names if name in split.column_names]
+    columns = split.select_columns(present).to_dict()
+    for name in DISPLAY_ONLY_FIELDS:
+        columns.setdefault(name, [None] * len(split))
+    columns["rationale_excerpt"] = [
+        OutcomeText(text, 0, len(text)) if text else None for text in columns["rationale_excerpt"]
+    ]
     return [ItemRecord(**{name: columns[name][i] for name in names}) for i in range(len(split))]
 
 

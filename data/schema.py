@@ -200,10 +200,12 @@ PREFILING_FIELDS: tuple[str, ...] = (
 class ItemRecord:
     """One dataset row: a disputed item with its pre-filing inputs and label.
 
-    The fields split three ways. Model inputs: ``request``, ``summary`` and the
+    The fields split four ways. Model inputs: ``request``, ``summary`` and the
     :data:`PREFILING_FIELDS`. Grouping and splitting: ``id``, ``group_id``,
     ``event_date``, ``report_year``. Context for subgroup reports only (known after
     filing, never a model input): ``reviewer_specialty``, ``request_category``.
+    Display only (shown beside similar past decisions, never a model input, see
+    :data:`DISPLAY_ONLY_FIELDS`): ``decision_date``, ``rationale_excerpt``.
 
     Attributes:
         id: unique row id, e.g. ``CM16-0213037#0`` or a DMHC reference id.
@@ -225,6 +227,12 @@ class ItemRecord:
         event_date: ISO date the IMR was assigned (DWC) or the last day of the report
             year (DMHC, where only the year is published); used by time splits.
         report_year: calendar year of the decision.
+        decision_date: ISO date of the decision (DWC letters; None for DMHC, which
+            publishes the year only). Display only.
+        rationale_excerpt: the first ~300 characters of the item's own decision rationale,
+            cut at a sentence end (:func:`imr_outcome.data.letters.rationale_excerpt`);
+            outcome text, held as :class:`OutcomeText` so it cannot reach a model input
+            by accident. None where the source has no rationale. Display only.
     """
 
     id: str
@@ -245,3 +253,16 @@ class ItemRecord:
     reviewer_specialty: str | None = None
     event_date: str | None = None
     report_year: int | None = None
+    decision_date: str | None = None
+    rationale_excerpt: OutcomeText | None = None
+
+
+#: Dataset columns that are shown to a person and never read by a model: the outcome
+#: side of an item (its decision's rationale) and when it was decided. The leakage audit
+#: (:func:`imr_outcome.data.audit.audit_display_only`) and the tests prove that no model
+#: input reads them.
+DISPLAY_ONLY_FIELDS: tuple[str, ...] = ("decision_date", "rationale_excerpt")
+
+#: The columns a model input is built from (:func:`~imr_outcome.data.model_input.
+#: record_model_input`): the request, the summary and the pre-filing metadata.
+MODEL_INPUT_FIELDS: tuple[str, ...] = ("request", "summary", *PREFILING_FIELDS)

@@ -32,6 +32,7 @@ from imr_outcome.data.dataset import load_dataset
 from imr_outcome.errors import InvalidInputError
 from imr_outcome.model.hardware import machine_precision
 from imr_outcome.model.model import OutcomeModel
+from imr_outcome.model.record import Record, record_items
 from imr_outcome.model.settings import WindowedConfig
 from imr_outcome.train.config import RunConfig, save_config
 from imr_outcome.train.distributed import (
@@ -50,6 +51,7 @@ from imr_outcome.train.evaluate import (
 from imr_outcome.train.metrics import flatten_metrics
 from imr_outcome.train.pipeline import Rows, fit_calibrated, rows_from_dataset
 from imr_outcome.train.plots import plot_all
+from imr_outcome.train.retrieval_eval import FoldRetrieval, RetrievalReport, record_for_model
 from imr_outcome.train.tracking import (
     Registration,
     git_commit,
@@ -205,13 +207,17 @@ def save_and_log(
     models_dir: Path,
     run_id: str,
     held_out: Rows | None = None,
+    record: Record | None = None,
 ) -> tuple[Path, str]:
     """Save ``model`` and its config under ``models_dir/run_id`` and log it as the run's
     pyfunc model; returns the model directory and the logged model's URI. With
     ``held_out`` rows a transformer is also exported to ONNX, parity-checked on them
-    (:func:`~imr_outcome.train.onnx_export.export_with_parity`)."""
+    (:func:`~imr_outcome.train.onnx_export.export_with_parity`); a ``record`` (rates and
+    similar past decisions) is saved in ``record/``."""
     model_dir = model.save(models_dir / run_id)
     save_config(config, model_dir / "config.yaml")
+    if record is not None:
+        record.save(model_dir)
     if held_out is not None:
         from imr_outcome.train.onnx_export import export_for_registration
 
@@ -268,8 +274,12 @@ def train(
         evaluation = evaluate_model(config, model, test_rows)
         _log_evaluation("test", evaluation)
         log_metrics({"threshold": model.threshold})
+        train_ids = set(train_rows.ids)
+        items = [item for item in record_items(data.split) if item.item_id in train_ids]
+        by_id = dict(zip(data.rows.ids, data.rows.inputs, strict=True))
+        record = record_for_model(model, items, [by_id[item.item_id] for item in items])
         model_dir, model_uri = save_and_log(
-            model, config, models_dir, run.info.run_id, held_out=test_rows
+            model, config, models_dir, run.info.run_id, held_out=test_rows, record=record
         )
         registration = None
         if register_model:
@@ -313,6 +323,7 @@ class EvaluateResult:
     time_split: Evaluation | None
     run_id: str
     faithfulness: FaithfulnessReport | None = None
+    retrieval: RetrievalReport | None = None
 
 
 def evaluate(config: RunConfig) -> EvaluateResult:
@@ -322,7 +333,9 @@ def evaluate(config: RunConfig) -> EvaluateResult:
     With ``evaluation.faithfulness_items`` > 0 (and an explainer), each fold model of the
     first repeat also has its explainer's ERASER faithfulness measured on that many of
     its held-out items (:mod:`imr_outcome.train.faithfulness`); the pooled figures are
-    logged as ``faithfulness.*`` metrics.
+    logged as ``faithfulness.*`` metrics. Every fold model of the first repeat also runs
+    the similar-decisions check (:mod:`imr_outcome.train.retrieval_eval`), logged as
+    ``retrieval.*``.
     """
     if world_size() > 1:
         raise InvalidInputError(
@@ -344,14 +357,20 @@ def evaluate(config: RunConfig) -> EvaluateResult:
         reports.append(faithfulness(model, items, seed=seed, n_steps=steps))
 
     wants_faithfulness = config.evaluation.faithfulness_items > 0 and config.explainer != "none"
+    retrieval = FoldRetrieval(record_items(data.split), data.rows.ids, data.rows.inputs)
+
+    def on_fold_model(repeat: int, fold: int, model: OutcomeModel, rows: Rows) -> None:
+        retrieval(repeat, fold, model, rows)
+        if wants_faithfulness:
+            measure_faithfulness(repeat, fold, model, rows)
+
     with tracked_run(config, "evaluate") as run:
         log_inputs(config, data.split, data.card_dir, data.fingerprint)
         evaluation, per_repeat = cross_validate(
-            config,
-            data.rows,
-            data_fingerprint=data.fingerprint,
-            on_fold_model=measure_faithfulness if wants_faithfulness else None,
+            config, data.rows, data_fingerprint=data.fingerprint, on_fold_model=on_fold_model
         )
+        if retrieval.report is not None:
+            log_metrics(retrieval.report.figures())
         _log_evaluation("cv", evaluation)
         for repeat, metrics in enumerate(per_repeat):
             log_metrics(flatten_metrics("cv.repeat", metrics), step=repeat)
@@ -359,7 +378,7 @@ def evaluate(config: RunConfig) -> EvaluateResult:
         time_split = _time_split(config, data) if config.evaluation.time_split else None
         if time_split is not None:
             _log_evaluation("time_split", time_split)
-        return EvaluateResult(evaluation, time_split, run.info.run_id, faithful)
+        return EvaluateResult(evaluation, time_split, run.info.run_id, faithful, retrieval.report)
 
 
 def _log_faithfulness(reports: list[FaithfulnessReport]) -> FaithfulnessReport:
@@ -439,6 +458,7 @@ def write_report(
         "faithfulness": (
             faithfulness_figures(result.faithfulness) if result.faithfulness else None
         ),
+        "retrieval": result.retrieval.figures() if result.retrieval else None,
         "mlflow_run_id": result.run_id,
         "git_commit": git_commit(),
         "wall_seconds": round(wall_seconds, 1),

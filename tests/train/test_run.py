@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 from imr_outcome.data.model_input import build_model_input
 from imr_outcome.errors import InvalidInputError
 from imr_outcome.model.model import OutcomeModel
+from imr_outcome.model.record import Record
 from imr_outcome.model.scoring import OUTPUT_FIELDS
 from imr_outcome.model.transformer import TransformerClassifier
 from imr_outcome.train.config import RunConfig, load_config
@@ -85,6 +86,14 @@ def test_train_logs_everything_and_registers_the_first_version_as_champion(
     reloaded = OutcomeModel.load(result.model_dir)
     assert reloaded.threshold == result.model.threshold
     assert reloaded.info.labels == ("Upheld", "Overturned")
+    # Registration saved the record of the training items only (issue 20).
+    record = Record.load(result.model_dir)
+    assert record.representation == "tfidf"
+    assert record.rates.rates["source"]["all"].n == len(load_training_data(config).rows) - len(
+        result.evaluation.ids
+    )
+    held_out = set(result.evaluation.ids)
+    assert not {p.item_id for p in record.precedents.precedents} & held_out
 
     pyfunc = mlflow.pyfunc.load_model("models:/imr-outcome@champion")
     scored = pyfunc.predict(
@@ -180,6 +189,15 @@ def test_cross_validation_of_the_majority_baseline(workdir: Path, dataset_dir: P
     metrics = MlflowClient().get_run(run_id).data.metrics
     assert metrics["cv.auroc"] == pytest.approx(0.5)
     assert metrics["cv.n_items"] == 60
+    # The similar-decisions check ran on every fold of the first repeat, without a leak.
+    assert result.retrieval is not None
+    assert (result.retrieval.n_items, result.retrieval.n_folds, result.retrieval.leaks) == (
+        60,
+        3,
+        0,
+    )
+    assert metrics["retrieval.auroc"] == pytest.approx(result.retrieval.auroc)
+    assert metrics["retrieval.category_share"] == 1.0
     # The invented letters hold one item each: no within-letter pair to rank (NaN, not
     # logged), and no spread.
     within = evaluation.within_letter
@@ -215,6 +233,7 @@ def test_cross_validation_measures_the_explainer_s_faithfulness(
     assert metrics["faithfulness.ratio"] == pytest.approx(faithful.ratio)
     report = json.loads((workdir / "report.json").read_text())
     assert report["faithfulness"]["sufficiency"] == pytest.approx(faithful.sufficiency)
+    assert report["retrieval"]["retrieval.leaks"] == 0
 
 
 def test_cross_validation_skips_faithfulness_unless_asked(workdir: Path, dataset_dir: Path) -> None:

@@ -1,0 +1,485 @@
+"""Similar past decisions: a cosine nearest-neighbour index over the training items.
+
+Each indexed item keeps what a person reads beside an estimate (:class:`Precedent`): the
+case number, decision date, request, outcome and a short excerpt of the decision's own
+rationale. The excerpt is display only: the vectors come from the model input alone
+(:func:`~imr_outcome.data.model_input.build_model_input`), never from the rationale.
+
+Representations (the champion's own, chosen by :mod:`imr_outcome.model.record`):
+
+* ``tfidf`` (scikit-learn kinds): :class:`TfidfRepresentation`, TF-IDF cosine of the
+  style-blind request and summary, each block L2-normalised and weighted, so that the
+  similarity is ``w * cos(requests) + (1 - w) * cos(summaries)``; from
+  :data:`HNSW_MIN_ITEMS` items on, projected to :data:`LSA_COMPONENTS` dense LSA
+  dimensions so that an HNSW graph can index it;
+* ``encoder`` (transformer kinds): the model's item embeddings, L2-normalised.
+
+Search (:class:`VectorIndex`): scikit-learn ``NearestNeighbors(metric="cosine",
+algorithm="brute")`` (exact) below :data:`HNSW_MIN_ITEMS` items (and for sparse vectors);
+from there on, hnswlib's HNSW graph (Malkov & Yashunin 2018, "Efficient and
+robust approximate nearest neighbor search using Hierarchical Navigable Small World
+graphs", IEEE TPAMI 42(4)). The switch point and the latencies are measured by
+``experiments/bench_similar.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import joblib
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+from sklearn.decomposition import TruncatedSVD
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.neighbors import NearestNeighbors
+from sklearn.preprocessing import normalize
+
+from imr_outcome.data.model_input import ModelInput
+from imr_outcome.errors import IncompatibleModelError, InvalidInputError
+
+FloatArray = npt.NDArray[np.float32]
+Vectors: TypeAlias = "FloatArray | sp.csr_matrix"
+"""Item vectors, shape ``(n, d)``: dense float32 or a sparse CSR matrix; rows L2-normal."""
+
+#: Dense indexes of at least this many items use hnswlib, and TF-IDF indexes go dense
+#: (LSA) to use it. Measured by experiments/bench_similar.py on 2 shared, loaded cores:
+#: exact search's p50 is 9 ms (dense 384-d) / 4 ms (sparse) at 5,000 items, 23 / 7 ms at
+#: 10,000, 20 / 16 ms at 20,000 and 123 / 127 ms at 100,000 (target 20 ms), while HNSW
+#: answers in 0.2 ms at 100,000 with recall@5 1.00 (clustered dense) and 0.95 (LSA-256).
+HNSW_MIN_ITEMS = 5_000
+#: hnswlib graph settings: links per node, build and query beam widths (hnswlib's
+#: recommended ranges; ef_search >= k). Seeded and built on one thread: reproducible.
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 200
+HNSW_EF_SEARCH = 64
+#: Weight of the request block in the TF-IDF similarity (the summary gets the rest).
+REQUEST_WEIGHT = 0.5
+#: LSA dimensions of a TF-IDF index of >= HNSW_MIN_ITEMS items.
+LSA_COMPONENTS = 256
+
+
+@dataclass(frozen=True)
+class Precedent:
+    """One past decision similar to a query (display fields only).
+
+    Attributes:
+        item_id: dataset row id, e.g. ``CM16-0213037#1``.
+        case_number: the letter's case number (DWC) or the DMHC reference id.
+        decision_date: ISO date of the decision, None when unknown.
+        year: the decision's year, None when unknown.
+        request: the request as the letter states it.
+        outcome: ``"Upheld"`` or ``"Overturned"``.
+        rationale_excerpt: the first ~300 characters of the decision's own rationale
+            (display only), None when the source has none.
+        request_category: the request category.
+        similarity: cosine similarity to the query in [-1, 1] (0 for stored items).
+    """
+
+    item_id: str
+    case_number: str
+    decision_date: str | None
+    year: int | None
+    request: str
+    outcome: str
+    rationale_excerpt: str | None
+    request_category: str | None
+    similarity: float = 0.0
+
+
+class TfidfRepresentation:
+    """TF-IDF cosine over the model input: request block + summary block.
+
+    Word 1-2-grams, sublinear tf, English stop words, terms in >= 2 items (one vocabulary
+    per block; Salton & Buckley 1988). Fitted on the indexed items only. With
+    ``components``, the weighted TF-IDF rows are projected on their top singular vectors
+    (latent semantic analysis, Deerwester et al. 1990; scikit-learn ``TruncatedSVD``) and
+    come out dense, so that an HNSW graph can index them: exact sparse search is too slow
+    past :data:`HNSW_MIN_ITEMS` items (``experiments/bench_similar.py``).
+
+    Args:
+        request_weight: ``w`` in ``w * cos(request) + (1 - w) * cos(summary)``, in [0, 1].
+        components: LSA dimensions, or None for sparse TF-IDF (exact search).
+    """
+
+    name = "tfidf"
+
+    def __init__(self, request_weight: float = REQUEST_WEIGHT, components: int | None = None):
+        if not 0.0 <= request_weight <= 1.0:
+            raise InvalidInputError("request_weight", f"must be in [0, 1], got {request_weight}")
+        self.request_weight = request_weight
+        self.components = components
+        self.request_vectorizer = self._vectorizer()
+        self.summary_vectorizer = self._vectorizer()
+        self.svd: TruncatedSVD | None = None
+
+    @staticmethod
+    def _vectorizer() -> TfidfVectorizer:
+        return TfidfVectorizer(
+            ngram_range=(1, 2), min_df=2, sublinear_tf=True, stop_words="english", dtype=np.float32
+        )
+
+    @staticmethod
+    def _parts(inputs: Sequence[ModelInput]) -> tuple[list[str], list[str]]:
+        return [item.text for item in inputs], [item.text_pair for item in inputs]
+
+    def fit(self, inputs: Sequence[ModelInput]) -> TfidfRepresentation:
+        """Learn both vocabularies from ``inputs`` (the indexed items); returns self.
+
+        A block none of whose terms occurs in two items (no summaries at all, as in the
+        DMHC 2001-2016 table; a handful of items) keeps every term (``min_df=1``); a block
+        with no term at all gets weight 0.
+
+        Raises:
+            InvalidInputError: no item has a request term either.
+        """
+        requests, summaries = self._parts(inputs)
+        weights = {"request": self.request_weight, "summary": 1 - self.request_weight}
+        for name, vectorizer, texts in (
+            ("request", self.request_vectorizer, requests),
+            ("summary", self.summary_vectorizer, summaries),
+        ):
+            if not _fit_vocabulary(vectorizer, texts):
+                weights[name] = 0.0
+        if weights["request"] == weights["summary"] == 0.0:
+            raise InvalidInputError("inputs", "no indexable term in any request or summary")
+        total = weights["request"] + weights["summary"]
+        self.request_weight = weights["request"] / total
+        if self.components:
+            weighted = self._weighted(inputs)
+            n_components = max(1, min(self.components, weighted.shape[1] - 1, len(inputs) - 1))
+            self.svd = TruncatedSVD(n_components=n_components, random_state=0).fit(weighted)
+        return self
+
+    def transform(self, inputs: Sequence[ModelInput]) -> Vectors:
+        """Vectors of ``inputs``: sparse, shape ``(n, |V_request| + |V_summary|)``, rows
+        of norm <= 1 (1 unless a block has no known term); with LSA dense unit rows,
+        shape ``(n, components)``."""
+        weighted = self._weighted(inputs)
+        if self.svd is None:
+            return weighted
+        return unit_rows(self.svd.transform(weighted))
+
+    def _weighted(self, inputs: Sequence[ModelInput]) -> sp.csr_matrix:
+        requests, summaries = self._parts(inputs)
+        blocks = [
+            normalize(vectorizer.transform(texts)) * np.sqrt(weight)
+            for vectorizer, texts, weight in (
+                (self.request_vectorizer, requests, self.request_weight),
+                (self.summary_vectorizer, summaries, 1 - self.request_weight),
+            )
+            if weight > 0
+        ]
+        return sp.csr_matrix(sp.hstack(blocks, format="csr"), dtype=np.float32)
+
+    def vocabulary(self) -> set[str]:
+        """Every term of both vocabularies (for leakage tests)."""
+        return {
+            term
+            for vectorizer in (self.request_vectorizer, self.summary_vectorizer)
+            for term in getattr(vectorizer, "vocabulary_", {})
+        }
+
+
+def _fit_vocabulary(vectorizer: TfidfVectorizer, texts: Sequence[str]) -> bool:
+    """Fit ``vectorizer`` on ``texts``, with ``min_df=1`` when no term occurs twice;
+    False when there is no term at all."""
+    for min_df in (vectorizer.min_df, 1):
+        try:
+            vectorizer.set_params(min_df=min_df).fit(texts)
+            return True
+        except ValueError:  # "empty vocabulary" / "no terms remain"
+            continue
+    return False
+
+
+def unit_rows(vectors: npt.ArrayLike) -> FloatArray:
+    """Dense vectors as float32 with rows scaled to norm 1 (zero rows stay zero).
+
+    Args:
+        vectors: shape ``(n, d)``.
+
+    Raises:
+        InvalidInputError: not two-dimensional, or not finite.
+    """
+    dense = np.asarray(vectors, dtype=np.float32)
+    if dense.ndim != 2 or not np.isfinite(dense).all():
+        raise InvalidInputError("vectors", f"expected a finite (n, d) array, got {dense.shape}")
+    norms = np.linalg.norm(dense, axis=1, keepdims=True)
+    unit: FloatArray = (dense / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+    return unit
+
+
+class VectorIndex:
+    """Cosine k-nearest-neighbour search over fixed item vectors.
+
+    Args:
+        vectors: shape ``(n, d)``, dense (made unit-norm here) or sparse CSR (already
+            normalised by its representation).
+        backend: ``"auto"`` (hnswlib for dense indexes of >= :data:`HNSW_MIN_ITEMS`
+            items, else exact), ``"exact"`` (``NearestNeighbors``) or ``"hnsw"``.
+
+    Raises:
+        InvalidInputError: no vectors, an unknown backend, or hnsw on sparse vectors.
+    """
+
+    def __init__(self, vectors: Vectors | npt.ArrayLike, backend: str = "auto") -> None:
+        if backend not in ("auto", "exact", "hnsw"):
+            raise InvalidInputError("backend", f"expected auto, exact or hnsw, got {backend!r}")
+        self.sparse = sp.issparse(vectors)
+        stored: Vectors = (
+            sp.csr_matrix(vectors, dtype=np.float32) if self.sparse else unit_rows(vectors)
+        )
+        self.n, self.dim = int(stored.shape[0]), int(stored.shape[1])
+        if self.n == 0:
+            raise InvalidInputError("vectors", "no items to index")
+        if backend == "auto":
+            backend = "hnsw" if not self.sparse and self.n >= HNSW_MIN_ITEMS else "exact"
+        if backend == "hnsw" and self.sparse:
+            raise InvalidInputError("backend", "hnsw needs dense vectors; use exact")
+        self.backend = backend
+        # The exact backend keeps the vectors; an HNSW graph holds its own copy.
+        self.vectors: Vectors | None = stored if backend == "exact" else None
+        self._search: Any = self._build(stored)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _build(self, vectors: Vectors) -> Any:
+        if self.backend == "exact":
+            return NearestNeighbors(metric="cosine", algorithm="brute").fit(vectors)
+        import hnswlib
+
+        index = hnswlib.Index(space="cosine", dim=self.dim)
+        index.init_index(
+            max_elements=self.n, ef_construction=HNSW_EF_CONSTRUCTION, M=HNSW_M, random_seed=1
+        )
+        index.set_num_threads(1)
+        index.add_items(np.asarray(vectors), np.arange(self.n))
+        index.set_ef(HNSW_EF_SEARCH)
+        return index
+
+    def search(
+        self, queries: Vectors | npt.ArrayLike, k: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """The ``k`` most similar items of each query.
+
+        Args:
+            queries: shape ``(q, d)``, the same representation as the index.
+            k: neighbours per query, 1 <= k (capped at the index size).
+
+        Returns:
+            ``(indices, similarities)``, each shape ``(q, min(k, n))``, most similar
+            first; similarities are cosines.
+
+        Raises:
+            InvalidInputError: ``k`` < 1 or a dimension mismatch.
+        """
+        if k < 1:
+            raise InvalidInputError("k", f"must be >= 1, got {k}")
+        k = min(k, self.n)
+        q: Vectors = sp.csr_matrix(queries, dtype=np.float32) if self.sparse else unit_rows(queries)
+        if q.shape[1] != self.dim:
+            raise InvalidInputError("vectors", f"expected dimension {self.dim}, got {q.shape[1]}")
+        if self.backend == "exact":
+            distances, indices = self._search.kneighbors(q, n_neighbors=k)
+        else:
+            self._search.set_ef(max(HNSW_EF_SEARCH, k))
+            indices, distances = self._search.knn_query(np.asarray(q), k=k)
+        return indices.astype(np.int64), 1.0 - distances.astype(np.float64)
+
+    def save(self, directory: Path) -> None:
+        """Write the vectors (exact) or the HNSW graph into ``directory`` (created)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        if self.backend == "hnsw":
+            self._search.save_index(str(directory / "hnsw.bin"))
+        elif self.sparse:
+            sp.save_npz(directory / "vectors.npz", self.vectors)
+        else:
+            assert self.vectors is not None
+            np.save(directory / "vectors.npy", self.vectors)
+        meta = {"backend": self.backend, "sparse": self.sparse, "n": self.n, "dim": self.dim}
+        (directory / "index.json").write_text(json.dumps(meta) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory: Path) -> VectorIndex:
+        """Read an index :meth:`save` wrote (an HNSW graph is loaded, not rebuilt).
+
+        Raises:
+            IncompatibleModelError: files missing.
+        """
+        meta_path = directory / "index.json"
+        if not meta_path.is_file():
+            raise IncompatibleModelError(f"{meta_path} is missing; re-register the model")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        self = cls.__new__(cls)
+        self.sparse, self.backend = bool(meta["sparse"]), str(meta["backend"])
+        self.n, self.dim = int(meta["n"]), int(meta["dim"])
+        self.vectors = None
+        if self.backend == "hnsw":
+            import hnswlib
+
+            index = hnswlib.Index(space="cosine", dim=self.dim)
+            index.load_index(str(directory / "hnsw.bin"), max_elements=self.n)
+            index.set_num_threads(1)
+            index.set_ef(HNSW_EF_SEARCH)
+            self._search = index
+            return self
+        self.vectors = (
+            sp.csr_matrix(sp.load_npz(directory / "vectors.npz"))
+            if self.sparse
+            else np.load(directory / "vectors.npy")
+        )
+        self._search = self._build(self.vectors)
+        return self
+
+
+class PrecedentIndex:
+    """Past decisions and their vectors; :meth:`query` finds the most similar.
+
+    Args:
+        precedents: the indexed items, length n (``similarity`` unused).
+        groups: the groups of each item that a query may exclude (its letter and its
+            merged near-duplicate group), length n.
+        index: the items' :class:`VectorIndex`, n rows in the same order.
+
+    Raises:
+        InvalidInputError: lengths differ.
+    """
+
+    def __init__(
+        self,
+        precedents: Sequence[Precedent],
+        groups: Sequence[Sequence[str]],
+        index: VectorIndex,
+    ) -> None:
+        if not len(precedents) == len(groups) == len(index):
+            raise InvalidInputError(
+                "precedents",
+                f"{len(precedents)} items, {len(groups)} groups and {len(index)} vectors",
+            )
+        self.precedents = list(precedents)
+        self.groups = [tuple(g) for g in groups]
+        self.index = index
+        self._group_sizes: dict[str, int] = {}
+        for item_groups in self.groups:
+            for group in set(item_groups):
+                self._group_sizes[group] = self._group_sizes.get(group, 0) + 1
+
+    def query(
+        self,
+        vectors: Vectors | npt.ArrayLike,
+        k: int = 5,
+        exclude_groups: Sequence[Sequence[str] | str | None] | None = None,
+    ) -> list[list[Precedent]]:
+        """The ``k`` most similar past decisions of each query vector.
+
+        Args:
+            vectors: shape ``(q, d)``, in the index's representation.
+            k: results per query, >= 1.
+            exclude_groups: per query, a group id or ids (letter / case number / merged
+                group) whose items are never returned: a letter is never its own
+                precedent. None: exclude nothing.
+
+        Returns:
+            q lists of at most ``k`` :class:`Precedent` (fewer only when the index has
+            fewer eligible items), most similar first, ``similarity`` set.
+
+        Raises:
+            InvalidInputError: ``k`` < 1, or ``exclude_groups`` of another length.
+        """
+        queries: Vectors = (
+            sp.csr_matrix(vectors, dtype=np.float32)
+            if sp.issparse(vectors)
+            else np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        )
+        excluded = self._exclusions(exclude_groups, queries.shape[0])
+        if not excluded:
+            return []
+        wanted = max(k + sum(self._group_sizes.get(g, 0) for g in ex) for ex in excluded)
+        indices, similarities = self.index.search(queries, min(wanted, len(self.index)))
+        results: list[list[Precedent]] = []
+        for row, ex in enumerate(excluded):
+            found: list[Precedent] = []
+            for i, similarity in zip(indices[row], similarities[row], strict=True):
+                if i < 0 or ex.intersection(self.groups[i]):
+                    continue
+                found.append(_with_similarity(self.precedents[i], float(similarity)))
+                if len(found) == k:
+                    break
+            results.append(found)
+        return results
+
+    @staticmethod
+    def _exclusions(
+        exclude_groups: Sequence[Sequence[str] | str | None] | None, n_queries: int
+    ) -> list[set[str]]:
+        if exclude_groups is None:
+            return [set() for _ in range(n_queries)]
+        if len(exclude_groups) != n_queries:
+            raise InvalidInputError(
+                "exclude_groups", f"{len(exclude_groups)} entries for {n_queries} queries"
+            )
+        return [
+            {g} if isinstance(g, str) else set(g) if g is not None else set()
+            for g in exclude_groups
+        ]
+
+    def save(self, directory: Path) -> None:
+        """Write the items (JSON) and the index into ``directory`` (created)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        items = [
+            {**_as_dict(p), "groups": list(g)}
+            for p, g in zip(self.precedents, self.groups, strict=True)
+        ]
+        (directory / "precedents.json").write_text(json.dumps(items) + "\n", encoding="utf-8")
+        self.index.save(directory)
+
+    @classmethod
+    def load(cls, directory: Path) -> PrecedentIndex:
+        """Read what :meth:`save` wrote.
+
+        Raises:
+            IncompatibleModelError: files missing.
+        """
+        path = directory / "precedents.json"
+        if not path.is_file():
+            raise IncompatibleModelError(f"{path} is missing; re-register the model")
+        items = json.loads(path.read_text(encoding="utf-8"))
+        groups = [entry.pop("groups") for entry in items]
+        return cls([Precedent(**entry) for entry in items], groups, VectorIndex.load(directory))
+
+
+def _as_dict(precedent: Precedent) -> dict[str, Any]:
+    fields = dict(precedent.__dict__)
+    fields.pop("similarity")
+    return fields
+
+
+def _with_similarity(precedent: Precedent, similarity: float) -> Precedent:
+    return Precedent(**{**_as_dict(precedent), "similarity": round(similarity, 6)})
+
+
+def save_representation(representation: TfidfRepresentation, directory: Path) -> None:
+    """Pickle a fitted TF-IDF representation into ``directory`` (joblib)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    joblib.dump(representation, directory / "tfidf.joblib")
+
+
+def load_representation(directory: Path) -> TfidfRepresentation:
+    """Read :func:`save_representation`'s file.
+
+    Raises:
+        IncompatibleModelError: missing or not a TF-IDF representation.
+    """
+    path = directory / "tfidf.joblib"
+    if not path.is_file():
+        raise IncompatibleModelError(f"{path} is missing; re-register the model")
+    loaded = joblib.load(path)
+    if not isinstance(loaded, TfidfRepresentation):
+        raise IncompatibleModelError(f"{path} holds {type(loaded).__name__}, not TF-IDF")
+    return loaded

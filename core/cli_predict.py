@@ -103,6 +103,22 @@ def _print_prediction(
         )
 
 
+def _print_record(prediction: Any) -> None:
+    """The outcome rates and similar past decisions of one prediction, in words."""
+    from rich.text import Text
+
+    if prediction.rate_summary:
+        console.print(f"  record: {prediction.rate_summary}")
+    for decision in prediction.similar:
+        when = decision.decision_date or decision.year or "date unknown"
+        console.print(
+            f"  similar: {decision.case_number} ({when}) {decision.request!r}: "
+            f"{decision.outcome}, similarity {decision.similarity:.2f}"
+        )
+        if decision.rationale_excerpt:
+            console.print(Text(f"    why: {decision.rationale_excerpt}"))
+
+
 def predict_command(
     model: ModelOption = "models:/imr-outcome@champion",
     letter: Annotated[
@@ -130,10 +146,19 @@ def predict_command(
         bool, typer.Option("--no-evidence", help="Skip evidence spans (faster).")
     ] = False,
     top_k: Annotated[int, typer.Option(min=1, help="Evidence spans per direction.")] = 5,
+    similar: Annotated[
+        bool,
+        typer.Option(
+            "--similar",
+            help="Also show the outcome rates of this kind of request and the 5 most "
+            "similar past decisions (with the start of each decision's rationale).",
+        ),
+    ] = False,
     backend: BackendOption = Backend.auto,
 ) -> None:
     """Predict Upheld / Overturned for a letter's items or one request + summary."""
     from imr_outcome.errors import InvalidInputError
+    from imr_outcome.model.defaults import SIMILAR_K
     from imr_outcome.model.scoring import check_record
     from imr_outcome.serve.predictor import PredictInput
 
@@ -147,11 +172,13 @@ def predict_command(
         err_console.print("[bold red]error:[/] --letter brings its own case summary")
         raise typer.Exit(code=2)
     cases: list[tuple[PredictInput, str | None]] = []
+    own_letter: str | None = None
     if letter is not None:
         from imr_outcome.data.letters import parse_letter_file
         from imr_outcome.data.model_input import prefiling_metadata
 
         parsed = parse_letter_file(letter)
+        own_letter = parsed.case_number.value if parsed.case_number else None
         letter_metadata = prefiling_metadata(parsed)
         for item in parsed.items:
             cases.append(
@@ -178,7 +205,11 @@ def predict_command(
         cases.append((checked, None))
     predictor = _load_predictor(model, backend)
     predictions = predictor.predict_batch(
-        [case for case, _ in cases], explain=not no_evidence, top_k=top_k
+        [case for case, _ in cases],
+        explain=not no_evidence,
+        top_k=top_k,
+        similar_k=SIMILAR_K if similar else 0,
+        exclude_groups=[own_letter] * len(cases),
     )
     if as_json:
         payload = [
@@ -198,6 +229,8 @@ def predict_command(
     )
     for n, ((case, actual), prediction) in enumerate(zip(cases, predictions, strict=True), 1):
         _print_prediction(n, case.request, case.summary, prediction, actual)
+        if similar:
+            _print_record(prediction)
     if letter is not None:
         known = [(a, p.label) for (_, a), p in zip(cases, predictions, strict=True) if a]
         hits = sum(a == label for a, label in known)

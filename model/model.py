@@ -31,6 +31,7 @@ from imr_outcome.model.base import Classifier, classifier_class
 from imr_outcome.model.calibration import Calibrator, calibrator_from_dict
 from imr_outcome.model.model_uri import resolve
 from imr_outcome.model.onnx_runtime import Backend, check_backend
+from imr_outcome.model.record import RECORD_DIR, Record
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,9 @@ class OutcomeModel:
         name: registry name, or the URI / path it was loaded from (``""`` when built
             in memory).
         version: registry version, ``"local"``, ``"run:<id>"`` or ``"model:<id>"``.
+        record: the outcome rates and similar past decisions of its training items
+            (:mod:`imr_outcome.model.record`), saved in ``record/``; None for models
+            registered before the record existed.
     """
 
     classifier: Classifier
@@ -79,6 +83,7 @@ class OutcomeModel:
     info: ModelInfo
     name: str = ""
     version: str = "local"
+    record: Record | None = None
 
     # ------------------------------------------------------------------ inference
 
@@ -196,6 +201,8 @@ class OutcomeModel:
         """Write the model directory (see :mod:`imr_outcome.model.artifact`); returns it."""
         directory.mkdir(parents=True, exist_ok=True)
         self.classifier.save(directory / "classifier")
+        if self.record is not None:
+            self.record.save(directory)
         payload = {
             "format_version": FORMAT_VERSION,
             "threshold": self.threshold,
@@ -254,6 +261,8 @@ class OutcomeModel:
         if not 0.0 <= model.threshold <= 1.0:
             raise IncompatibleModelError(f"{uri}: threshold {model.threshold} is outside [0, 1]")
         model.name, model.version = resolved.name, resolved.version
+        if (directory / RECORD_DIR).is_dir():
+            model.record = Record.load(directory)
         model.select_backend(backend)
         logger.info(
             "loaded %s model %s version %s (split %s, threshold %.3f, backend %s)",

@@ -438,3 +438,32 @@ class OutcomeRates:
         if not path.is_file():
             raise IncompatibleModelError(f"{path} is missing; re-register the model")
         return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
+
+
+def describe_rate(rate: Rate) -> str:
+    """One plain sentence about ``rate`` for a person, with its n, CI, years and source.
+
+    Example: "Of 34 past decisions on surgery (DWC IMR letters, 2014-2016), 8 were
+    overturned (24%; 95% CI 12-40%)." Groups of fewer than :data:`SMALL_SAMPLE` add that
+    the figure rests on few cases, with the empirical-Bayes rate beside it.
+    """
+    what = "all past decisions" if rate.level == "source" else f"past decisions on {rate.key}"
+    years = ""
+    if rate.year_min is not None and rate.year_max is not None:
+        span = (
+            str(rate.year_min)
+            if rate.year_min == rate.year_max
+            else (f"{rate.year_min}\u2013{rate.year_max}")
+        )
+        years = f", {span}"
+    text = (
+        f"Of {rate.n} {what} ({rate.source}{years}), {rate.overturned} "
+        f"{'was' if rate.overturned == 1 else 'were'} overturned ({rate.rate:.0%}; 95% CI "
+        f"{rate.ci_low:.0%}\u2013{rate.ci_high:.0%})."
+    )
+    if rate.small_sample:
+        text += (
+            f" That is only {rate.n} cases; allowing for decisions of the wider group "
+            f"({rate.parent}), the rate is about {rate.shrunk_rate:.0%}."
+        )
+    return text

@@ -48,6 +48,66 @@ class EvidenceSpan(BaseModel):
         return self
 
 
+class OutcomeRate(BaseModel):
+    """How past decisions of one kind came out (see
+    :class:`~imr_outcome.model.outcome_rates.Rate`, whose fields these are).
+
+    Attributes:
+        level: ``"item"`` (e.g. "Norco"), ``"diagnosis"`` (DMHC), ``"category"`` or
+            ``"source"`` (every training decision).
+        key: the group's name.
+        n / overturned: decided items in the group and how many were Overturned.
+        rate: ``overturned / n``; ci_low / ci_high: its Wilson 95% interval (Wilson 1927).
+        shrunk_rate: the empirical-Bayes rate, pulled toward ``parent`` (beta-binomial,
+            method of moments); prior_strength: the parent's pseudo-cases.
+        small_sample: ``n`` < 10: read ``rate`` with care.
+        year_min / year_max: the years of those decisions; source: where they come from.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    level: str
+    key: str
+    n: int = Field(ge=1)
+    overturned: int = Field(ge=0)
+    rate: float = Field(ge=0, le=1)
+    ci_low: float = Field(ge=0, le=1)
+    ci_high: float = Field(ge=0, le=1)
+    shrunk_rate: float = Field(ge=0, le=1)
+    parent: str | None
+    prior_strength: float = Field(ge=0)
+    small_sample: bool
+    year_min: int | None
+    year_max: int | None
+    source: str
+
+
+class SimilarDecision(BaseModel):
+    """One similar past decision (see :class:`~imr_outcome.model.precedents.Precedent`).
+
+    Attributes:
+        item_id: the decided item, e.g. ``CM16-0213037#1``; case_number: its letter.
+        decision_date / year: when it was decided (None when unknown).
+        request: what was requested; outcome: ``"Upheld"`` or ``"Overturned"``.
+        rationale_excerpt: the start of that decision's own rationale: shown to people,
+            never read by a model (a test proves it).
+        request_category: its request category.
+        similarity: cosine similarity to this item in the model's own representation.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    item_id: str
+    case_number: str
+    decision_date: str | None
+    year: int | None
+    request: str
+    outcome: Direction
+    rationale_excerpt: str | None
+    request_category: str | None
+    similarity: float
+
+
 class Prediction(BaseModel):
     """A calibrated prediction for one disputed item.
 
@@ -75,6 +135,13 @@ class Prediction(BaseModel):
             messages that say what to do.
         warning_details: the same warnings, in the same order, with a stable ``code`` and
             the ``figures`` behind each (see :mod:`imr_outcome.model.warnings`).
+        outcome_rates: how past decisions of this kind of request came out, finest group
+            first (item, category, all decisions); empty for models saved without a record.
+        rate_summary: the finest of them in one plain sentence, or None.
+        similar_ids: the ``item_id`` of the 3 most similar past decisions (never from the
+            item's own letter when it comes from one).
+        similar: those decisions in full (k of them, 5 by default), when asked for
+            (``similar: true`` on the API, ``predict --similar``); else empty.
         error: always null here: the field of the one output row
             (:data:`~imr_outcome.model.scoring.OUTPUT_FIELDS`) that says why a row of a
             batch could not be scored; a single call with bad input is refused instead.
@@ -97,6 +164,10 @@ class Prediction(BaseModel):
     evidence: list[EvidenceSpan] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     warning_details: list[WarningDetail] = Field(default_factory=list)
+    outcome_rates: list[OutcomeRate] = Field(default_factory=list)
+    rate_summary: str | None = None
+    similar_ids: list[str] = Field(default_factory=list)
+    similar: list[SimilarDecision] = Field(default_factory=list)
     error: None = None
 
     @model_validator(mode="after")

@@ -6,9 +6,9 @@ serve``. Each input row gives the fields of :data:`~imr_outcome.model.scoring.OU
 with ``error`` set, never as an exception, so one bad row does not fail a Spark task or
 an ``/invocations`` call. Evidence spans come from ``imr_outcome.serve``.
 
-List fields travel as the types MLflow and Spark carry: ``warnings`` is a list of
-strings; ``warning_details`` is JSON text (a list of ``{code, message, figures}``), as in
-batch CSV and Parquet output. The model directory travels as a pyfunc artifact; nothing
+List fields travel as the types MLflow and Spark carry: ``warnings`` and ``similar_ids``
+are lists of strings; ``warning_details`` and ``outcome_rates`` (lists of objects) are JSON
+text, as in batch CSV and Parquet output. The model directory travels as a pyfunc artifact; nothing
 is pickled but this small class, by reference.
 """
 
@@ -44,7 +44,10 @@ _OUTPUT_TYPES: dict[str, Any] = {
     "base_rate": "double",
     "relative_risk": "double",
     "warnings": Array(DataType.string),
+    "similar_ids": Array(DataType.string),
 }
+#: Fields of lists of objects, carried as JSON text.
+JSON_TEXT_FIELDS = ("outcome_rates", "warning_details")
 SIGNATURE = ModelSignature(
     inputs=Schema(_INPUT_COLUMNS),
     outputs=Schema([ColSpec(_OUTPUT_TYPES.get(name, "string"), name) for name in OUTPUT_FIELDS]),
@@ -53,11 +56,10 @@ SIGNATURE = ModelSignature(
 
 def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Output rows as the pyfunc's DataFrame: :data:`OUTPUT_FIELDS` columns, in order,
-    with ``warning_details`` as JSON text."""
+    with the :data:`JSON_TEXT_FIELDS` as JSON text."""
     frame = pd.DataFrame(rows, columns=list(OUTPUT_FIELDS))
-    frame["warning_details"] = [
-        None if details is None else json.dumps(details) for details in frame["warning_details"]
-    ]
+    for name in JSON_TEXT_FIELDS:
+        frame[name] = [None if value is None else json.dumps(value) for value in frame[name]]
     for name in OUTPUT_FIELDS:
         if _OUTPUT_TYPES.get(name) != "double":  # null text stays None, not NaN
             frame[name] = frame[name].astype(object).where(frame[name].notna(), None)

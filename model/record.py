@@ -49,8 +49,8 @@ FORMAT_VERSION = 1
 DEFAULT_K = 5
 #: Human-readable sources, by dataset split.
 SOURCE_LABELS = {
-    "dwc": "California DWC IMR final determination letters (MAXIMUS)",
-    "dmhc": "California DMHC IMR determinations table",
+    "dwc": "California DWC IMR decisions",
+    "dmhc": "California DMHC IMR decisions",
 }
 
 
@@ -326,9 +326,6 @@ def build_record(
     if not items or len(items) != len(inputs):
         raise InvalidInputError("items", f"{len(items)} items and {len(inputs)} inputs")
     label = source_label or SOURCE_LABELS.get(source_name, source_name)
-    years = [item.year for item in items if item.year is not None]
-    if years:
-        label = f"{label}, {min(years)}-{max(years)}, {len(items)} training items"
     rates = OutcomeRates.fit(
         [
             RateRow(item.request, item.label, item.request_category, item.year, item.diagnosis)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 from typing import Any, cast
 
 from imr_outcome.data.model_input import ModelInput, build_model_input, coerce_metadata_value
@@ -33,7 +34,9 @@ from imr_outcome.model.defaults import (
 )
 from imr_outcome.model.inputs import PredictInput
 from imr_outcome.model.model import OutcomeModel
-from imr_outcome.model.prediction import Direction, Prediction
+from imr_outcome.model.outcome_rates import describe_rate
+from imr_outcome.model.prediction import Direction, OutcomeRate, Prediction, SimilarDecision
+from imr_outcome.model.record import embedding_function
 from imr_outcome.model.warnings import (
     Source,
     WarningDetail,
@@ -54,7 +57,8 @@ OodDetector = Callable[[ModelInput], str | None]
 
 #: The fields of every output row, in order (see :class:`Prediction` for their meaning).
 #: ``error`` is null on a scored row; on a row that could not be scored it says why and
-#: every score field is null.
+#: every score field is null. ``similar`` (the full similar decisions) is not among them:
+#: the API and ``predict --similar`` add it when asked; every row has ``similar_ids``.
 OUTPUT_FIELDS: tuple[str, ...] = (
     "p_overturned",
     "p_upheld",
@@ -63,6 +67,9 @@ OUTPUT_FIELDS: tuple[str, ...] = (
     "band_reason",
     "base_rate",
     "relative_risk",
+    "outcome_rates",
+    "rate_summary",
+    "similar_ids",
     "warnings",
     "warning_details",
     "error",
@@ -195,6 +202,59 @@ def item_warnings(
     return found
 
 
+#: Similar-decision ids in every row (the full decisions come on request).
+SIMILAR_IDS = 3
+
+
+def record_fields(
+    model: OutcomeModel,
+    inputs: Sequence[ModelInput],
+    metadata: Sequence[Mapping[str, Any]],
+    *,
+    similar_k: int = 0,
+    exclude_groups: Sequence[str | None] | None = None,
+) -> list[dict[str, Any]]:
+    """The :class:`Prediction` fields of the model's record for n inputs.
+
+    Args:
+        model: the model; a model saved without a record gets empty fields.
+        inputs / metadata: the n model inputs and their pre-filing metadata.
+        similar_k: similar decisions to return in full (0: ids only).
+        exclude_groups: per input, a letter's case number whose decisions are never
+            returned (the input's own letter).
+
+    Returns:
+        n dicts with ``outcome_rates`` (finest first), ``rate_summary``, ``similar_ids``
+        and ``similar``.
+    """
+    if model.record is None or not inputs:
+        return [{} for _ in inputs]
+    vectors = None
+    if model.record.representation == "encoder":
+        embed = embedding_function(model.classifier)
+        vectors = embed(inputs) if embed is not None else None
+    found = model.record.lookup(
+        inputs,
+        vectors,
+        metadata=metadata,
+        k=max(SIMILAR_IDS, similar_k),
+        exclude_groups=exclude_groups,
+    )
+    fields = []
+    for lookup in found:
+        rates = lookup.rates.rates()
+        precedents = [SimilarDecision.model_validate(asdict(p)) for p in lookup.similar]
+        fields.append(
+            {
+                "outcome_rates": [OutcomeRate.model_validate(asdict(r)) for r in rates],
+                "rate_summary": describe_rate(rates[0]) if rates else None,
+                "similar_ids": [p.item_id for p in precedents[:SIMILAR_IDS]],
+                "similar": precedents[:similar_k],
+            }
+        )
+    return fields
+
+
 def saved_rule(model: OutcomeModel) -> DecisionRule | None:
     """The decision rule saved with ``model``, or None for a model saved without one."""
     return DecisionRule.from_dict(model.info.decision) if model.info.decision else None
@@ -207,6 +267,8 @@ def predict_items(
     ood_detector: OodDetector | None = None,
     model_name: str | None = None,
     model_version: str | None = None,
+    similar_k: int = 0,
+    exclude_groups: Sequence[str | None] | None = None,
 ) -> list[tuple[Prediction, ModelInput]]:
     """Score validated items in one batch (no evidence).
 
@@ -216,6 +278,7 @@ def predict_items(
         ood_detector: an extra out-of-distribution check (see :data:`OodDetector`).
         model_name / model_version: what the rows call the model (default ``model.name``
             / ``model.version``).
+        similar_k / exclude_groups: see :func:`record_fields`.
 
     Returns:
         n ``(prediction, model input)`` pairs in input order; the model input is what
@@ -234,6 +297,9 @@ def predict_items(
         for item, meta in zip(items, metadata, strict=True)
     ]
     scores = model.score(inputs, metadata)
+    records = record_fields(
+        model, inputs, metadata, similar_k=similar_k, exclude_groups=exclude_groups
+    )
     overturned, upheld = model.info.labels.index(LABELS[1]), model.info.labels.index(LABELS[0])
     results = []
     for index, (item, model_input) in enumerate(zip(items, inputs, strict=True)):
@@ -250,6 +316,7 @@ def predict_items(
             **decision_fields(model, rule, item, p_overturned),
             model_name=model.name if model_name is None else model_name,
             model_version=model.version if model_version is None else model_version,
+            **records[index],
             **Prediction.warning_fields(warnings),
         )
         results.append((prediction, model_input))

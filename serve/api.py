@@ -9,6 +9,8 @@ Endpoints (bodies in :mod:`imr_outcome.serve.api_schemas`, errors in
 
 - ``POST /v1/predict``: one request + summary -> :class:`Prediction`.
 - ``POST /v1/predict/batch``: 1 to ``max_batch_items`` items -> predictions in order.
+- ``POST /v1/similar``: the outcome rates of this kind of request and the k most similar
+  past decisions (case number, date, request, outcome, similarity, rationale excerpt).
 - ``POST /v1/letters``: a PDF/TXT letter upload -> its items with predictions (each
   from the item's request, the case summary and the patient's age/sex; the letter's
   decisions and rationales are never model inputs).
@@ -48,6 +50,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from imr_outcome.errors import InvalidInputError
+from imr_outcome.model.defaults import SIMILAR_K
 from imr_outcome.model.prediction import Prediction
 from imr_outcome.serve.api_auth import PROTECTED_PREFIX, ApiKeyMiddleware
 from imr_outcome.serve.api_calls import (
@@ -88,6 +91,8 @@ from imr_outcome.serve.api_schemas import (
     ModelCard,
     PredictRequest,
     ReloadReport,
+    SimilarRequest,
+    SimilarResponse,
     state_limits,
 )
 from imr_outcome.serve.model_follower import (
@@ -342,11 +347,31 @@ def create_app(
         item = _validated(
             "", body.request, body.summary, _metadata(body.metadata), None, settings.max_chars
         )
-        if not body.explain and state.batcher is not None:
+        if not body.explain and not body.similar and state.batcher is not None:
             return await call_model_batched(state.batcher, request, item, until)
-        call = ModelCall([item], [body.explain], body.top_k)
+        similar_k = SIMILAR_K if body.similar else 0
+        call = ModelCall([item], [body.explain], body.top_k, similar_k)
         [prediction] = await call_model(state, request, call, until)
         return prediction
+
+    @app.post("/v1/similar", response_model=SimilarResponse, tags=["predict"], responses=_ERRORS)
+    async def similar(body: SimilarRequest, request: Request) -> SimilarResponse:
+        """The outcome rates of this kind of request and the k most similar past decisions
+        (from the model's training letters; the rationale excerpts are display only)."""
+        until = deadline()
+        state.ready()
+        item = _validated(
+            "", body.request, body.summary, _metadata(body.metadata), None, settings.max_chars
+        )
+        call = ModelCall([item], [False], DEFAULT_TOP_K, body.k)
+        [prediction] = await call_model(state, request, call, until)
+        return SimilarResponse(
+            outcome_rates=prediction.outcome_rates,
+            rate_summary=prediction.rate_summary,
+            similar=prediction.similar,
+            model_name=prediction.model_name,
+            model_version=prediction.model_version,
+        )
 
     @app.post(
         "/v1/predict/batch", response_model=BatchResponse, tags=["predict"], responses=_ERRORS
@@ -435,7 +460,11 @@ def create_app(
             )
             for item in letter.items
         ]
-        call = ModelCall(inputs, [explain] * len(inputs), top_k)
+        case_number = letter.case_number.value if letter.case_number else None
+        # the letter's own decisions are never shown as similar past decisions
+        call = ModelCall(
+            inputs, [explain] * len(inputs), top_k, SIMILAR_K, [case_number] * len(inputs)
+        )
         predictions = await call_model(state, request, call, until)
         return LetterResponse(
             filename=filename,

@@ -88,6 +88,8 @@ def score(
     top_k: int,
     deadline: float,
     max_explain_chars: int,
+    similar_k: int = 0,
+    exclude_groups: Sequence[str | None] | None = None,
 ) -> list[Prediction]:
     """The one place the API calls the model (on a model thread).
 
@@ -101,19 +103,22 @@ def score(
             its own work (above all integrated gradients) in time.
         max_explain_chars: items longer than this (request + summary, in characters) are
             predicted without evidence and get :func:`evidence_budget_warning`.
+        similar_k: similar past decisions to return in full per item (0: ids only).
+        exclude_groups: per item, a letter whose decisions are never returned as similar.
 
     Returns:
         n predictions, in input order.
     """
     sizes = [len(item.request) + len(item.summary) for item in items]
     wanted = [ask and size <= max_explain_chars for ask, size in zip(explain, sizes, strict=True)]
-    kwargs: dict[str, Any] = {"top_k": top_k, "deadline": deadline}
+    kwargs: dict[str, Any] = {"top_k": top_k, "deadline": deadline, "similar_k": similar_k}
     found: dict[int, Prediction] = {}
     for explained in (False, True):
         chosen = [n for n, want in enumerate(wanted) if want == explained]
         if chosen:
+            excluded = None if exclude_groups is None else [exclude_groups[n] for n in chosen]
             predictions = predictor.predict_batch(
-                [items[n] for n in chosen], explain=explained, **kwargs
+                [items[n] for n in chosen], explain=explained, exclude_groups=excluded, **kwargs
             )
             found.update(zip(chosen, predictions, strict=True))
     out = []
@@ -195,6 +200,8 @@ class ModelCall:
     items: list[PredictInput]
     explain: list[bool]
     top_k: int
+    similar_k: int = 0
+    exclude_groups: list[str | None] | None = None
 
 
 #: Micro-batching of ``/v1/predict`` calls without evidence: calls arriving within this
@@ -208,6 +215,8 @@ def _score_on_model_thread(
     explain: Sequence[bool],
     top_k: int,
     deadline: float,
+    similar_k: int = 0,
+    exclude_groups: Sequence[str | None] | None = None,
 ) -> asyncio.Future[list[Prediction]]:
     """Start :func:`score` on the model executor; the caller holds a model slot."""
     predictor, _, executor = state.ready()
@@ -221,6 +230,8 @@ def _score_on_model_thread(
             top_k=top_k,
             deadline=deadline,
             max_explain_chars=state.settings.max_explain_chars,
+            similar_k=similar_k,
+            exclude_groups=exclude_groups,
         ),
     )
 
@@ -345,7 +356,15 @@ async def call_model(
     outcome = "ok"
     try:
         async with gate.slot(timeout_s=deadline - time.monotonic()):
-            future = _score_on_model_thread(state, call.items, call.explain, call.top_k, deadline)
+            future = _score_on_model_thread(
+                state,
+                call.items,
+                call.explain,
+                call.top_k,
+                deadline,
+                call.similar_k,
+                call.exclude_groups,
+            )
             return await answer_or_give_up(future, request, deadline, settings.request_timeout_s)
     except (TimedOut, ClientGone) as exc:
         outcome = "timed out" if isinstance(exc, TimedOut) else "client disconnected"

@@ -12,10 +12,16 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
 from imr_outcome.data.text_checks import LETTER_PATTERN, check_text, check_unicode
-from imr_outcome.model.prediction import Direction, Prediction
+from imr_outcome.model.defaults import SIMILAR_K, TOP_K
+from imr_outcome.model.prediction import (
+    Direction,
+    OutcomeRate,
+    Prediction,
+    SimilarDecision,
+)
 
 #: Evidence spans per direction when the caller does not say.
-DEFAULT_TOP_K = 5
+DEFAULT_TOP_K = TOP_K
 #: Most evidence spans per direction a caller may ask for.
 MAX_TOP_K = 20
 #: Longest metadata text value (``patient_sex``, ``imr_type``, ...), in characters; the
@@ -122,10 +128,42 @@ class PredictRequest(_Item):
             models); items longer than the server's ``max_explain_chars`` get none and a
             warning.
         top_k: evidence spans per direction, 1-20.
+        similar: also return the 5 most similar past decisions in full (``similar``);
+            every prediction carries the ids of the top 3 (``similar_ids``) regardless.
     """
 
     explain: bool = False
     top_k: TopK = DEFAULT_TOP_K
+    similar: bool = False
+
+
+class SimilarRequest(_Item):
+    """``POST /v1/similar``: the past decisions most like one item.
+
+    Attributes:
+        request, summary, metadata: as for :class:`PredictRequest`.
+        k: how many decisions, 1-20.
+    """
+
+    k: TopK = SIMILAR_K
+
+
+class SimilarResponse(BaseModel):
+    """How past decisions of this kind came out, and the most similar ones.
+
+    Attributes:
+        outcome_rates: the Overturned rates of the item's groups, finest first.
+        rate_summary: the finest of them in one sentence.
+        similar: the k most similar past decisions, most similar first; each shows the
+            start of its own rationale (display only: no model reads it).
+        model_name / model_version: whose training decisions these are.
+    """
+
+    outcome_rates: list[OutcomeRate]
+    rate_summary: str | None
+    similar: list[SimilarDecision]
+    model_name: str
+    model_version: str
 
 
 class BatchItem(_Item):

@@ -34,7 +34,13 @@ logger = logging.getLogger(__name__)
 #: (:data:`~imr_outcome.model.scoring.OUTPUT_FIELDS`), the evidence and the row number.
 OUTPUT_COLUMNS: tuple[str, ...] = ("id", *OUTPUT_FIELDS, "evidence", "row")
 #: Output columns holding JSON lists: arrays in JSON Lines, JSON text in CSV and Parquet.
-JSON_COLUMNS: tuple[str, ...] = ("evidence", "warnings", "warning_details")
+JSON_COLUMNS: tuple[str, ...] = (
+    "evidence",
+    "outcome_rates",
+    "similar_ids",
+    "warnings",
+    "warning_details",
+)
 _FLOAT_COLUMNS = ("p_overturned", "p_upheld", "base_rate", "relative_risk")
 #: The Parquet schema of the output (every column nullable).
 OUTPUT_SCHEMA = pa.schema(

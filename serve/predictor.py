@@ -172,6 +172,7 @@ class Predictor:
         top_k: int = TOP_K,
         source: Source | None = None,
         deadline: float | None = None,
+        similar_k: int = 0,
     ) -> Prediction:
         """Predict one item.
 
@@ -184,6 +185,7 @@ class Predictor:
             source: the data source if known (``"dwc"`` for a letter), else inferred.
             deadline: a :func:`time.monotonic` value by which the evidence must be done,
                 or None for no limit (see :meth:`predict_batch`).
+            similar_k: similar past decisions to return in full (see :meth:`predict_batch`).
 
         Returns:
             The calibrated prediction with warnings (and evidence when asked).
@@ -193,7 +195,9 @@ class Predictor:
             DeadlineExceededError: ``deadline`` passed while computing evidence.
         """
         item = PredictInput.of(request, summary, metadata, source=source, max_chars=self.max_chars)
-        return self.predict_batch([item], explain=explain, top_k=top_k, deadline=deadline)[0]
+        return self.predict_batch(
+            [item], explain=explain, top_k=top_k, deadline=deadline, similar_k=similar_k
+        )[0]
 
     def predict_batch(
         self,
@@ -202,6 +206,8 @@ class Predictor:
         explain: bool = False,
         top_k: int = TOP_K,
         deadline: float | None = None,
+        similar_k: int = 0,
+        exclude_groups: Sequence[str | None] | None = None,
     ) -> list[Prediction]:
         """Predict many items with one batched probability computation.
 
@@ -213,6 +219,10 @@ class Predictor:
                 :meth:`OutcomeModel.explain <imr_outcome.model.model.OutcomeModel.explain>`,
                 which stops between batches of integrated-gradients windows once it has
                 passed; None for no limit. Scoring itself is not interrupted.
+            similar_k: similar past decisions to return in full per item (``similar``);
+                every prediction has the ids of the top 3 (``similar_ids``) regardless.
+            exclude_groups: per item, a letter's case number whose decisions are never
+                returned as similar (the item's own letter).
 
         Returns:
             n predictions, in input order.
@@ -237,6 +247,8 @@ class Predictor:
             ood_detector=self.ood_detector,
             model_name=self.model_name,
             model_version=self.model_version,
+            similar_k=similar_k,
+            exclude_groups=exclude_groups,
         ):
             item = items[len(predictions)]
             if explain:

@@ -71,6 +71,7 @@ _SPARK_TYPES: dict[str, T.DataType] = {
     "base_rate": T.DoubleType(),
     "relative_risk": T.DoubleType(),
     "warnings": T.ArrayType(T.StringType()),
+    "similar_ids": T.ArrayType(T.StringType()),
 }
 #: The prediction struct: the one output row (see the module docstring); all nullable.
 PREDICTION_TYPE = T.StructType(

@@ -214,10 +214,10 @@ def save_and_log(
     ``held_out`` rows a transformer is also exported to ONNX, parity-checked on them
     (:func:`~imr_outcome.train.onnx_export.export_with_parity`); a ``record`` (rates and
     similar past decisions) is saved in ``record/``."""
+    if record is not None:
+        model.record = record
     model_dir = model.save(models_dir / run_id)
     save_config(config, model_dir / "config.yaml")
-    if record is not None:
-        record.save(model_dir)
     if held_out is not None:
         from imr_outcome.train.onnx_export import export_for_registration
 

@@ -92,6 +92,37 @@
     return container;
   }
 
+  // "How similar requests fared": the rate of this kind of request with its n, and the
+  // most similar past decisions with the start of each decision's own reasons.
+  function renderRecord(prediction) {
+    const similar = prediction.similar || [];
+    if (!prediction.rate_summary && !similar.length) return [];
+    const section = element("section", { class: "record", "aria-label": "How similar requests fared" });
+    section.append(element("h4", {}, "How similar requests fared"));
+    if (prediction.rate_summary) {
+      section.append(element("p", { class: "rate-summary" }, prediction.rate_summary));
+    }
+    if (similar.length) {
+      section.append(element("p", { class: "meta" }, "The most similar past decisions:"));
+      const list = element("ol", { class: "similar" });
+      for (const decision of similar) {
+        const item = element("li", { "data-outcome": decision.outcome });
+        const when = decision.decision_date || decision.year || "date unknown";
+        item.append(
+          element("p", { class: "similar-head" },
+            `${decision.case_number} (${when}): \u201c${decision.request}\u201d \u2014 ` +
+            `${decision.outcome} (similarity ${decision.similarity.toFixed(2)})`)
+        );
+        if (decision.rationale_excerpt) {
+          item.append(element("p", { class: "similar-why" }, `Reason given: ${decision.rationale_excerpt}`));
+        }
+        list.append(item);
+      }
+      section.append(list);
+    }
+    return [section];
+  }
+
   function renderPrediction(prediction, request, summary, options) {
     const article = element("article", { class: "prediction", "data-label": prediction.label });
     if (options.title) article.append(element("p", { class: "item-title" }, options.title));
@@ -129,6 +160,8 @@
       `Overturned when its probability is at least ${percent(prediction.threshold)}.`;
     if (options.letterDecision) meta += ` The letter's decision: ${options.letterDecision}.`;
     article.append(element("p", { class: "meta" }, meta));
+
+    article.append(...renderRecord(prediction));
 
     if (prediction.warnings.length) {
       article.append(element("h4", {}, "Warnings"));
@@ -279,7 +312,9 @@
         method: "POST",
         headers: { "Content-Type": "application/json" },
         // a blank summary is left out (it is "none"); text without letters is refused
-        body: JSON.stringify(summary.trim() ? { request, summary, explain } : { request, explain }),
+        body: JSON.stringify(
+          summary.trim() ? { request, summary, explain, similar: true } : { request, explain, similar: true }
+        ),
       });
       if (result.status === 401) {
         showErrors(401, null);

@@ -24,7 +24,7 @@ from imr_outcome.serve.api import create_app
 from imr_outcome.serve.api_limits import ServeSettings
 
 from conftest import LETTER_FIXTURES
-from model_factory import write_untrained_transformer
+from model_factory import registered_tfidf_store, write_untrained_transformer
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -261,3 +261,47 @@ def test_the_page_has_an_icon(page: Any, base_url: str) -> None:
     )
 
     assert icon == [200, "image/svg+xml"]
+
+
+@pytest.fixture(scope="module")
+def recorded_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The app serving a TF-IDF model trained with its record (rates, similar decisions)."""
+    with registered_tfidf_store(tmp_path_factory.mktemp("recorded")) as result:
+        pass
+    assert (result.model_dir / "record").is_dir()
+    with _serving(ServeSettings(model_uri=str(result.model_dir))) as url:
+        yield url
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_the_page_shows_how_similar_requests_fared(
+    recorded_url: str, width: int, tmp_path: Path
+) -> None:
+    with _chromium_page(recorded_url) as page:
+        page.set_viewport_size({"width": width, "height": 900})
+        page.goto(recorded_url)
+        page.get_by_label("Requested treatment").fill(REQUEST)
+        page.get_by_label("Case summary").fill(SUMMARY)
+        page.get_by_role("button", name="Estimate the outcome").click()
+        page.wait_for_selector("article.prediction section.record", timeout=30_000)
+
+        headline = page.inner_text("article.prediction h3")
+        rate = page.inner_text("section.record .rate-summary")
+        decisions = page.eval_on_selector_all(
+            "ol.similar > li",
+            """els => els.map(e => ({outcome: e.dataset.outcome,
+                head: e.querySelector('.similar-head').textContent,
+                why: e.querySelector('.similar-why')?.textContent ?? null}))""",
+        )
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        screenshot = tmp_path / f"imr-outcome-record-{width}.png"
+        page.screenshot(path=str(screenshot), full_page=True)
+        print(f"screenshot: {screenshot}")
+
+    assert HEADLINE.match(headline), headline
+    assert re.match(r"^Of \d+ past decisions on .+, \d+ (was|were) overturned \(\d+%", rate), rate
+    assert len(decisions) == 5
+    assert {d["outcome"] for d in decisions} <= {"Upheld", "Overturned"}
+    assert all(re.search(r"\(similarity -?\d\.\d\d\)$", d["head"]) for d in decisions)
+    assert overflow <= 0  # nothing wider than a phone screen
+    assert screenshot.stat().st_size > 10_000

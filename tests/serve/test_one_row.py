@@ -104,9 +104,9 @@ def canonical(row: dict[str, Any]) -> dict[str, Any]:
         value = row.get(name)
         if isinstance(value, float) and value != value:
             value = None
-        if name == "warning_details" and isinstance(value, str):
+        if name in ("warning_details", "outcome_rates", "similar_ids") and isinstance(value, str):
             value = json.loads(value)
-        if name == "warnings" and value is not None:
+        if name in ("warnings", "similar_ids") and value is not None:
             value = list(value)
         out[name] = value
     return out
@@ -172,6 +172,8 @@ def test_batch_rows_are_the_one_row_with_errors_naming_the_field(
         assert row["band"] is not None and row["base_rate"] is not None
         assert row["relative_risk"] == pytest.approx(row["p_overturned"] / row["base_rate"])
         assert (row["model_name"], row["model_version"]) == ("imr-outcome", "1")
+        assert row["outcome_rates"][-1]["level"] == "source"  # finest first, all last
+        assert row["rate_summary"].startswith("Of ") and len(row["similar_ids"]) == 3
     no_summary = [r for r, row in zip(scored, good_rows(), strict=True) if not row["summary"]]
     assert {r["band_reason"] for r in no_summary} == {"there is no case summary, only the request"}
 

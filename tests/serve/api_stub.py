@@ -135,6 +135,7 @@ class ControlledPredictor:
         explain: bool = False,
         top_k: int = 5,
         deadline: float | None = None,
+        **_: Any,
     ) -> list[Prediction]:
         """The inner prediction, after recording the call (and waiting while held)."""
         self.calls.append(Call(len(items), explain, deadline, time.monotonic()))

@@ -636,6 +636,7 @@ def _blocking(predictor: Predictor, entered: threading.Event, release: threading
         explain: bool = False,
         top_k: int = 5,
         deadline: float | None = None,
+        **_: Any,
     ) -> list[Prediction]:
         entered.set()
         release.wait(30)

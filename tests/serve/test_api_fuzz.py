@@ -49,13 +49,20 @@ OPERATIONS = (
     "POST /v1/predict",
     "POST /v1/predict/batch",
     "POST /v1/letters",
+    "POST /v1/similar",
     "POST /v1/admin/reload",  # no body; 409 here (the app serves a folder: nothing to follow)
 )
 #: The operations with a body, also fuzzed with schema-invalid ones.
-WITH_BODY = {"POST /v1/predict", "POST /v1/predict/batch", "POST /v1/letters"}
+WITH_BODY = {"POST /v1/predict", "POST /v1/predict/batch", "POST /v1/letters", "POST /v1/similar"}
 #: Operations whose every schema-valid request must be answered 2xx (a letter upload
 #: also needs the bytes to be a letter, which no schema can say).
-ACCEPTS_ALL_VALID = {"GET /healthz", "GET /readyz", "GET /v1/model", "POST /v1/predict"}
+ACCEPTS_ALL_VALID = {
+    "GET /healthz",
+    "GET /readyz",
+    "GET /v1/model",
+    "POST /v1/predict",
+    "POST /v1/similar",
+}
 ACCEPTS_ALL_VALID |= {"POST /v1/predict/batch"}
 CASES = [(label, "positive") for label in OPERATIONS] + [
     (label, "negative") for label in OPERATIONS if label in WITH_BODY

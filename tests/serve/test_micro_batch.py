@@ -30,6 +30,7 @@ class CountingPredictor:
         explain: bool = False,
         top_k: int = 5,
         deadline: float | None = None,
+        **_: Any,
     ) -> list[Prediction]:
         self.calls.append(len(items))
         if any(item.request == "bad" for item in items):

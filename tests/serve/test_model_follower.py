@@ -124,6 +124,7 @@ class Held:
         explain: bool = False,
         top_k: int = 5,
         deadline: float | None = None,
+        **_: Any,
     ) -> list[Prediction]:
         if self.broken:
             raise RuntimeError("weights do not fit the vocabulary")

@@ -50,6 +50,7 @@ from imr_outcome.data.schema import LABELS
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
 from imr_outcome.model.model import OutcomeModel
 from imr_outcome.model.model_uri import resolve
+from imr_outcome.model.record import record_items
 from imr_outcome.train.config import RunConfig, load_config
 from imr_outcome.train.evaluate import Evaluation, evaluate_model
 from imr_outcome.train.metrics import flatten_metrics
@@ -63,6 +64,7 @@ from imr_outcome.train.retrain_data import (
     load_snapshot,
     new_records,
 )
+from imr_outcome.train.retrieval_eval import record_for_model
 from imr_outcome.train.run import fit_and_log, log_inputs, save_and_log
 from imr_outcome.train.tracking import (
     CHAMPION,
@@ -424,7 +426,11 @@ def _train_and_decide(
             },
             TRAINING_GROUPS_ARTIFACT,
         )
-        _, model_uri = save_and_log(challenger, config, models_dir, run_id)
+        train_ids = set(train_rows.ids)
+        items = [item for item in record_items(split) if item.item_id in train_ids]
+        by_id = dict(zip(train_rows.ids, train_rows.inputs, strict=True))
+        record = record_for_model(challenger, items, [by_id[item.item_id] for item in items])
+        _, model_uri = save_and_log(challenger, config, models_dir, run_id, record=record)
         version = None if dry_run else _register(name, model_uri, tags, decision)
     return RetrainResult(
         decision=decision,

@@ -241,8 +241,13 @@ def test_a_better_challenger_is_promoted_with_the_decision_on_record(store: Stor
     )
     assert not set(recorded["group_ids"]) & set(result.held_out_letters)
     assert len(recorded["group_ids"]) == result.train_letters == 100 - len(result.held_out_letters)
-    # serving picks up the promoted model on (re)load
-    assert Predictor.load(f"models:/{store.name}@champion").model_version == "2"
+    # serving picks up the promoted model on (re)load, with a record of its training
+    # letters only (rates and similar decisions, never a held-out letter)
+    served = Predictor.load(f"models:/{store.name}@champion")
+    assert served.model_version == "2"
+    assert served.model.record is not None
+    indexed = {p.case_number for p in served.model.record.precedents.precedents}
+    assert indexed == set(recorded["group_ids"])
 
 
 def test_a_retrained_champion_is_compared_on_letters_it_never_saw(store: Store) -> None:

@@ -16,17 +16,23 @@ from imr_outcome.errors import DeadlineExceededError, IncompatibleModelError
 from imr_outcome.model.baselines import TfidfLogReg
 from imr_outcome.model.encoders import encode_windows
 from imr_outcome.model.model import OutcomeModel
-from imr_outcome.model.settings import TfidfConfig, TrainingConfig
 
 from model_factory import write_untrained_transformer
-from toy_cue import CUE, FILLER, REQUEST, toy_inputs, toy_items, toy_transformer, wrap_toy
+from toy_cue import (
+    CUE,
+    FILLER,
+    REQUEST,
+    toy_frame,
+    toy_inputs,
+    toy_items,
+    toy_transformer,
+    wrap_toy,
+)
 
 
 def _tfidf_model(threshold: float = 0.5) -> OutcomeModel:
     items, labels = toy_items()
-    classifier = TfidfLogReg(TfidfConfig(ngram_max=1, min_df=1), TrainingConfig()).fit(
-        toy_inputs(items), labels
-    )
+    classifier = TfidfLogReg(ngram_max=1, min_df=1).fit(toy_frame(items), labels)
     return dataclasses.replace(wrap_toy(classifier, "tfidf_coefficients"), threshold=threshold)
 
 

@@ -25,6 +25,7 @@ Fit on a validation fold or out-of-fold scores, never on the test fold. A fitted
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal, Self, cast
 
 import numpy as np
@@ -35,6 +36,7 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.exceptions import NotFittedError
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import FixedThresholdClassifier
 
 from imr_outcome.errors import InvalidInputError
 from imr_outcome.model.arrays import as_labels
@@ -203,3 +205,42 @@ def make_calibrator(name: str) -> Calibrator:
         InvalidInputError: an unknown name (field ``calibration``), listing the choices.
     """
     return Calibrator(name)
+
+
+class Probability(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+    """The identity classifier on one column of P(Overturned): ``predict_proba`` is
+    ``[1 - p, p]``, so ``FixedThresholdClassifier`` can label calibrated probabilities."""
+
+    def fit(self, X: npt.ArrayLike, y: npt.ArrayLike | None = None) -> Self:
+        """Nothing to learn; sets ``classes_ = [0, 1]``."""
+        self.classes_ = np.array([0, 1])
+        return self
+
+    def predict_proba(self, X: npt.ArrayLike) -> FloatArray:
+        """``[1 - p, p]``, shape (n, 2), from X of shape (n, 1)."""
+        p = np.asarray(X, dtype=np.float64)[:, 0]
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X: npt.ArrayLike) -> npt.NDArray[np.int64]:
+        """1 (Overturned) where p >= 0.5."""
+        return (np.asarray(X, dtype=np.float64)[:, 0] >= 0.5).astype(np.int64)
+
+
+@functools.lru_cache(maxsize=64)
+def threshold_rule(threshold: float) -> FixedThresholdClassifier:
+    """The label rule at ``threshold``: scikit-learn's ``FixedThresholdClassifier`` over
+    P(Overturned), which predicts 1 (Overturned) where ``p >= threshold`` (a p equal to the
+    threshold is Overturned), else 0.
+
+    Args:
+        threshold: in [0, 1].
+
+    Returns:
+        The fitted rule; ``predict(p.reshape(-1, 1))`` gives labels 0/1, shape (n,).
+    """
+    rule = FixedThresholdClassifier(
+        FrozenEstimator(Probability().fit(np.zeros((1, 1)))),
+        threshold=threshold,
+        response_method="predict_proba",
+    )
+    return rule.fit(np.array([[0.0], [1.0]]), np.array([0, 1]))

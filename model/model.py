@@ -34,7 +34,7 @@ from imr_outcome.model.artifact import (
 )
 from imr_outcome.model.attribution_spans import Attribution
 from imr_outcome.model.base import Classifier, classifier_class
-from imr_outcome.model.calibration import Calibrator
+from imr_outcome.model.calibration import Calibrator, threshold_rule
 from imr_outcome.model.model_uri import resolve
 from imr_outcome.model.onnx_runtime import Backend, check_backend
 from imr_outcome.model.record import RECORD_DIR, Record
@@ -100,10 +100,15 @@ class OutcomeModel:
             p_overturned: calibrated P(Overturned), shape ``(n,)``.
 
         Returns:
-            ``info.labels[1]`` where ``p >= threshold``, else ``info.labels[0]``.
+            ``info.labels[1]`` where ``p >= threshold``, else ``info.labels[0]``
+            (:func:`~imr_outcome.model.calibration.threshold_rule`, scikit-learn's
+            ``FixedThresholdClassifier``).
         """
-        p = np.asarray(p_overturned, dtype=np.float64).reshape(-1)
-        return [self.info.labels[int(x)] for x in p >= self.threshold]
+        p = np.asarray(p_overturned, dtype=np.float64).reshape(-1, 1)
+        if p.size == 0:
+            return []
+        predicted = threshold_rule(float(self.threshold)).predict(p)
+        return [self.info.labels[int(x)] for x in predicted]
 
     def score(
         self, inputs: Sequence[ModelInput], metadata: Sequence[dict[str, Any]] | None = None

@@ -57,6 +57,18 @@ def test_the_label_at_the_threshold_itself_is_overturned() -> None:
     assert model.labels_at([0.2499, 0.25, 0.9]) == ["Upheld", "Overturned", "Overturned"]
 
 
+def test_the_label_rule_is_p_at_or_above_the_threshold_at_ties_and_bounds() -> None:
+    rng = np.random.default_rng(0)
+    for threshold in (0.0, 0.25, 0.5, 1.0):
+        model = _tfidf_model(threshold=threshold)
+        ties = [threshold, np.nextafter(threshold, 0.0), np.nextafter(threshold, 1.0)]
+        p = np.clip(np.concatenate([rng.random(200), ties, [0.0, 1.0]]), 0.0, 1.0)
+
+        expected = ["Overturned" if x >= threshold else "Upheld" for x in p]
+        assert model.labels_at(p) == expected
+    assert _tfidf_model().labels_at([]) == []
+
+
 def test_score_of_nothing_is_empty() -> None:
     scores = _tfidf_model().score([])
 

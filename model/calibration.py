@@ -84,7 +84,8 @@ class LogOdds(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     """The identity classifier on one column of log-odds of Overturned.
 
     ``decision_function(X) = X[:, 0]`` and ``predict_proba`` is its sigmoid, so wrapped in
-    ``FrozenEstimator`` it lets ``CalibratedClassifierCV`` calibrate any kind's scores.
+    ``FrozenEstimator`` it lets ``CalibratedClassifierCV`` calibrate any kind's scores, and
+    ``FixedThresholdClassifier`` threshold a column of probabilities (:func:`threshold_rule`).
     """
 
     def fit(self, X: npt.ArrayLike, y: npt.ArrayLike | None = None) -> Self:
@@ -207,30 +208,11 @@ def make_calibrator(name: str) -> Calibrator:
     return Calibrator(name)
 
 
-class Probability(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
-    """The identity classifier on one column of P(Overturned): ``predict_proba`` is
-    ``[1 - p, p]``, so ``FixedThresholdClassifier`` can label calibrated probabilities."""
-
-    def fit(self, X: npt.ArrayLike, y: npt.ArrayLike | None = None) -> Self:
-        """Nothing to learn; sets ``classes_ = [0, 1]``."""
-        self.classes_ = np.array([0, 1])
-        return self
-
-    def predict_proba(self, X: npt.ArrayLike) -> FloatArray:
-        """``[1 - p, p]``, shape (n, 2), from X of shape (n, 1)."""
-        p = np.asarray(X, dtype=np.float64)[:, 0]
-        return np.column_stack([1.0 - p, p])
-
-    def predict(self, X: npt.ArrayLike) -> npt.NDArray[np.int64]:
-        """1 (Overturned) where p >= 0.5."""
-        return (np.asarray(X, dtype=np.float64)[:, 0] >= 0.5).astype(np.int64)
-
-
 @functools.lru_cache(maxsize=64)
 def threshold_rule(threshold: float) -> FixedThresholdClassifier:
     """The label rule at ``threshold``: scikit-learn's ``FixedThresholdClassifier`` over
-    P(Overturned), which predicts 1 (Overturned) where ``p >= threshold`` (a p equal to the
-    threshold is Overturned), else 0.
+    P(Overturned) (as the :class:`LogOdds` column's ``decision_function``), which predicts 1
+    (Overturned) where ``p >= threshold`` (a p equal to the threshold is Overturned), else 0.
 
     Args:
         threshold: in [0, 1].
@@ -239,8 +221,8 @@ def threshold_rule(threshold: float) -> FixedThresholdClassifier:
         The fitted rule; ``predict(p.reshape(-1, 1))`` gives labels 0/1, shape (n,).
     """
     rule = FixedThresholdClassifier(
-        FrozenEstimator(Probability().fit(np.zeros((1, 1)))),
+        FrozenEstimator(LogOdds().fit(np.zeros((1, 1)))),
         threshold=threshold,
-        response_method="predict_proba",
+        response_method="decision_function",
     )
     return rule.fit(np.array([[0.0], [1.0]]), np.array([0, 1]))

@@ -376,13 +376,3 @@ def fit_calibrated(
         decision=rule.to_dict(),
     )
     return OutcomeModel(classifier, calibrator, threshold, info)
-
-
-def hyperparameters(config: RunConfig) -> str:
-    """``"C=0.1 ngram_max=2"``: the tuned hyper-parameters a kind has, else the kind."""
-    tuned = [
-        f"{label}={value:g}"
-        for label, field in (("C", "c"), ("ngram_max", "ngram_max"))
-        if (value := getattr(config.model, field, None)) is not None
-    ]
-    return " ".join(tuned) or config.model.kind

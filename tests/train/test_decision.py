@@ -261,10 +261,3 @@ def test_inner_cv_tunes_every_pair_of_c_and_ngram_max(monkeypatch: pytest.Monkey
     # cross_val_predict fits the chosen pair once per fold; the final fit uses it too
     assert {(c, n) for c, n, _ in cross_fit} == {(final_c, final_n)} <= pairs
     assert final_size == len(rows)
-
-
-def test_hyperparameters_names_what_a_kind_tunes() -> None:
-    tfidf = load_config(None, ["model.kind=tfidf_lr", "model.c=0.3", "explainer=none"])
-    assert pipeline.hyperparameters(tfidf) == "C=0.3 ngram_max=2"
-    majority = load_config(None, ["model.kind=majority", "explainer=none"])
-    assert pipeline.hyperparameters(majority) == "majority"

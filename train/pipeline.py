@@ -234,6 +234,10 @@ class EncoderEstimator(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         logits = self.classifier_.logits(*frame_inputs(X))
         return np.asarray(logits[:, 1] - logits[:, 0], dtype=np.float64)
 
+    def predict(self, X: pd.DataFrame) -> npt.NDArray[np.int64]:
+        """1 (Overturned) where the raw log-odds are positive, else 0."""
+        return (self.decision_function(X) > 0).astype(np.int64)
+
 
 def inner_cv(rows: Rows, n_splits: int, seed: int) -> StratifiedGroupKFold:
     """Inner grouped, stratified folds of training rows for tuning and cross-fitting.

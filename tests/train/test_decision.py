@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from imr_outcome.errors import InvalidInputError
 from imr_outcome.model.baselines import TfidfLogReg
 from imr_outcome.model.calibration import make_calibrator
 from imr_outcome.model.decision import DecisionRule
+from imr_outcome.model.frozen_encoder import FrozenEncoderLogReg
 from imr_outcome.train import pipeline
 from imr_outcome.train.bands import fit_decision_rule
 from imr_outcome.train.config import DecisionConfig, load_config
@@ -261,3 +263,38 @@ def test_inner_cv_tunes_every_pair_of_c_and_ngram_max(monkeypatch: pytest.Monkey
     # cross_val_predict fits the chosen pair once per fold; the final fit uses it too
     assert {(c, n) for c, n, _ in cross_fit} == {(final_c, final_n)} <= pairs
     assert final_size == len(rows)
+
+
+def test_the_frozen_encoder_is_tuned_and_cross_fitted_through_scikit_learn(
+    tiny_bert: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = _rows(n_groups=16)
+    fitted_c: list[float] = []
+    real = FrozenEncoderLogReg.fit
+
+    def fit_and_record(self: FrozenEncoderLogReg, *args: Any) -> Any:
+        fitted_c.append(self.model_config.c)
+        return real(self, *args)
+
+    monkeypatch.setattr(FrozenEncoderLogReg, "fit", fit_and_record)
+    config = load_config(
+        None,
+        [
+            "model.kind=frozen_encoder_lr",
+            f"model.base_model={tiny_bert}",
+            "model.max_length=64",
+            "model.stride=16",
+            "model.c_grid=[0.1, 10.0]",
+            "training.crossfit_folds=2",
+            "explainer=none",
+            "calibration.method=platt",
+        ],
+    )
+
+    model = fit_calibrated(config, rows, data_fingerprint="t")
+
+    assert isinstance(model.classifier, FrozenEncoderLogReg)
+    assert len(fitted_c) == 2 * 2 + 2 + 1  # grid (2 C x 2 folds), cross_val_predict, final
+    assert set(fitted_c[:4]) == {0.1, 10.0}
+    assert len(set(fitted_c[4:])) == 1  # the chosen C for the cross-fit and the final fit
+    assert model.predict_proba(rows.inputs).shape == (len(rows), 2)

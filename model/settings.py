@@ -66,7 +66,7 @@ class FrozenEncoderConfig(_WindowedConfig):
     c_grid: list[float] = Field(
         default_factory=list,
         description="Candidate values of C tuned by inner grouped CV on the training rows "
-        "(best out-of-fold AUROC); empty: use c.",
+        "(GridSearchCV, best mean fold AUROC); empty: use c.",
     )
 
 

@@ -46,14 +46,15 @@ class TfidfConfig(Section):
     ngram_max_grid: list[int] = Field(
         default_factory=list,
         description="Candidate longest n-grams (1-3) tuned with c_grid by inner grouped CV on "
-        "the training rows (every pair; best out-of-fold AUROC); empty: use ngram_max.",
+        "the training rows (GridSearchCV over every pair, best mean fold AUROC); empty: "
+        "use ngram_max.",
     )
     min_df: int = Field(2, ge=1, description="Minimum document frequency.")
     c: float = Field(1.0, gt=0, description="Logistic regression inverse regularization C.")
     c_grid: list[float] = Field(
         default_factory=list,
         description="Candidate values of C tuned by inner grouped CV on the training rows "
-        "(best out-of-fold AUROC); empty: use c.",
+        "(GridSearchCV, best mean fold AUROC); empty: use c.",
     )
 
 
@@ -65,7 +66,7 @@ class MetadataConfig(Section):
     c_grid: list[float] = Field(
         default_factory=list,
         description="Candidate values of C tuned by inner grouped CV on the training rows "
-        "(best out-of-fold AUROC); empty: use c.",
+        "(GridSearchCV, best mean fold AUROC); empty: use c.",
     )
 
 

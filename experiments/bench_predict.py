@@ -51,7 +51,7 @@ from imr_outcome.data.dataset import load_dataset
 from imr_outcome.data.model_input import build_model_input
 from imr_outcome.data.schema import PREFILING_FIELDS
 from imr_outcome.model.artifact import ModelInfo
-from imr_outcome.model.calibration import IdentityCalibrator
+from imr_outcome.model.calibration import Calibrator
 from imr_outcome.model.encoders import collate, encode_windows, resolve_base_model
 from imr_outcome.model.hardware import cpu_flags, machine_precision
 from imr_outcome.model.model import OutcomeModel
@@ -133,7 +133,7 @@ def fresh_model(encoder: str, folder: Path, max_length: int = 256, stride: int =
         explainer="integrated_gradients",
         created=ModelInfo.now(),
     )
-    return OutcomeModel(classifier, IdentityCalibrator(), 0.5, info).save(folder / "model")
+    return OutcomeModel(classifier, Calibrator("none"), 0.5, info).save(folder / "model")
 
 
 def _p50(seconds: list[float]) -> float:

@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 
 from imr_outcome.data.dataset import load_dataset
+from imr_outcome.model.base import model_frame
 from imr_outcome.train.config import load_config
-from imr_outcome.train.pipeline import new_classifier, rows_from_dataset
+from imr_outcome.train.pipeline import new_classifier, rows_from_dataset, sklearn_estimator
 
 
 def main() -> None:
@@ -29,7 +30,10 @@ def main() -> None:
     split = load_dataset(config.data.dataset_dir)[config.data.split]
     rows = rows_from_dataset(split)
     started = time.perf_counter()
-    new_classifier(config).fit(rows.inputs, rows.labels, rows.metadata)
+    if config.model.kind == "transformer":
+        new_classifier(config).fit(rows.inputs, rows.labels, rows.metadata)
+    else:
+        sklearn_estimator(config).fit(model_frame(rows.inputs, rows.metadata), rows.labels)
     wall = time.perf_counter() - started
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(

@@ -223,7 +223,7 @@ def ngram_occurrences(classifier: TfidfLogReg, model_input: ModelInput) -> list[
         Occurrences with offsets into the request (``text[request_offset:]``) or summary
         (``text_pair``); scores in log-odds of Overturned.
     """
-    from imr_outcome.model.baselines import ngram_spans
+    from imr_outcome.model.ngrams import ngram_spans
 
     offset = model_input.request_offset
     found: list[Attribution] = []

@@ -10,14 +10,14 @@ Layout of a model directory: see :mod:`imr_outcome.model.artifact`.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import joblib
 import numpy as np
 import numpy.typing as npt
 
@@ -25,10 +25,16 @@ from imr_outcome.data.model_input import ModelInput
 from imr_outcome.data.schema import LABELS
 from imr_outcome.errors import IncompatibleModelError, ModelNotFoundError
 from imr_outcome.model import attribution
-from imr_outcome.model.artifact import ARTIFACT_FILE, FORMAT_VERSION, ModelInfo
+from imr_outcome.model.artifact import (
+    CALIBRATOR_FILE,
+    FORMAT_VERSION,
+    RETRAIN,
+    ModelInfo,
+    SavedModel,
+)
 from imr_outcome.model.attribution_spans import Attribution
 from imr_outcome.model.base import Classifier, classifier_class
-from imr_outcome.model.calibration import Calibrator, calibrator_from_dict
+from imr_outcome.model.calibration import Calibrator, threshold_rule
 from imr_outcome.model.model_uri import resolve
 from imr_outcome.model.onnx_runtime import Backend, check_backend
 from imr_outcome.model.record import RECORD_DIR, Record
@@ -94,10 +100,15 @@ class OutcomeModel:
             p_overturned: calibrated P(Overturned), shape ``(n,)``.
 
         Returns:
-            ``info.labels[1]`` where ``p >= threshold``, else ``info.labels[0]``.
+            ``info.labels[1]`` where ``p >= threshold``, else ``info.labels[0]``
+            (:func:`~imr_outcome.model.calibration.threshold_rule`, scikit-learn's
+            ``FixedThresholdClassifier``).
         """
-        p = np.asarray(p_overturned, dtype=np.float64).reshape(-1)
-        return [self.info.labels[int(x)] for x in p >= self.threshold]
+        p = np.asarray(p_overturned, dtype=np.float64).reshape(-1, 1)
+        if p.size == 0:
+            return []
+        predicted = threshold_rule(float(self.threshold)).predict(p)
+        return [self.info.labels[int(x)] for x in predicted]
 
     def score(
         self, inputs: Sequence[ModelInput], metadata: Sequence[dict[str, Any]] | None = None
@@ -203,13 +214,8 @@ class OutcomeModel:
         self.classifier.save(directory / "classifier")
         if self.record is not None:
             self.record.save(directory)
-        payload = {
-            "format_version": FORMAT_VERSION,
-            "threshold": self.threshold,
-            "calibrator": self.calibrator.to_dict(),
-            "info": asdict(self.info),
-        }
-        (directory / ARTIFACT_FILE).write_text(json.dumps(payload, indent=2) + "\n")
+        joblib.dump(self.calibrator, directory / CALIBRATOR_FILE)
+        SavedModel(FORMAT_VERSION, self.threshold, self.info).write(directory)
         return directory
 
     @classmethod
@@ -277,44 +283,67 @@ class OutcomeModel:
 
     @classmethod
     def _read(cls, directory: Path) -> OutcomeModel:
-        """Read a model directory written by :meth:`save`.
+        """Read a model directory written by :meth:`save` (format 2), or a format-1
+        transformer / frozen-encoder model (see :mod:`imr_outcome.model.artifact`).
 
         Raises:
             ModelNotFoundError: no ``imr_model.json`` in ``directory``.
-            IncompatibleModelError: another format version, unknown kind, or a label map
-                other than :data:`LABELS`; the message names the directory and the reason.
+            IncompatibleModelError: another format version, a format-1 model of a kind
+                whose files changed, unknown kind, or a label map other than
+                :data:`LABELS`; the message names the directory and the reason.
         """
-        path = directory / ARTIFACT_FILE
-        if not path.is_file():
-            raise ModelNotFoundError(f"{directory}: no {ARTIFACT_FILE}; not an imr-outcome model")
-        try:
-            payload = json.loads(path.read_text())
-            version = payload["format_version"]
-            info = ModelInfo(**{**payload["info"], "labels": tuple(payload["info"]["labels"])})
-        except (ValueError, KeyError, TypeError) as exc:
-            raise IncompatibleModelError(
-                f"{directory}: unreadable {ARTIFACT_FILE} ({exc})"
-            ) from exc
-        if version != FORMAT_VERSION:
-            raise IncompatibleModelError(
-                f"{directory}: format version {version}, this code reads {FORMAT_VERSION}; "
-                "retrain the model or install the matching imr-outcome version"
-            )
+        saved = SavedModel.read(directory)
+        info = saved.info
         if info.labels != LABELS:
             raise IncompatibleModelError(
                 f"{directory}: label map {list(info.labels)} differs from {list(LABELS)}"
             )
+        if saved.format_version == 1:
+            calibrator = _format_1_calibrator(directory, info.kind, saved.calibrator or {})
+        else:
+            calibrator = joblib.load(directory / CALIBRATOR_FILE)
+            if not isinstance(calibrator, Calibrator):
+                raise IncompatibleModelError(
+                    f"{directory}: {CALIBRATOR_FILE} holds a {type(calibrator).__name__}, "
+                    "expected a Calibrator"
+                )
         try:
             classifier = classifier_class(info.kind).load(directory / "classifier")
         except IncompatibleModelError as exc:
             raise IncompatibleModelError(f"{directory}: {exc}") from exc
-        return cls(
-            classifier=classifier,
-            calibrator=calibrator_from_dict(payload["calibrator"]),
-            threshold=float(payload["threshold"]),
-            info=info,
-            name=str(directory),
-        )
+        return cls(classifier, calibrator, saved.threshold, info, name=str(directory))
+
+
+#: Kinds whose ``classifier/`` files are the same in format 1 and 2.
+_FORMAT_1_KINDS = ("transformer", "frozen_encoder_lr")
+
+
+def _format_1_calibrator(directory: Path, kind: str, state: Mapping[str, Any]) -> Calibrator:
+    """The JSON calibrator of a format-1 model as a log-odds :class:`Calibrator`:
+    ``none`` is ``sigmoid(z)``, ``temperature`` T is ``sigmoid(z / T)`` and ``platt`` is
+    ``sigmoid(slope * z + intercept)``.
+
+    Raises:
+        IncompatibleModelError: a kind whose files changed, or another calibrator (the
+            message names format 1, format 2 and the fix).
+    """
+    method = state.get("method")
+    try:
+        if kind in _FORMAT_1_KINDS and method == "none":
+            return Calibrator("none")
+        if kind in _FORMAT_1_KINDS and method == "temperature":
+            return Calibrator.linear("temperature", 1.0 / float(state["temperature"]), 0.0)
+        if kind in _FORMAT_1_KINDS and method == "platt":
+            return Calibrator.linear("platt", float(state["slope"]), float(state["intercept"]))
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+        raise IncompatibleModelError(
+            f"{directory}: unreadable format-1 calibrator {state}"
+        ) from exc
+    raise IncompatibleModelError(
+        f"{directory}: a {kind} model with a {method} calibrator saved in format 1, this code "
+        f"reads format {FORMAT_VERSION} (format 1 only for {' and '.join(_FORMAT_1_KINDS)} "
+        f"models calibrated by none, temperature or platt); {RETRAIN}"
+    )
 
 
 #: The name of :class:`OutcomeModel` before it owned loading and scoring; other branches

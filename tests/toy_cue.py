@@ -12,10 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 
 from imr_outcome.data.model_input import MetadataValue, ModelInput, build_model_input
 from imr_outcome.data.schema import LABELS
 from imr_outcome.model.artifact import ModelInfo
+from imr_outcome.model.base import model_frame
 from imr_outcome.model.baselines import TfidfLogReg
 from imr_outcome.model.calibration import make_calibrator
 from imr_outcome.model.model import OutcomeModel
@@ -56,6 +58,11 @@ def toy_items(
 def toy_inputs(items: list[Item]) -> list[ModelInput]:
     """The model inputs of ``items`` (``build_model_input``)."""
     return [build_model_input(request, summary, metadata) for request, summary, metadata in items]
+
+
+def toy_frame(items: list[Item]) -> pd.DataFrame:
+    """The DataFrame the scikit-learn kinds fit on (:func:`model_frame`) of ``items``."""
+    return model_frame(toy_inputs(items), [dict(metadata or {}) for _, _, metadata in items])
 
 
 def toy_info(kind: str, explainer: str) -> ModelInfo:

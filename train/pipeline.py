@@ -2,14 +2,14 @@
 
 Linear and prior kinds are **cross-fitted**: the final model fits on all training rows,
 and the calibrator, threshold, band edges and ``C`` are chosen on out-of-fold scores from
-inner grouped folds of the training rows. The fine-tuned transformer keeps a grouped
+inner grouped folds of the training rows (``GridSearchCV`` and ``cross_val_predict`` over
+``StratifiedGroupKFold`` with the letters as ``groups``). The fine-tuned transformer keeps a grouped
 validation slice instead (see :func:`fit_calibrated` for the trade-off). Test rows are
 never seen here, so nothing is tuned on test data.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,14 +18,21 @@ from typing import Any, Protocol, Self
 import datasets
 import numpy as np
 import numpy.typing as npt
-from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedGroupKFold
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, cross_val_predict
 
 from imr_outcome.data.model_input import ModelInput, build_model_input
 from imr_outcome.data.schema import LABELS, PREFILING_FIELDS
 from imr_outcome.errors import InvalidInputError
 from imr_outcome.model.artifact import ModelInfo
-from imr_outcome.model.base import Classifier, classifier_class
+from imr_outcome.model.base import (
+    Classifier,
+    SklearnKind,
+    classifier_class,
+    frame_inputs,
+    model_frame,
+)
 from imr_outcome.model.calibration import make_calibrator
 from imr_outcome.model.hardware import machine_precision
 from imr_outcome.model.model import OutcomeModel
@@ -165,9 +172,9 @@ class Estimator(Classifier, Protocol):
 
 
 def new_classifier(config: RunConfig, callbacks: list[Any] | None = None) -> Estimator:
-    """An unfitted classifier of the configured kind (the fine-tuned transformer as
+    """An unfitted encoder kind (``transformer`` as
     :class:`~imr_outcome.train.fine_tune.TrainableTransformer`, imported only here so that
-    other kinds never import torch's training stack)."""
+    other kinds never import torch's training stack, or ``frozen_encoder_lr``)."""
     if config.model.kind == "transformer":
         from imr_outcome.train.fine_tune import TrainableTransformer
 
@@ -177,15 +184,68 @@ def new_classifier(config: RunConfig, callbacks: list[Any] | None = None) -> Est
     return built
 
 
-def crossfit_splits(
-    rows: Rows, n_splits: int, seed: int
-) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
-    """Inner grouped, stratified folds of training rows for cross-fitting.
+def sklearn_estimator(config: RunConfig) -> SklearnKind | EncoderEstimator:
+    """The configured kind as an unfitted scikit-learn estimator over a
+    :func:`~imr_outcome.model.base.model_frame` DataFrame: a
+    :class:`~imr_outcome.model.base.SklearnKind` built from the model section, or the
+    frozen encoder kind through :class:`EncoderEstimator`.
 
-    ``StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed)`` over
-    ``rows.groups``: every training row is out-of-fold exactly once, and no letter is on
-    both sides of a split. ``n_splits`` is lowered to the number of Overturned groups when
-    there are fewer.
+    Raises:
+        InvalidInputError: ``transformer`` (fitted on a validation slice, not by
+            scikit-learn's cross-validation).
+    """
+    model, training = config.model, config.training
+    if model.kind == "transformer":
+        raise InvalidInputError("model.kind", "the transformer is not a scikit-learn estimator")
+    if model.kind == "frozen_encoder_lr":
+        return EncoderEstimator(config, c=model.c)
+    fields = model.model_dump(exclude={"kind", "c_grid", "ngram_max_grid"})
+    if model.kind != "majority":
+        fields.update(class_weighted=training.class_weighted_loss, seed=training.seed)
+    estimator: SklearnKind = classifier_class(model.kind)(**fields)
+    return estimator
+
+
+class EncoderEstimator(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+    """A kind that fits on model inputs (the frozen encoder) as a scikit-learn estimator,
+    so ``GridSearchCV`` can tune its ``c`` and ``cross_val_predict`` can cross-fit it.
+
+    Args:
+        config: the run config; its model section builds the classifier.
+        c: overrides ``model.c``.
+    """
+
+    def __init__(self, config: RunConfig, c: float = 1.0) -> None:
+        self.config = config
+        self.c = c
+
+    def fit(self, X: pd.DataFrame, y: npt.ArrayLike) -> Self:
+        """Fit the kind on the inputs of X (see :func:`~imr_outcome.model.base.frame_inputs`)."""
+        inputs, metadata = frame_inputs(X)
+        model = self.config.model.model_copy(update={"c": self.c})
+        config = self.config.model_copy(update={"model": model})
+        labels = np.asarray(y, dtype=np.int64)
+        self.classifier_ = new_classifier(config).fit(inputs, labels, metadata)
+        self.classes_ = np.array([0, 1])
+        return self
+
+    def decision_function(self, X: pd.DataFrame) -> npt.NDArray[np.float64]:
+        """Log-odds of Overturned, shape (n,)."""
+        logits = self.classifier_.logits(*frame_inputs(X))
+        return np.asarray(logits[:, 1] - logits[:, 0], dtype=np.float64)
+
+    def predict(self, X: pd.DataFrame) -> npt.NDArray[np.int64]:
+        """1 (Overturned) where the raw log-odds are positive, else 0."""
+        return (self.decision_function(X) > 0).astype(np.int64)
+
+
+def inner_cv(rows: Rows, n_splits: int, seed: int) -> StratifiedGroupKFold:
+    """Inner grouped, stratified folds of training rows for tuning and cross-fitting.
+
+    ``StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed)``, to be split with
+    ``groups=rows.groups``: every training row is out-of-fold exactly once, and no letter is
+    on both sides of a split. ``n_splits`` is lowered to the number of Overturned groups
+    when there are fewer.
 
     Raises:
         InvalidInputError: when some inner fitting part would hold a single class.
@@ -193,49 +253,28 @@ def crossfit_splits(
     positives = len({g for g, y in zip(rows.groups, rows.labels, strict=True) if y == 1})
     n_splits = max(2, min(n_splits, positives, len(set(rows.groups))))
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    splits = []
-    for fit_idx, val_idx in splitter.split(np.zeros(len(rows)), rows.labels, rows.groups):
+    for fit_idx, _ in splitter.split(np.zeros(len(rows)), rows.labels, rows.groups):
         if len(np.unique(rows.labels[fit_idx])) < 2:
             raise InvalidInputError(
                 "training.crossfit_folds",
                 "an inner fitting part of the training rows has a single class; add data "
                 "or lower training.crossfit_folds",
             )
-        splits.append((fit_idx.astype(np.int64), val_idx.astype(np.int64)))
-    return splits
+    return splitter
 
 
-def _candidates(config: RunConfig) -> list[RunConfig]:
-    """One config per combination of ``model.c_grid`` and ``model.ngram_max_grid`` (an
-    empty grid keeps the config's own value; both empty: the config itself)."""
-    model = config.model
-    c_grid = getattr(model, "c_grid", None) or [getattr(model, "c", None)]
-    ngram_grid = getattr(model, "ngram_max_grid", None) or [getattr(model, "ngram_max", None)]
-    updates = [
-        {key: value for key, value in (("c", c), ("ngram_max", n)) if value is not None}
-        for c, n in itertools.product(c_grid, ngram_grid)
-    ]
-    return [config.model_copy(update={"model": model.model_copy(update=u)}) for u in updates]
-
-
-def _out_of_fold_logits(
-    config: RunConfig,
-    rows: Rows,
-    splits: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]],
-) -> npt.NDArray[np.float64]:
-    """Logits of every training row from a model fitted without its letter, shape (n, 2)."""
-    logits = np.zeros((len(rows), 2))
-    for fit_idx, val_idx in splits:
-        fit_rows, val_rows = rows.subset(fit_idx), rows.subset(val_idx)
-        classifier = new_classifier(config).fit(fit_rows.inputs, fit_rows.labels, fit_rows.metadata)
-        logits[val_idx] = classifier.logits(val_rows.inputs, val_rows.metadata)
-    return logits
-
-
-def _auroc(labels: npt.NDArray[np.int64], scores: npt.NDArray[np.float64]) -> float:
-    if len(np.unique(labels)) < 2 or np.ptp(scores) == 0:
-        return 0.5
-    return float(roc_auc_score(labels, scores))
+def param_grid(config: RunConfig) -> dict[str, list[Any]]:
+    """The ``GridSearchCV`` grid of ``model.c_grid`` x ``model.ngram_max_grid`` (the
+    non-empty ones; ``{}`` when neither is set)."""
+    grid = {
+        name: list(values)
+        for name, values in (
+            ("c", getattr(config.model, "c_grid", None)),
+            ("ngram_max", getattr(config.model, "ngram_max_grid", None)),
+        )
+        if values
+    }
+    return grid
 
 
 def fit_calibrated(
@@ -247,12 +286,14 @@ def fit_calibrated(
 ) -> OutcomeModel:
     """Fit the classifier, calibrator, threshold and bands on training rows only.
 
-    **Cross-fitting** (every kind but ``transformer``): the training rows are split by
-    letter into ``training.crossfit_folds`` inner folds (:func:`crossfit_splits`); each
-    row gets a logit from a model fitted without its letter. Those out-of-fold logits
-    choose ``C`` from ``model.c_grid`` (highest AUROC) and fit the calibrator, the decision
-    threshold and the band edges; the final classifier is then fitted on **all** training
-    rows with that ``C``. The calibrator is thus fitted on scores of slightly weaker models
+    **Cross-fitting** (every kind but ``transformer``), by scikit-learn: the training rows
+    are split by letter into ``training.crossfit_folds`` inner folds (:func:`inner_cv`,
+    ``StratifiedGroupKFold`` with ``groups``). ``GridSearchCV`` over those folds picks
+    ``C`` (and ``ngram_max``) from :func:`param_grid` by mean fold AUROC; then
+    ``cross_val_predict`` gives each row a log-odds from a model fitted without its letter,
+    and those out-of-fold scores fit the calibrator, the decision threshold and the band
+    edges; the final classifier is then fitted on **all** training rows with the chosen
+    hyper-parameters. The calibrator is thus fitted on scores of slightly weaker models
     (80% of the letters), a small, conservative mismatch (Chernozhukov et al. 2018 use the
     same device for nuisance fits).
 
@@ -295,19 +336,24 @@ def fit_calibrated(
         if calibrate_ood is not None:
             calibrate_ood(val_rows.inputs)
     else:
-        splits = crossfit_splits(rows, config.training.crossfit_folds, config.training.seed)
-        best: tuple[float, RunConfig, npt.NDArray[np.float64]] | None = None
-        for candidate in _candidates(config):
-            logits = _out_of_fold_logits(candidate, rows, splits)
-            auroc = _auroc(rows.labels, logits[:, 1] - logits[:, 0])
-            logger.info("inner CV %s: AUROC %.3f", hyperparameters(candidate), auroc)
-            if best is None or auroc > best[0]:
-                best = (auroc, candidate, logits)
-        assert best is not None
-        _, config, cal_logits = best
-        cal_labels = rows.labels
+        X, groups = model_frame(rows.inputs, rows.metadata), rows.groups
+        cv = inner_cv(rows, config.training.crossfit_folds, config.training.seed)
+        estimator = sklearn_estimator(config)
+        grid = param_grid(config)
+        if grid:
+            search = GridSearchCV(estimator, grid, scoring="roc_auc", cv=cv, refit=False)
+            search.fit(X, rows.labels, groups=groups)
+            logger.info("inner CV: best %s, AUROC %.3f", search.best_params_, search.best_score_)
+            estimator.set_params(**search.best_params_)
+            model = config.model.model_copy(update=search.best_params_)
+            config = config.model_copy(update={"model": model})
+        z = cross_val_predict(
+            estimator, X, rows.labels, groups=groups, cv=cv, method="decision_function"
+        )
+        cal_logits, cal_labels = np.asarray(z, dtype=np.float64), rows.labels
         logger.info("fitting %s on all %d training rows", config.model.kind, len(rows))
-        classifier = new_classifier(config, callbacks).fit(rows.inputs, rows.labels, rows.metadata)
+        fitted = clone(estimator).fit(X, rows.labels)
+        classifier = fitted.classifier_ if isinstance(fitted, EncoderEstimator) else fitted
     calibrator = make_calibrator(config.calibration.method).fit(cal_logits, cal_labels)
     p_cal = calibrator.predict_proba(cal_logits)[:, 1]
     threshold = choose_threshold(
@@ -334,13 +380,3 @@ def fit_calibrated(
         decision=rule.to_dict(),
     )
     return OutcomeModel(classifier, calibrator, threshold, info)
-
-
-def hyperparameters(config: RunConfig) -> str:
-    """``"C=0.1 ngram_max=2"``: the tuned hyper-parameters a kind has, else the kind."""
-    tuned = [
-        f"{label}={value:g}"
-        for label, field in (("C", "c"), ("ngram_max", "ngram_max"))
-        if (value := getattr(config.model, field, None)) is not None
-    ]
-    return " ".join(tuned) or config.model.kind

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -8,23 +7,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
+from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import roc_auc_score
 
 from imr_outcome.data.model_input import ModelInput, build_model_input
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
-from imr_outcome.model.base import Classifier
-from imr_outcome.model.baselines import (
-    CLASSIFIER_FILE,
-    MODEL_FILE,
-    TOKEN_PATTERN,
-    MajorityClassifier,
-    MetadataLogReg,
-    TfidfLogReg,
-    ngram_spans,
-)
-from imr_outcome.model.settings import ModelConfig, TrainingConfig, model_config
+from imr_outcome.model.base import SklearnKind, frame_inputs, model_frame
+from imr_outcome.model.baselines import MajorityClassifier, MetadataLogReg, TfidfLogReg
+from imr_outcome.model.ngrams import TOKEN_PATTERN, ngram_spans
 
 Labels = npt.NDArray[np.int64]
 
@@ -47,13 +39,19 @@ _UPHELD_SUMMARY = (
 )
 
 
-def _configs(**model: Any) -> tuple[ModelConfig, TrainingConfig]:
-    fields = {"kind": "tfidf_lr", "min_df": 1, "ngram_max": 2, **model}
-    return model_config(fields), _training()
+def _params(**overrides: Any) -> dict[str, Any]:
+    return {"min_df": 1, "ngram_max": 2, **overrides}
 
 
-def _training(**overrides: Any) -> TrainingConfig:
-    return TrainingConfig.model_validate(overrides)
+_CLASSES: dict[str, type[SklearnKind]] = {
+    "majority": MajorityClassifier,
+    "tfidf_lr": TfidfLogReg,
+    "metadata_lr": MetadataLogReg,
+}
+
+
+def _new(kind: str) -> SklearnKind:
+    return _CLASSES[kind](**_params()) if kind == "tfidf_lr" else _CLASSES[kind]()
 
 
 def _estimator(classifier: TfidfLogReg | MetadataLogReg) -> Any:
@@ -76,18 +74,13 @@ def _softmax_overturned(logits: npt.NDArray[np.float64]) -> npt.NDArray[np.float
     return np.asarray(exp[:, 1] / exp.sum(axis=1), dtype=np.float64)
 
 
-def _fitted(kind: str) -> tuple[Classifier, list[ModelInput], list[dict[str, Any]]]:
+def _fitted(kind: str) -> tuple[SklearnKind, list[ModelInput], list[dict[str, Any]]]:
     inputs, labels = _toy_set()
     metadata: list[dict[str, Any]] = [
         {"imr_type": "Medical Necessity", "diagnosis_category": ["Cancer", "Orthopedic"][i % 2]}
         for i in range(len(inputs))
     ]
-    classes: dict[str, type[MajorityClassifier | TfidfLogReg | MetadataLogReg]] = {
-        "majority": MajorityClassifier,
-        "tfidf_lr": TfidfLogReg,
-        "metadata_lr": MetadataLogReg,
-    }
-    classifier: Classifier = classes[kind](*_configs(kind=kind)).fit(inputs, labels, metadata)
+    classifier = _new(kind).fit(model_frame(inputs, metadata), labels)
     return classifier, inputs, metadata
 
 
@@ -98,7 +91,7 @@ def test_majority_softmax_is_the_training_prior() -> None:
     inputs, _ = _toy_set()
     labels = np.array([1, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0], dtype=np.int64)  # 3 of 12
 
-    classifier = MajorityClassifier(*_configs(kind="majority")).fit(inputs, labels)
+    classifier = MajorityClassifier().fit(model_frame(inputs), labels)
     unseen = [build_model_input("Lumbar epidural steroid injection", "")]
 
     np.testing.assert_allclose(_softmax_overturned(classifier.logits(inputs)), 0.25, rtol=1e-12)
@@ -110,7 +103,7 @@ def test_majority_softmax_is_the_training_prior() -> None:
 def test_majority_fits_one_class_with_a_clipped_prior() -> None:
     inputs, _ = _toy_set()
 
-    classifier = MajorityClassifier(*_configs()).fit(inputs, np.zeros(12, dtype=np.int64))
+    classifier = MajorityClassifier().fit(model_frame(inputs), np.zeros(12, dtype=np.int64))
     logits = classifier.logits(inputs)
 
     assert classifier.prior() == 0.0
@@ -124,7 +117,7 @@ def test_majority_fits_one_class_with_a_clipped_prior() -> None:
 def test_tfidf_separates_documented_functional_improvement() -> None:
     inputs, labels = _toy_set()
 
-    classifier = TfidfLogReg(*_configs(segments="separate")).fit(inputs, labels)
+    classifier = TfidfLogReg(**_params(segments="separate")).fit(model_frame(inputs), labels)
     scores = classifier.logits(inputs)[:, 1]
     coefficients = dict(
         zip(classifier.feature_names(), _estimator(classifier)["logreg"].coef_[0], strict=True)
@@ -142,8 +135,8 @@ def test_the_same_word_in_request_and_summary_gives_two_features() -> None:
         build_model_input("Physical therapy", "No imaging on file."),
     ]
 
-    classifier = TfidfLogReg(*_configs(segments="separate")).fit(
-        inputs, np.array([1, 0], dtype=np.int64)
+    classifier = TfidfLogReg(**_params(segments="separate")).fit(
+        model_frame(inputs), np.array([1, 0], dtype=np.int64)
     )
     names = classifier.feature_names()
 
@@ -154,8 +147,8 @@ def test_the_same_word_in_request_and_summary_gives_two_features() -> None:
 def test_a_summary_empty_everywhere_is_left_out() -> None:
     inputs = [build_model_input(r, "") for r in ("Infertility: IVF", "Mental Health: ABA")]
 
-    classifier = TfidfLogReg(*_configs(segments="separate")).fit(
-        inputs, np.array([0, 1], dtype=np.int64)
+    classifier = TfidfLogReg(**_params(segments="separate")).fit(
+        model_frame(inputs), np.array([0, 1], dtype=np.int64)
     )
 
     assert classifier.feature_names() == [
@@ -174,10 +167,8 @@ def test_a_summary_empty_everywhere_is_left_out() -> None:
 @pytest.mark.parametrize(("weighted", "expected"), [(True, "balanced"), (False, None)])
 def test_class_weight_follows_the_training_config(weighted: bool, expected: str | None) -> None:
     inputs, labels = _toy_set()
-    model, _ = _configs()
-
-    classifier = TfidfLogReg(model, _training(class_weighted_loss=weighted))
-    classifier.fit(inputs, labels)
+    classifier = TfidfLogReg(**_params(class_weighted=weighted))
+    classifier.fit(model_frame(inputs), labels)
 
     assert _estimator(classifier)["logreg"].class_weight == expected
 
@@ -185,17 +176,15 @@ def test_class_weight_follows_the_training_config(weighted: bool, expected: str 
 def test_balanced_class_weight_raises_scores_of_the_rare_class() -> None:
     inputs, _ = _toy_set()
     labels = np.array([1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0], dtype=np.int64)  # 2 of 12
-    model, _ = _configs()
-
-    balanced = TfidfLogReg(model, _training(class_weighted_loss=True)).fit(inputs, labels)
-    plain = TfidfLogReg(model, _training(class_weighted_loss=False)).fit(inputs, labels)
+    balanced = TfidfLogReg(**_params(class_weighted=True)).fit(model_frame(inputs), labels)
+    plain = TfidfLogReg(**_params(class_weighted=False)).fit(model_frame(inputs), labels)
 
     assert balanced.logits(inputs)[:, 1].mean() > plain.logits(inputs)[:, 1].mean() + 0.5
 
 
 def test_feature_contributions_and_intercept_sum_to_the_logit() -> None:
     inputs, labels = _toy_set()
-    classifier = TfidfLogReg(*_configs()).fit(inputs, labels)
+    classifier = TfidfLogReg(**_params()).fit(model_frame(inputs), labels)
     logits = classifier.logits(inputs)[:, 1]
 
     for item, logit in zip(inputs, logits, strict=True):
@@ -210,7 +199,7 @@ def test_feature_contributions_and_intercept_sum_to_the_logit() -> None:
 
 def test_the_top_contribution_of_an_overturned_item_is_in_the_summary() -> None:
     inputs, labels = _toy_set()
-    classifier = TfidfLogReg(*_configs()).fit(inputs, labels)
+    classifier = TfidfLogReg(**_params()).fit(model_frame(inputs), labels)
 
     segment, ngram, value = classifier.feature_contributions(inputs[0])[0]
 
@@ -223,7 +212,7 @@ def test_tfidf_needs_both_classes() -> None:
     inputs, _ = _toy_set()
 
     with pytest.raises(InvalidInputError) as raised:
-        TfidfLogReg(*_configs()).fit(inputs, np.ones(12, dtype=np.int64))
+        TfidfLogReg(**_params()).fit(model_frame(inputs), np.ones(12, dtype=np.int64))
 
     assert str(raised.value) == (
         "labels: expected both Upheld (0) and Overturned (1) to fit a logistic regression, "
@@ -235,27 +224,22 @@ def test_labels_must_match_inputs() -> None:
     inputs, labels = _toy_set()
 
     with pytest.raises(InvalidInputError, match=r"^labels: expected one label per input \(12\)"):
-        TfidfLogReg(*_configs()).fit(inputs, labels[:-1])
+        TfidfLogReg(**_params()).fit(model_frame(inputs), labels[:-1])
 
 
 def test_min_df_that_prunes_everything_is_reported() -> None:
     inputs = [build_model_input("Norco", ""), build_model_input("Soma", "")]
 
     with pytest.raises(InvalidInputError, match=r"^model\.min_df: no n-gram is left"):
-        TfidfLogReg(*_configs(min_df=2)).fit(inputs, np.array([0, 1], dtype=np.int64))
+        TfidfLogReg(**_params(min_df=2)).fit(model_frame(inputs), np.array([0, 1], dtype=np.int64))
 
 
 @pytest.mark.parametrize("kind", ["majority", "tfidf_lr", "metadata_lr"])
 def test_logits_before_fit_raise_not_fitted(kind: str) -> None:
-    classes: dict[str, type[MajorityClassifier | TfidfLogReg | MetadataLogReg]] = {
-        "majority": MajorityClassifier,
-        "tfidf_lr": TfidfLogReg,
-        "metadata_lr": MetadataLogReg,
-    }
     inputs, _ = _toy_set()
 
     with pytest.raises(NotFittedError, match="is not fitted; call fit"):
-        classes[kind](*_configs()).logits(inputs, [{}] * len(inputs))
+        _new(kind).logits(inputs, [{}] * len(inputs))
 
 
 # ------------------------------------------------------------------------ ngram_spans
@@ -333,7 +317,7 @@ def _dmhc_rows() -> tuple[list[ModelInput], list[dict[str, Any]], Labels]:
 def test_metadata_model_learns_a_rule_on_metadata() -> None:
     inputs, metadata, labels = _dmhc_rows()
 
-    classifier = MetadataLogReg(*_configs()).fit(inputs, labels, metadata)
+    classifier = MetadataLogReg().fit(model_frame(inputs, metadata), labels)
     scores = classifier.logits(inputs, metadata)[:, 1]
 
     assert roc_auc_score(labels, scores) == 1.0
@@ -345,7 +329,7 @@ def test_metadata_model_learns_a_rule_on_metadata() -> None:
 
 def test_metadata_model_ignores_unseen_categories() -> None:
     inputs, metadata, labels = _dmhc_rows()
-    classifier = MetadataLogReg(*_configs()).fit(inputs, labels, metadata)
+    classifier = MetadataLogReg().fit(model_frame(inputs, metadata), labels)
     known = {"age_range": "21-30", "patient_sex": "female", "imr_type": "Medical Necessity"}
     unseen = {"age_range": "0-10", "patient_sex": "other", "imr_type": "Experimental"}
 
@@ -372,21 +356,11 @@ def test_metadata_model_ignores_unseen_categories() -> None:
     assert all_unseen[0, 1] == pytest.approx(logreg.intercept_[0])
 
 
-def test_metadata_model_requires_one_metadata_dict_per_input() -> None:
+def test_metadata_model_scores_need_one_metadata_dict_per_input() -> None:
     inputs, metadata, labels = _dmhc_rows()
-    classifier = MetadataLogReg(*_configs())
+    classifier = MetadataLogReg()
 
-    with pytest.raises(InvalidInputError) as missing:
-        classifier.fit(inputs, labels)
-    with pytest.raises(InvalidInputError) as short:
-        classifier.fit(inputs, labels, metadata[:-1])
-
-    assert str(missing.value) == (
-        "metadata: the metadata_lr kind needs one pre-filing metadata dict per input; "
-        "pass metadata=[...] or use a text kind"
-    )
-    assert str(short.value) == "metadata: expected one metadata dict per input (12), found 11"
-    classifier.fit(inputs, labels, metadata)
+    classifier.fit(model_frame(inputs, metadata), labels)
     with pytest.raises(InvalidInputError, match=r"^metadata: the metadata_lr kind needs"):
         classifier.logits(inputs)
     with pytest.raises(InvalidInputError, match=re.escape("found 11")):
@@ -398,7 +372,13 @@ def test_metadata_model_rejects_post_filing_fields() -> None:
     leaked = [*metadata[:-1], {**metadata[-1], "reviewer_specialty": "Oncology"}]
 
     with pytest.raises(InvalidInputError, match=r"^metadata: row 11: unknown or post-filing"):
-        MetadataLogReg(*_configs()).fit(inputs, labels, leaked)
+        MetadataLogReg().fit(model_frame(inputs, metadata), labels).logits(inputs, leaked)
+    frame = model_frame(inputs, metadata).assign(reviewer_specialty="Oncology")
+    with pytest.raises(InvalidInputError) as raised:
+        MetadataLogReg().fit(frame, labels)
+    assert str(raised.value).startswith(
+        "X: unknown or post-filing column(s) ['reviewer_specialty']; allowed: ['request', "
+    )
 
 
 # ------------------------------------------------------------------------ persistence
@@ -410,79 +390,65 @@ def test_save_then_load_gives_identical_logits(kind: str, tmp_path: Path) -> Non
 
     classifier.save(tmp_path / "classifier")
     loaded = type(classifier).load(tmp_path / "classifier")
-    description = json.loads((tmp_path / "classifier" / CLASSIFIER_FILE).read_text())
 
     assert np.array_equal(loaded.logits(inputs, metadata), classifier.logits(inputs, metadata))
-    assert description["kind"] == kind
-    assert description["format_version"] == 1
-    # Each kind saves only its own model fields (the config is one section per kind).
-    assert description["model"] == _configs(kind=kind)[0].model_dump(mode="json")
-    assert description["model"]["kind"] == kind
-    assert ("min_df" in description["model"]) == (kind == "tfidf_lr")
 
 
-def test_load_rejects_another_kind_with_the_exact_message(tmp_path: Path) -> None:
-    classifier, _, _ = _fitted("tfidf_lr")
-    classifier.save(tmp_path)
-    description = json.loads((tmp_path / CLASSIFIER_FILE).read_text())
-    (tmp_path / CLASSIFIER_FILE).write_text(json.dumps({**description, "kind": "majority"}))
+def test_load_rejects_another_kind(tmp_path: Path) -> None:
+    majority, _, _ = _fitted("majority")
+    majority.save(tmp_path)
 
     with pytest.raises(IncompatibleModelError) as raised:
         TfidfLogReg.load(tmp_path)
 
     assert str(raised.value) == (
-        f"{tmp_path}: classifier.json holds kind 'majority', expected 'tfidf_lr'; "
-        "load it with the class registered for 'majority'"
+        f"{tmp_path}: model.joblib holds a MajorityClassifier, expected a TfidfLogReg"
     )
 
 
-def test_load_rejects_another_format_version(tmp_path: Path) -> None:
-    classifier, _, _ = _fitted("majority")
-    classifier.save(tmp_path)
-    description = json.loads((tmp_path / CLASSIFIER_FILE).read_text())
-    (tmp_path / CLASSIFIER_FILE).write_text(json.dumps({**description, "format_version": 99}))
-
-    with pytest.raises(IncompatibleModelError) as raised:
-        MajorityClassifier.load(tmp_path)
-
-    assert str(raised.value) == (
-        f"{tmp_path}: classifier.json has format version 99, this code reads 1; "
-        "retrain or install the matching imr-outcome version"
-    )
-
-
-def test_load_rejects_an_estimator_of_another_kind(tmp_path: Path) -> None:
-    majority, _, _ = _fitted("majority")
-    tfidf, _, _ = _fitted("tfidf_lr")
-    majority.save(tmp_path / "majority")
-    tfidf.save(tmp_path / "tfidf")
-    (tmp_path / "tfidf" / MODEL_FILE).write_bytes((tmp_path / "majority" / MODEL_FILE).read_bytes())
-
-    with pytest.raises(IncompatibleModelError) as raised:
-        TfidfLogReg.load(tmp_path / "tfidf")
-
-    assert str(raised.value) == (
-        f"{tmp_path / 'tfidf'}: model.joblib holds a DummyClassifier, expected a Pipeline"
-    )
-
-
-@pytest.mark.parametrize("missing", [CLASSIFIER_FILE, MODEL_FILE])
-def test_load_of_a_missing_file_raises_model_not_found(missing: str, tmp_path: Path) -> None:
-    classifier, _, _ = _fitted("tfidf_lr")
-    classifier.save(tmp_path)
-    (tmp_path / missing).unlink()
-
+def test_load_of_a_missing_file_raises_model_not_found(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFoundError) as raised:
         TfidfLogReg.load(tmp_path)
 
-    assert str(raised.value) == f"{tmp_path}: no {missing}; save a fitted classifier there first"
+    assert str(raised.value) == f"{tmp_path}: no model.joblib"
 
 
 def test_save_before_fit_raises_not_fitted(tmp_path: Path) -> None:
     with pytest.raises(NotFittedError, match=r"^TfidfLogReg is not fitted"):
-        TfidfLogReg(*_configs()).save(tmp_path)
+        TfidfLogReg(**_params()).save(tmp_path)
 
-    assert not (tmp_path / CLASSIFIER_FILE).exists()
+    assert not (tmp_path / "model.joblib").exists()
+
+
+# ------------------------------------------------------------- scikit-learn estimator
+
+
+@pytest.mark.parametrize("kind", ["majority", "tfidf_lr", "metadata_lr"])
+def test_every_kind_is_a_scikit_learn_estimator(kind: str) -> None:
+    classifier, inputs, metadata = _fitted(kind)
+    frame = model_frame(inputs, metadata)
+    labels = _toy_set()[1]
+
+    twin = clone(classifier)
+    params = classifier.get_params()
+
+    assert twin is not classifier and twin.get_params() == params
+    assert not hasattr(twin, "estimator_")  # clone copies the parameters, not the fit
+    proba = twin.fit(frame, labels).predict_proba(frame)
+    assert proba.shape == (len(inputs), 2)
+    np.testing.assert_allclose(proba, classifier.predict_proba(frame))
+    logits = classifier.logits(*frame_inputs(frame))  # serving's path: the same numbers
+    np.testing.assert_allclose(proba[:, 1], _softmax_overturned(logits))
+
+
+def test_set_params_changes_the_fitted_hyper_parameters() -> None:
+    inputs, labels = _toy_set()
+    classifier = TfidfLogReg(**_params()).set_params(c=0.01, ngram_max=1)
+
+    classifier.fit(model_frame(inputs), labels)
+
+    assert _estimator(classifier)["logreg"].C == 0.01
+    assert all(" " not in name for name in classifier.feature_names())
 
 
 def test_a_normalised_ngram_is_found_in_the_caller_s_house_style() -> None:

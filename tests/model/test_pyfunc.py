@@ -9,17 +9,14 @@ import pytest
 from imr_outcome.model.baselines import TfidfLogReg
 from imr_outcome.model.pyfunc import ImrOutcomePyfunc
 from imr_outcome.model.scoring import OUTPUT_FIELDS
-from imr_outcome.model.settings import TfidfConfig, TrainingConfig
 
-from toy_cue import REQUEST, toy_inputs, toy_items, wrap_toy
+from toy_cue import REQUEST, toy_frame, toy_items, wrap_toy
 
 
 @pytest.fixture(scope="module")
 def pyfunc() -> ImrOutcomePyfunc:
     items, labels = toy_items(24, 0)
-    classifier = TfidfLogReg(TfidfConfig(min_df=1), TrainingConfig()).fit(
-        toy_inputs(items), np.asarray(labels)
-    )
+    classifier = TfidfLogReg(min_df=1).fit(toy_frame(items), np.asarray(labels))
     wrapped = ImrOutcomePyfunc()
     wrapped.model = wrap_toy(classifier, "none")
     return wrapped

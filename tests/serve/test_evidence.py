@@ -21,11 +21,11 @@ from imr_outcome.model.attribution_spans import (
     word_scores,
 )
 from imr_outcome.model.attribution_tokens import token_attributions
+from imr_outcome.model.base import model_frame
 from imr_outcome.model.baselines import TfidfLogReg
 from imr_outcome.model.encoders import encode_windows
 from imr_outcome.model.model import OutcomeModel
 from imr_outcome.model.prediction import EvidenceSpan
-from imr_outcome.model.settings import TfidfConfig, TrainingConfig
 from imr_outcome.model.transformer import TransformerClassifier
 from imr_outcome.serve.evidence import CANDIDATE_FACTOR, content_bounds, explain, to_span
 
@@ -59,16 +59,12 @@ def tfidf() -> TfidfLogReg:
     """TF-IDF + LR where the metadata prefix is as telling as the cue (female = Overturned)."""
     rng = np.random.default_rng(0)
     labels = np.arange(24, dtype=np.int64) % 2
+    metadata = [{**METADATA, "patient_sex": "Female" if y else "Male"} for y in labels]
     inputs = [
-        build_model_input(
-            REQUEST,
-            " ".join(rng.choice(FILLER, 2)) + " " + CUE[int(y)],
-            {**METADATA, "patient_sex": "Female" if y else "Male"},
-        )
-        for y in labels
+        build_model_input(REQUEST, " ".join(rng.choice(FILLER, 2)) + " " + CUE[int(y)], meta)
+        for y, meta in zip(labels, metadata, strict=True)
     ]
-    model = TfidfConfig(ngram_max=2, min_df=1)
-    return TfidfLogReg(model, TrainingConfig()).fit(inputs, labels)
+    return TfidfLogReg(ngram_max=2, min_df=1).fit(model_frame(inputs, metadata), labels)
 
 
 def _text(span: EvidenceSpan | Attribution, request: str, summary: str) -> str:

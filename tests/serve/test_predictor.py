@@ -208,8 +208,8 @@ def test_another_format_version_is_incompatible(store: Store, tmp_path: Path) ->
         Predictor.load(str(copy))
 
     assert str(caught.value) == (
-        f"{copy}: format version 99, this code reads 1; retrain the model or install the "
-        "matching imr-outcome version"
+        f"{copy}: saved in format 99, this code reads format 1 and format 2; retrain with "
+        "`imr-outcome train` or install the matching imr-outcome version"
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,13 +11,15 @@ import pytest
 
 from imr_outcome.data.model_input import build_model_input
 from imr_outcome.errors import InvalidInputError
+from imr_outcome.model.baselines import TfidfLogReg
 from imr_outcome.model.calibration import make_calibrator
 from imr_outcome.model.decision import DecisionRule
+from imr_outcome.model.frozen_encoder import FrozenEncoderLogReg
 from imr_outcome.train import pipeline
 from imr_outcome.train.bands import fit_decision_rule
 from imr_outcome.train.config import DecisionConfig, load_config
 from imr_outcome.train.evaluate import cross_validate
-from imr_outcome.train.pipeline import Rows, crossfit_splits, fit_calibrated
+from imr_outcome.train.pipeline import Rows, fit_calibrated, inner_cv
 
 
 def _rule(**overrides: Any) -> DecisionRule:
@@ -141,9 +144,9 @@ def _rows(n_groups: int = 40, per_group: int = 2) -> Rows:
     )
 
 
-def test_crossfit_splits_cover_every_training_row_once_by_letter() -> None:
+def test_inner_cv_covers_every_training_row_once_by_letter() -> None:
     rows = _rows()
-    splits = crossfit_splits(rows, 5, seed=13)
+    splits = list(inner_cv(rows, 5, seed=13).split(np.zeros(len(rows)), rows.labels, rows.groups))
     held = np.concatenate([val for _, val in splits])
     assert sorted(held.tolist()) == list(range(len(rows)))
     for fit_idx, val_idx in splits:
@@ -156,7 +159,7 @@ def test_cross_fitted_calibration_never_sees_the_test_fold(
     rows = _rows()
     calibrated_on: list[int] = []
     split_groups: list[set[str]] = []
-    real_calibrator, real_splits = make_calibrator, pipeline.crossfit_splits
+    real_calibrator, real_cv = make_calibrator, pipeline.inner_cv
 
     class Recording:
         def __init__(self, method: str) -> None:
@@ -167,12 +170,12 @@ def test_cross_fitted_calibration_never_sees_the_test_fold(
             self.inner.fit(logits, y)
             return self.inner
 
-    def recording_splits(train_rows: Rows, n: int, seed: int) -> Any:
+    def recording_cv(train_rows: Rows, n: int, seed: int) -> Any:
         split_groups.append(set(train_rows.groups))
-        return real_splits(train_rows, n, seed)
+        return real_cv(train_rows, n, seed)
 
     monkeypatch.setattr(pipeline, "make_calibrator", Recording)
-    monkeypatch.setattr(pipeline, "crossfit_splits", recording_splits)
+    monkeypatch.setattr(pipeline, "inner_cv", recording_cv)
     config = load_config(
         None,
         [
@@ -204,23 +207,16 @@ def test_cross_fitted_calibration_never_sees_the_test_fold(
         assert train_groups | test_groups == set(rows.groups)
 
 
-def _record_fits(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, int]]:
-    """Every classifier fit of the pipeline as (model config, training rows), in order."""
-    fitted: list[tuple[Any, int]] = []
-    real = pipeline.new_classifier
+def _record_fits(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, int, int]]:
+    """Every TF-IDF fit of the pipeline (clones included) as (C, ngram_max, rows), in order."""
+    fitted: list[tuple[float, int, int]] = []
+    real = TfidfLogReg.fit
 
-    def recording(config: Any, callbacks: Any = None) -> Any:
-        classifier = real(config, callbacks)
-        fit = classifier.fit
+    def fit_and_record(self: TfidfLogReg, X: Any, y: Any) -> Any:
+        fitted.append((self.c, self.ngram_max, len(X)))
+        return real(self, X, y)
 
-        def fit_and_record(inputs: Any, labels: Any, metadata: Any = None) -> Any:
-            fitted.append((config.model, len(inputs)))
-            return fit(inputs, labels, metadata)
-
-        classifier.fit = fit_and_record  # type: ignore[method-assign]
-        return classifier
-
-    monkeypatch.setattr(pipeline, "new_classifier", recording)
+    monkeypatch.setattr(TfidfLogReg, "fit", fit_and_record)
     return fitted
 
 
@@ -232,7 +228,7 @@ def test_final_model_fits_on_all_training_rows(monkeypatch: pytest.MonkeyPatch) 
         ["model.kind=tfidf_lr", "model.min_df=1", "explainer=none", "calibration.method=platt"],
     )
     model = fit_calibrated(config, rows, data_fingerprint="t")
-    assert fitted[-1][1] == len(rows)  # the final fit: every training row
+    assert fitted[-1][2] == len(rows)  # the final fit: every training row
     assert len(fitted) == 1 + 5  # five inner fits for the out-of-fold scores
     assert model.threshold == pytest.approx(0.5)  # objective bayes, cost ratio 1
 
@@ -241,7 +237,7 @@ def test_crossfit_needs_both_classes_in_each_part() -> None:
     rows = _rows(n_groups=8)
     rows = rows.subset([i for i, g in enumerate(rows.groups) if g not in {"L0"}])
     with pytest.raises(InvalidInputError):
-        crossfit_splits(rows, 5, seed=13)
+        inner_cv(rows, 5, seed=13)
 
 
 def test_inner_cv_tunes_every_pair_of_c_and_ngram_max(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -259,18 +255,46 @@ def test_inner_cv_tunes_every_pair_of_c_and_ngram_max(monkeypatch: pytest.Monkey
         ],
     )
     fit_calibrated(config, rows, data_fingerprint="t")
-    fitted = [(model.c, model.ngram_max, size) for model, size in fits]
-    inner = fitted[:-1]
-    pairs = {(c, n) for c, n, _ in inner}
-    assert pairs == {(0.1, 1), (0.1, 2), (1.0, 1), (1.0, 2)}
-    assert len(inner) == 4 * 5  # five inner folds per pair
-    assert all(size < len(rows) for _, _, size in inner)
-    final_c, final_n, final_size = fitted[-1]
-    assert (final_c, final_n) in pairs and final_size == len(rows)
+    grid, cross_fit, (final_c, final_n, final_size) = fits[:20], fits[20:25], fits[-1]
+    pairs = {(c, n) for c, n, _ in grid}
+    assert pairs == {(0.1, 1), (0.1, 2), (1.0, 1), (1.0, 2)}  # GridSearchCV: every pair,
+    assert len(fits) == 4 * 5 + 5 + 1  # five folds each, then cross_val_predict, then all
+    assert all(size < len(rows) for _, _, size in grid + cross_fit)
+    # cross_val_predict fits the chosen pair once per fold; the final fit uses it too
+    assert {(c, n) for c, n, _ in cross_fit} == {(final_c, final_n)} <= pairs
+    assert final_size == len(rows)
 
 
-def test_hyperparameters_names_what_a_kind_tunes() -> None:
-    tfidf = load_config(None, ["model.kind=tfidf_lr", "model.c=0.3", "explainer=none"])
-    assert pipeline.hyperparameters(tfidf) == "C=0.3 ngram_max=2"
-    majority = load_config(None, ["model.kind=majority", "explainer=none"])
-    assert pipeline.hyperparameters(majority) == "majority"
+def test_the_frozen_encoder_is_tuned_and_cross_fitted_through_scikit_learn(
+    tiny_bert: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = _rows(n_groups=16)
+    fitted_c: list[float] = []
+    real = FrozenEncoderLogReg.fit
+
+    def fit_and_record(self: FrozenEncoderLogReg, *args: Any) -> Any:
+        fitted_c.append(self.model_config.c)
+        return real(self, *args)
+
+    monkeypatch.setattr(FrozenEncoderLogReg, "fit", fit_and_record)
+    config = load_config(
+        None,
+        [
+            "model.kind=frozen_encoder_lr",
+            f"model.base_model={tiny_bert}",
+            "model.max_length=64",
+            "model.stride=16",
+            "model.c_grid=[0.1, 10.0]",
+            "training.crossfit_folds=2",
+            "explainer=none",
+            "calibration.method=platt",
+        ],
+    )
+
+    model = fit_calibrated(config, rows, data_fingerprint="t")
+
+    assert isinstance(model.classifier, FrozenEncoderLogReg)
+    assert len(fitted_c) == 2 * 2 + 2 + 1  # grid (2 C x 2 folds), cross_val_predict, final
+    assert set(fitted_c[:4]) == {0.1, 10.0}
+    assert len(set(fitted_c[4:])) == 1  # the chosen C for the cross-fit and the final fit
+    assert model.predict_proba(rows.inputs).shape == (len(rows), 2)

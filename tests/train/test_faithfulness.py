@@ -11,7 +11,6 @@ from imr_outcome.data.schema import LABELS
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError
 from imr_outcome.model.baselines import TfidfLogReg
 from imr_outcome.model.model import OutcomeModel
-from imr_outcome.model.settings import TfidfConfig, TrainingConfig
 from imr_outcome.train.faithfulness import (
     FaithfulnessReport,
     erase,
@@ -22,7 +21,7 @@ from imr_outcome.train.faithfulness import (
 )
 from imr_outcome.train.pipeline import Rows
 
-from toy_cue import CUE, Item, toy_transformer
+from toy_cue import CUE, Item, toy_frame, toy_transformer
 from toy_cue import toy_inputs as _inputs
 from toy_cue import toy_items as _items
 from toy_cue import wrap_toy as _wrap
@@ -36,8 +35,7 @@ def transformer(tiny_bert: Path) -> OutcomeModel:
 @pytest.fixture(scope="module")
 def tfidf() -> TfidfLogReg:
     items, labels = _items(24, seed=0)
-    model = TfidfConfig(ngram_max=1, min_df=1)
-    return TfidfLogReg(model, TrainingConfig()).fit(_inputs(items), labels)
+    return TfidfLogReg(ngram_max=1, min_df=1).fit(toy_frame(items), labels)
 
 
 def _check_ranges(report: FaithfulnessReport, n_items: int) -> None:

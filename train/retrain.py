@@ -429,8 +429,8 @@ def _train_and_decide(
         train_ids = set(train_rows.ids)
         items = [item for item in record_items(split) if item.item_id in train_ids]
         by_id = dict(zip(train_rows.ids, train_rows.inputs, strict=True))
-        record = record_for_model(challenger, items, [by_id[item.item_id] for item in items])
-        _, model_uri = save_and_log(challenger, config, models_dir, run_id, record=record)
+        past = record_for_model(challenger, items, [by_id[item.item_id] for item in items])
+        _, model_uri = save_and_log(challenger, config, models_dir, run_id, record=past)
         version = None if dry_run else _register(name, model_uri, tags, decision)
     return RetrainResult(
         decision=decision,

@@ -24,6 +24,17 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class LogRegC(Section):
+    """The logistic regression's C, fixed or tuned (the kinds that end in one)."""
+
+    c: float = Field(1.0, gt=0, description="Logistic regression inverse regularization C.")
+    c_grid: list[float] = Field(
+        default_factory=list,
+        description="Candidate values of C tuned by inner grouped CV on the training rows "
+        "(GridSearchCV, best mean fold AUROC); empty: use c.",
+    )
+
+
 class _WindowedConfig(Section):
     """Fields of the kinds that read text through a pretrained encoder in token windows."""
 
@@ -58,16 +69,10 @@ class TransformerConfig(_WindowedConfig):
     )
 
 
-class FrozenEncoderConfig(_WindowedConfig):
+class FrozenEncoderConfig(_WindowedConfig, LogRegC):
     """Frozen encoder embeddings + logistic regression (``kind: frozen_encoder_lr``)."""
 
     kind: Literal["frozen_encoder_lr"] = Field("frozen_encoder_lr", description="Classifier kind.")
-    c: float = Field(1.0, gt=0, description="Logistic regression inverse regularization C.")
-    c_grid: list[float] = Field(
-        default_factory=list,
-        description="Candidate values of C tuned by inner grouped CV on the training rows "
-        "(GridSearchCV, best mean fold AUROC); empty: use c.",
-    )
 
 
 #: Kinds that read text in token windows of a pretrained encoder.

@@ -21,13 +21,14 @@ from imr_outcome.model.attribution import EXPLAINERS
 from imr_outcome.model.defaults import IG_STEPS, MIN_REQUEST_CLINICAL_TERMS, MIN_SUMMARY_WORDS
 from imr_outcome.model.settings import (
     FrozenEncoderConfig,
+    LogRegC,
     Section,
     TrainingConfig,
     TransformerConfig,
 )
 
 
-class TfidfConfig(Section):
+class TfidfConfig(LogRegC):
     """TF-IDF n-grams + logistic regression (``kind: tfidf_lr``)."""
 
     kind: Literal["tfidf_lr"] = Field("tfidf_lr", description="Classifier kind.")
@@ -50,24 +51,12 @@ class TfidfConfig(Section):
         "use ngram_max.",
     )
     min_df: int = Field(2, ge=1, description="Minimum document frequency.")
-    c: float = Field(1.0, gt=0, description="Logistic regression inverse regularization C.")
-    c_grid: list[float] = Field(
-        default_factory=list,
-        description="Candidate values of C tuned by inner grouped CV on the training rows "
-        "(GridSearchCV, best mean fold AUROC); empty: use c.",
-    )
 
 
-class MetadataConfig(Section):
+class MetadataConfig(LogRegC):
     """One-hot pre-filing metadata + logistic regression (``kind: metadata_lr``)."""
 
     kind: Literal["metadata_lr"] = Field("metadata_lr", description="Classifier kind.")
-    c: float = Field(1.0, gt=0, description="Logistic regression inverse regularization C.")
-    c_grid: list[float] = Field(
-        default_factory=list,
-        description="Candidate values of C tuned by inner grouped CV on the training rows "
-        "(GridSearchCV, best mean fold AUROC); empty: use c.",
-    )
 
 
 class MajorityConfig(Section):

@@ -87,9 +87,9 @@ class MahalanobisOod:
     def with_threshold_from(self, embeddings: FloatArray) -> MahalanobisOod:
         """A copy whose threshold is the :attr:`quantile` of these embeddings' distances.
 
-        Use embeddings of items the encoder was not fine-tuned on (a validation slice):
-        fine-tuning pulls the training items' embeddings together, so a threshold from
-        their own distances flags nearly every new item.
+        Use embeddings of items the encoder was not fine-tuned on: fine-tuning pulls the
+        training items' embeddings together, so a threshold from their own distances
+        flags nearly every new item.
 
         Args:
             embeddings: shape ``(m, d)``, m >= 1.
@@ -97,9 +97,25 @@ class MahalanobisOod:
         Raises:
             InvalidInputError: no rows, or rows of another dimension.
         """
-        distances = self.distances(embeddings)
-        if len(distances) == 0:
-            raise InvalidInputError("embeddings", "expected at least one held-out item")
+        return self.with_threshold(self.distances(embeddings))
+
+    def with_threshold(self, held_out_distances: FloatArray) -> MahalanobisOod:
+        """A copy whose threshold is the :attr:`quantile` of distances of held-out items
+        (for a cross-fitted model: each item's distance under an inner detector that was
+        fitted without its letter).
+
+        Args:
+            held_out_distances: shape ``(m,)``, m >= 1, finite, >= 0.
+
+        Raises:
+            InvalidInputError: no distances, or non-finite ones.
+        """
+        distances = np.asarray(held_out_distances, dtype=np.float64)
+        if distances.ndim != 1 or len(distances) == 0 or not np.isfinite(distances).all():
+            raise InvalidInputError(
+                "held_out_distances",
+                f"expected at least one finite held-out distance, got shape {distances.shape}",
+            )
         threshold = float(np.quantile(distances, self.quantile))
         return MahalanobisOod(self.mean, self.precision, threshold, self.quantile)
 

@@ -80,7 +80,16 @@ WindowedConfig = _WindowedConfig
 
 
 class TrainingConfig(Section):
-    """Optimization settings (transformer kinds) and the validation slice."""
+    """Optimization settings (transformer kinds) and the cross-fitting folds."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_validation_fraction(cls, data: object) -> object:
+        # Configs saved before round 3 name the validation slice that cross-fitting
+        # replaced; they still load (retrain reads a champion's saved config).
+        if isinstance(data, dict):
+            data = {key: value for key, value in data.items() if key != "validation_fraction"}
+        return data
 
     epochs: float = Field(4, gt=0, description="Training epochs.")
     batch_size: int = Field(16, ge=1, description="Windows per process and forward pass.")
@@ -101,17 +110,19 @@ class TrainingConfig(Section):
         description="auto: bf16 where this machine runs it natively (CPU with AVX512-BF16 "
         "or AMX, or a bf16 GPU), else fp32; bf16 elsewhere is emulated, ~15x slower.",
     )
-    validation_fraction: float = Field(
-        0.2,
-        gt=0,
-        lt=0.5,
-        description="Transformer kinds: share of training letters held for calibration.",
-    )
     crossfit_folds: int = Field(
         5,
         ge=2,
-        description="Other kinds: inner grouped folds of the training rows whose "
-        "out-of-fold scores fit the calibrator, threshold and bands (cross-fitting).",
+        description="Inner grouped folds of the training rows whose out-of-fold scores "
+        "fit the calibrator, threshold, bands and OOD threshold (cross-fitting); a "
+        "transformer fine-tunes this many extra models.",
+    )
+    frozen_layers: int = Field(
+        0,
+        ge=0,
+        description="Transformer kinds: lower encoder layers (and the embeddings) kept at "
+        "their pretrained weights; their states are computed once per process and only the "
+        "upper layers train (BERT-family encoders). 0 fine-tunes every layer.",
     )
     seed: int = Field(13, description="Seed for splits, initialization and sampling.")
     torch_threads: int | None = Field(None, ge=1, description="torch CPU threads (None: all).")

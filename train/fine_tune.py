@@ -65,6 +65,13 @@ from imr_outcome.model.ood import MahalanobisOod
 from imr_outcome.model.settings import TrainingConfig, TransformerConfig
 from imr_outcome.model.transformer import TransformerClassifier
 from imr_outcome.train.distributed import check_same_on_every_rank, world_size
+from imr_outcome.train.frozen_layers import (
+    PREFIX_CACHE,
+    TopLayers,
+    freeze_lower,
+    pad_states,
+    top_outputs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -302,6 +309,31 @@ class _WindowDataset(Dataset[dict[str, Any]]):
         return features
 
 
+class _StateDataset(Dataset[dict[str, Any]]):
+    """Cached lower-layer states of training windows (``training.frozen_layers``), with
+    their items' labels, in the order of ``selected``."""
+
+    def __init__(
+        self, states: list[torch.Tensor], window_labels: IntArray, selected: IntArray
+    ) -> None:
+        self._states = states
+        self._labels = window_labels
+        self._selected = selected
+
+    def __len__(self) -> int:
+        return len(self._selected)
+
+    def __getitem__(self, position: int) -> dict[str, Any]:
+        window = int(self._selected[position])
+        return {"hidden_states": self._states[window], "labels": int(self._labels[window])}
+
+
+def _collate_states(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    batch = pad_states([feature["hidden_states"] for feature in features])
+    batch["labels"] = torch.tensor([feature["labels"] for feature in features])
+    return batch
+
+
 class WeightedLossTrainer(Trainer):
     """A :class:`~transformers.Trainer` whose loss is :func:`window_loss`.
 
@@ -318,7 +350,7 @@ class WeightedLossTrainer(Trainer):
     def _get_train_sampler(self, train_dataset: Any = None) -> SequentialSampler:
         """In order: the order is :func:`training_order`'s, the same on every rank."""
         dataset = train_dataset if train_dataset is not None else self.train_dataset
-        assert isinstance(dataset, _WindowDataset)
+        assert isinstance(dataset, _WindowDataset | _StateDataset)
         return SequentialSampler(dataset)
 
     def compute_loss(
@@ -457,7 +489,7 @@ def fine_tune(
         logger.info(
             "fine-tuning %s on %d items, %d windows (%d training samples over %g epochs); "
             "%d processes x %d windows x %d accumulation = %d windows per step, "
-            "learning rate %g, precision %s",
+            "learning rate %g, precision %s, %d lower layers frozen",
             config.base_model,
             len(inputs),
             len(windows),
@@ -470,13 +502,24 @@ def fine_tune(
             args.learning_rate,
             machine_precision(training.precision),
         )
-        trainer = WeightedLossTrainer(
-            model=network,
-            args=args,
-            train_dataset=_WindowDataset(windows, window_labels, order),
-            data_collator=DataCollatorWithPadding(
+        frozen = training.frozen_layers
+        if frozen:
+            # Only the upper layers train, on lower-layer states computed once per process.
+            freeze_lower(network, frozen)
+            states = PREFIX_CACHE.states(network, windows, frozen)
+            trained: torch.nn.Module = TopLayers(network, frozen)
+            dataset: Dataset[dict[str, Any]] = _StateDataset(states, window_labels, order)
+            collator: Any = _collate_states
+        else:
+            trained, dataset = network, _WindowDataset(windows, window_labels, order)
+            collator = DataCollatorWithPadding(
                 tokenizer, pad_to_multiple_of=None if args.use_cpu else GPU_PAD_MULTIPLE
-            ),
+            )
+        trainer = WeightedLossTrainer(
+            model=trained,
+            args=args,
+            train_dataset=dataset,
+            data_collator=collator,
             callbacks=list(callbacks or []),
             class_weights=weights,
         )
@@ -486,7 +529,11 @@ def fine_tune(
         trainer.train()
         # Drop the autocast wrapper accelerate puts around forward() for bf16/fp16 training:
         # inference and the ONNX export trace plain fp32 weights.
-        network = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+        unwrapped = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+        if not frozen:
+            network = unwrapped
+        for parameter in network.parameters():
+            parameter.requires_grad_(True)
         cast(Any, network).float()
     return FineTuned(
         network,
@@ -550,3 +597,16 @@ class TrainableTransformer(TransformerClassifier):
             else None
         )
         return self
+
+    def _window_outputs(
+        self, inputs: Sequence[ModelInput], batch_size: int | None, *, pooled: bool
+    ) -> tuple[Windows, FloatArray, FloatArray | None]:
+        """As the full forward pass; with ``training.frozen_layers`` the lower layers'
+        states come from the process cache (the same numbers, computed once)."""
+        frozen = self.training_config.frozen_layers
+        if not frozen or self.session is not None:
+            return super()._window_outputs(inputs, batch_size, pooled=pooled)
+        windows = self.encode(inputs)
+        size = batch_size or self.inference_batch_size
+        scores, hidden = top_outputs(self.model, windows, frozen, batch_size=size, pooled=pooled)
+        return windows, scores, hidden

@@ -1,11 +1,10 @@
 """Fit one calibrated model on training rows: fit, calibrate, threshold, bands.
 
-Linear and prior kinds are **cross-fitted**: the final model fits on all training rows,
-and the calibrator, threshold, band edges and ``C`` are chosen on out-of-fold scores from
-inner grouped folds of the training rows (``GridSearchCV`` and ``cross_val_predict`` over
-``StratifiedGroupKFold`` with the letters as ``groups``). The fine-tuned transformer keeps a grouped
-validation slice instead (see :func:`fit_calibrated` for the trade-off). Test rows are
-never seen here, so nothing is tuned on test data.
+Every kind is **cross-fitted**: the final model fits on all training rows, and the
+calibrator, threshold, band edges (and ``C``) are chosen on out-of-fold scores from inner
+grouped folds of the training rows (``GridSearchCV`` and ``cross_val_predict`` over
+``StratifiedGroupKFold`` with the letters as ``groups``; inner fine-tunes for the
+transformer). Test rows are never seen here, so nothing is tuned on test data.
 """
 
 from __future__ import annotations
@@ -122,29 +121,6 @@ def rows_from_dataset(data: datasets.Dataset, context_columns: Sequence[str] = (
         labels=labels,
         context={c: list(columns[c]) for c in context_columns if c in columns},
     )
-
-
-def validation_split(
-    rows: Rows, fraction: float, seed: int
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Split rows by group into (fit, validation) indices, stratified by label.
-
-    Uses one fold of ``StratifiedGroupKFold(n_splits=round(1 / fraction))``.
-
-    Raises:
-        InvalidInputError: when either part would lack one of the classes.
-    """
-    n_splits = max(2, round(1 / fraction))
-    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    fit_idx, val_idx = next(splitter.split(np.zeros(len(rows)), rows.labels, rows.groups))
-    for name, idx in (("fit", fit_idx), ("validation", val_idx)):
-        if len(np.unique(rows.labels[idx])) < 2:
-            raise InvalidInputError(
-                "training.validation_fraction",
-                f"the {name} part of the training rows has a single class; "
-                "add data or change training.validation_fraction",
-            )
-    return fit_idx.astype(np.int64), val_idx.astype(np.int64)
 
 
 class Estimator(Classifier, Protocol):
@@ -277,6 +253,42 @@ def param_grid(config: RunConfig) -> dict[str, list[Any]]:
     return grid
 
 
+def _cross_fit_transformer(
+    config: RunConfig, rows: Rows, callbacks: list[Any] | None
+) -> tuple[Estimator, npt.NDArray[np.float64]]:
+    """Fine-tune ``crossfit_folds`` inner models, each without one inner fold of letters,
+    for out-of-fold log-odds of every training row, then the final model on all rows.
+
+    The final model's OOD threshold is the quantile of the held-out rows' distances under
+    the inner detectors (fitted without their letters), since no training row is unseen
+    by the final model. Callbacks go to the final fit only: the inner fits' losses would
+    mix with its own in the tracked run.
+
+    Returns:
+        (the final classifier, out-of-fold log-odds of Overturned, shape ``(n,)``).
+    """
+    cv = inner_cv(rows, config.training.crossfit_folds, config.training.seed)
+    oof = np.zeros(len(rows), dtype=np.float64)
+    distances: list[npt.NDArray[np.float64]] = []
+    splits = list(cv.split(np.zeros(len(rows)), rows.labels, rows.groups))
+    for number, (fit_idx, out_idx) in enumerate(splits, start=1):
+        fit_rows, out_rows = rows.subset(fit_idx), rows.subset(out_idx)
+        logger.info(
+            "cross-fitting %d/%d: fine-tuning on %d rows, scoring %d",
+            number, len(splits), len(fit_rows), len(out_rows),
+        )  # fmt: skip
+        inner = new_classifier(config).fit(fit_rows.inputs, fit_rows.labels, fit_rows.metadata)
+        scores = inner.score_items(out_rows.inputs, out_rows.metadata)
+        oof[out_idx] = scores.logits[:, 1] - scores.logits[:, 0]
+        if scores.ood_distance is not None:
+            distances.append(scores.ood_distance)
+    logger.info("fitting %s on all %d training rows", config.model.kind, len(rows))
+    classifier = new_classifier(config, callbacks).fit(rows.inputs, rows.labels, rows.metadata)
+    if classifier.ood is not None and distances:
+        classifier.ood = classifier.ood.with_threshold(np.concatenate(distances))
+    return classifier, oof
+
+
 def fit_calibrated(
     config: RunConfig,
     rows: Rows,
@@ -297,11 +309,12 @@ def fit_calibrated(
     (80% of the letters), a small, conservative mismatch (Chernozhukov et al. 2018 use the
     same device for nuisance fits).
 
-    **Transformer**: cross-fitting would fine-tune ``crossfit_folds + 1`` models per fit,
-    hours on 2 CPU cores; instead a grouped validation slice
-    (``training.validation_fraction`` of the letters) is held back for the calibrator,
-    threshold, bands and OOD threshold, and the classifier fits on the rest. The cost is
-    fewer training letters (~8 of ~40 DWC positives) and noisier calibration.
+    **Transformer**: cross-fitted too, by hand (a fine-tune is not a scikit-learn
+    estimator): ``crossfit_folds`` inner models over the same :func:`inner_cv` folds give
+    the out-of-fold log-odds, then the final model fine-tunes on all training rows
+    (:func:`_cross_fit_transformer`). That is ``crossfit_folds + 1`` fine-tunes;
+    ``training.frozen_layers`` makes each cheap on a CPU (lower-layer states computed once
+    per process).
 
     Args:
         config: the run config.
@@ -314,27 +327,11 @@ def fit_calibrated(
         (:class:`~imr_outcome.model.decision.DecisionRule`).
 
     Raises:
-        InvalidInputError: when an inner part or the validation slice lacks a class.
+        InvalidInputError: when an inner fitting part lacks a class.
     """
     if config.model.kind == "transformer":
-        fit_idx, val_idx = validation_split(
-            rows, config.training.validation_fraction, config.training.seed
-        )
-        fit_rows, val_rows = rows.subset(fit_idx), rows.subset(val_idx)
-        logger.info(
-            "fitting %s on %d rows, calibrating on %d",
-            config.model.kind,
-            len(fit_rows),
-            len(val_rows),
-        )
-        classifier = new_classifier(config, callbacks).fit(
-            fit_rows.inputs, fit_rows.labels, fit_rows.metadata
-        )
-        cal_logits = classifier.logits(val_rows.inputs, val_rows.metadata)
-        cal_labels = val_rows.labels
-        calibrate_ood = getattr(classifier, "calibrate_ood", None)
-        if calibrate_ood is not None:
-            calibrate_ood(val_rows.inputs)
+        classifier, cal_logits = _cross_fit_transformer(config, rows, callbacks)
+        cal_labels = rows.labels
     else:
         X, groups = model_frame(rows.inputs, rows.metadata), rows.groups
         cv = inner_cv(rows, config.training.crossfit_folds, config.training.seed)

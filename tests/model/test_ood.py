@@ -79,5 +79,17 @@ def test_a_held_out_threshold_is_the_quantile_of_held_out_distances() -> None:
     assert moved.threshold == pytest.approx(expected)
     assert moved.threshold > detector.threshold
     np.testing.assert_array_equal(moved.mean, detector.mean)
-    with pytest.raises(InvalidInputError, match="at least one held-out item"):
+    with pytest.raises(InvalidInputError, match="at least one finite held-out distance"):
         detector.with_threshold_from(np.zeros((0, 8)))
+
+
+def test_a_cross_fitted_threshold_is_the_quantile_of_distances_from_inner_detectors() -> None:
+    detector = MahalanobisOod.fit(_gaussian(200))
+    distances = np.linspace(0.0, 10.0, 101)  # e.g. pooled over inner folds
+
+    moved = detector.with_threshold(distances)
+
+    assert moved.threshold == pytest.approx(9.9)
+    assert moved.quantile == detector.quantile
+    with pytest.raises(InvalidInputError, match="held_out_distances: expected at least one"):
+        detector.with_threshold(np.array([1.0, np.nan]))

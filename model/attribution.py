@@ -320,7 +320,9 @@ EXPLAINERS: dict[str, Explainer] = {
     "occlusion": Explainer(
         frozenset({"transformer"}), _phrases_with("occlusion"), _words_with("occlusion")
     ),
-    "tfidf_coefficients": Explainer(frozenset({"tfidf_lr"}), _tfidf_stretches, _tfidf_words),
+    "tfidf_coefficients": Explainer(
+        frozenset({"tfidf_lr", "two_stage"}), _tfidf_stretches, _tfidf_words
+    ),
     "none": Explainer(None, _nothing, None),
 }
 

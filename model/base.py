@@ -332,6 +332,7 @@ def _lazy(module: str, name: str) -> Callable[[], type[Any]]:
 
 register_kind("majority", _lazy("imr_outcome.model.baselines", "MajorityClassifier"))
 register_kind("tfidf_lr", _lazy("imr_outcome.model.baselines", "TfidfLogReg"))
+register_kind("two_stage", _lazy("imr_outcome.model.two_stage", "TwoStageLogReg"))
 register_kind("metadata_lr", _lazy("imr_outcome.model.baselines", "MetadataLogReg"))
 register_kind("frozen_encoder_lr", _lazy("imr_outcome.model.frozen_encoder", "FrozenEncoderLogReg"))
 register_kind("transformer", _lazy("imr_outcome.model.transformer", "TransformerClassifier"))

@@ -235,12 +235,16 @@ class TfidfLogReg(SklearnKind):
         Raises:
             sklearn.exceptions.NotFittedError: before :meth:`fit` or :meth:`load`.
         """
-        return [str(name) for name in self._fitted()["tfidf"].get_feature_names_out()]
+        return [str(name) for name in self._letter_pipeline()["tfidf"].get_feature_names_out()]
+
+    def _letter_pipeline(self) -> Any:
+        """The fitted TF-IDF -> logistic regression pipeline (a stage of ``two_stage``)."""
+        return self._fitted()
 
     @property
     def intercept(self) -> float:
         """The logistic regression's intercept, in log-odds of Overturned."""
-        return float(self._fitted()["logreg"].intercept_[0])
+        return float(self._letter_pipeline()["logreg"].intercept_[0])
 
     def feature_contributions(self, item: ModelInput) -> list[tuple[str, str, float]]:
         """Split one item's log-odds of Overturned into per-n-gram contributions.
@@ -261,7 +265,7 @@ class TfidfLogReg(SklearnKind):
         Raises:
             sklearn.exceptions.NotFittedError: before :meth:`fit` or :meth:`load`.
         """
-        pipeline = self._fitted()
+        pipeline = self._letter_pipeline()
         row = sparse.csr_matrix(pipeline["tfidf"].transform(self._features([item], None)))
         coefficients = np.asarray(pipeline["logreg"].coef_[0], dtype=np.float64)
         names = self.feature_names()

@@ -53,6 +53,22 @@ class TfidfConfig(LogRegC):
     min_df: int = Field(2, ge=1, description="Minimum document frequency.")
 
 
+class TwoStageConfig(TfidfConfig):
+    """The TF-IDF letter stage stacked with a request-structure prior (``kind: two_stage``,
+    :mod:`imr_outcome.model.two_stage`)."""
+
+    kind: Literal["two_stage"] = Field("two_stage", description="Classifier kind.")  # type: ignore[assignment]
+    request_c: float = Field(
+        1.0, gt=0, description="Inverse L2 regularization of the request-structure stage."
+    )
+    stack_folds: int = Field(
+        3,
+        ge=2,
+        description="Inner folds (grouped by case summary) whose out-of-fold stage scores fit "
+        "the stacking regression.",
+    )
+
+
 class MetadataConfig(LogRegC):
     """One-hot pre-filing metadata + logistic regression (``kind: metadata_lr``)."""
 
@@ -67,7 +83,12 @@ class MajorityConfig(Section):
 
 #: The classifier and its hyper-parameters: one section per kind, chosen by ``kind``.
 ModelConfig = Annotated[
-    TransformerConfig | FrozenEncoderConfig | TfidfConfig | MetadataConfig | MajorityConfig,
+    TransformerConfig
+    | FrozenEncoderConfig
+    | TfidfConfig
+    | TwoStageConfig
+    | MetadataConfig
+    | MajorityConfig,
     Field(discriminator="kind"),
 ]
 
@@ -76,6 +97,7 @@ KIND_SECTIONS: dict[str, type[Section]] = {
     "transformer": TransformerConfig,
     "frozen_encoder_lr": FrozenEncoderConfig,
     "tfidf_lr": TfidfConfig,
+    "two_stage": TwoStageConfig,
     "metadata_lr": MetadataConfig,
     "majority": MajorityConfig,
 }

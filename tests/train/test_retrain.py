@@ -414,6 +414,7 @@ def test_cli_retrain_with_a_tiny_bert_force_and_models_list(
         *("--set", f"model.base_model={tiny_bert}"),
         *("--set", "model.max_length=64", "--set", "model.stride=16"),
         *("--set", "training.epochs=1", "--set", "training.batch_size=8"),
+        *("--set", "training.frozen_layers=1"),
         *("--set", "evaluation.bootstrap=100", "--set", "promotion.bootstrap=100"),
         *("--set", f"tracking.model_name={store.name}"),
     ]

@@ -26,6 +26,7 @@ Fit on a validation fold or out-of-fold scores, never on the test fold. A fitted
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any, Literal, Self, cast
 
 import numpy as np
@@ -40,6 +41,8 @@ from sklearn.model_selection import FixedThresholdClassifier
 
 from imr_outcome.errors import InvalidInputError
 from imr_outcome.model.arrays import as_labels
+
+logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
 Method = Literal["temperature", "platt", "isotonic", "none"]
@@ -138,7 +141,9 @@ class Calibrator:
             y: labels, shape (n,), 0 (Upheld) or 1 (Overturned), both present.
 
         Returns:
-            self, fitted.
+            self, fitted. A map that would decrease with the log-odds (held-out scores that
+            rank Overturned items lower) is replaced by the constant base rate, with a
+            warning: the calibrator never inverts the model's ranking.
 
         Raises:
             InvalidInputError: bad shapes, non-finite logits, a label count other than n,
@@ -161,6 +166,21 @@ class Calibrator:
             column = z.reshape(-1, 1)
             frozen = FrozenEstimator(LogOdds().fit(column))
             self.estimator_ = CalibratedClassifierCV(frozen, method=method).fit(column, labels)
+            ends = self.predict_proba(np.array([z.min(), z.max()]))[:, 1]
+            if ends[1] < ends[0]:
+                # A decreasing map would rank items against the model (and against its
+                # evidence): the held-out scores carry no direction that holds, so every
+                # item gets the base rate instead.
+                base_rate = float(labels.mean())
+                logger.warning(
+                    "the %s calibrator would invert the model's ranking (held-out scores "
+                    "rank Overturned items lower); every item gets the base rate %.3f",
+                    self.method,
+                    base_rate,
+                )
+                self.estimator_ = Calibrator.linear(
+                    self.method, 0.0, float(np.log(base_rate / (1.0 - base_rate)))
+                ).estimator_
         return self
 
     def predict_proba(self, logits: npt.ArrayLike) -> FloatArray:

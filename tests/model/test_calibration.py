@@ -131,3 +131,40 @@ def test_bad_fit_inputs_are_rejected(
         make_calibrator(name).fit(logits, y)
 
     assert str(excinfo.value) == message
+
+
+def _inverse_scores() -> tuple[FloatArray, IntArray]:
+    rng = np.random.default_rng(0)
+    labels = (rng.random(400) < 0.2).astype(np.int64)
+    return rng.normal(size=400) - 2.0 * labels, labels  # Overturned items score lower
+
+
+def test_platt_on_inversely_ranked_scores_gives_the_base_rate_not_an_inverted_map(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    z, labels = _inverse_scores()
+
+    with caplog.at_level("WARNING"):
+        p = make_calibrator("platt").fit(z, labels).predict_proba(np.array([-3.0, 0.0, 3.0]))
+
+    np.testing.assert_allclose(p[:, 1], labels.mean())
+    assert "would invert the model's ranking" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["temperature", "isotonic"])
+def test_monotone_calibrators_never_decrease_on_inversely_ranked_scores(name: str) -> None:
+    z, labels = _inverse_scores()
+
+    p = make_calibrator(name).fit(z, labels).predict_proba(np.linspace(-3.0, 3.0, 13))[:, 1]
+
+    assert (np.diff(p) >= 0).all()
+
+
+def test_scores_that_rank_rightly_keep_their_order() -> None:
+    rng = np.random.default_rng(0)
+    labels = (rng.random(400) < 0.2).astype(np.int64)
+    z = rng.normal(size=400) + 2.0 * labels
+
+    p = make_calibrator("platt").fit(z, labels).predict_proba(np.array([-3.0, 0.0, 3.0]))
+
+    assert p[0, 1] < p[1, 1] < p[2, 1]

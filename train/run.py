@@ -324,6 +324,9 @@ class EvaluateResult:
     run_id: str
     faithfulness: FaithfulnessReport | None = None
     retrieval: RetrievalReport | None = None
+    #: The commit checked out when the evaluation started (the code it ran), not when the
+    #: report is written: a run takes minutes to hours.
+    git_commit: str = "unknown"
 
 
 def evaluate(config: RunConfig) -> EvaluateResult:
@@ -343,6 +346,7 @@ def evaluate(config: RunConfig) -> EvaluateResult:
             f"runs in one process, found a launch of {world_size()}; run `imr-outcome "
             "evaluate` without torchrun/accelerate launch (only `train` is data-parallel)",
         )
+    started_at = git_commit()
     data = load_training_data(config)
     reports: list[FaithfulnessReport] = []
 
@@ -378,7 +382,9 @@ def evaluate(config: RunConfig) -> EvaluateResult:
         time_split = _time_split(config, data) if config.evaluation.time_split else None
         if time_split is not None:
             _log_evaluation("time_split", time_split)
-        return EvaluateResult(evaluation, time_split, run.info.run_id, faithful, retrieval.report)
+        return EvaluateResult(
+            evaluation, time_split, run.info.run_id, faithful, retrieval.report, started_at
+        )
 
 
 def _log_faithfulness(reports: list[FaithfulnessReport]) -> FaithfulnessReport:
@@ -460,7 +466,7 @@ def write_report(
         ),
         "retrieval": result.retrieval.figures() if result.retrieval else None,
         "mlflow_run_id": result.run_id,
-        "git_commit": git_commit(),
+        "git_commit": result.git_commit,
         "wall_seconds": round(wall_seconds, 1),
     }
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -74,14 +74,17 @@ def configure(experiment: str) -> str:
 
 
 def git_commit() -> str:
-    """The current git commit of the working directory, ``"unknown"`` outside a repo."""
+    """The current git commit of the working directory, with ``-dirty`` appended when
+    tracked files differ from it (the code that runs is then not the commit's);
+    ``"unknown"`` outside a repo."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
         )
+        clean = subprocess.run(["git", "diff", "--quiet", "HEAD"], capture_output=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return out.stdout.strip()
+    return out.stdout.strip() + ("" if clean.returncode == 0 else "-dirty")
 
 
 @contextmanager

@@ -501,6 +501,7 @@ def fine_tune(
             step_size,
             args.learning_rate,
             machine_precision(training.precision),
+            training.frozen_layers,
         )
         frozen = training.frozen_layers
         if frozen:

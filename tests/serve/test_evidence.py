@@ -415,7 +415,7 @@ def test_an_explainer_for_another_kind_is_incompatible(
         explain(mismatched, model_input, REQUEST, CUE[1])
     assert str(caught.value) == (
         "explainer 'tfidf_coefficients' does not fit classifier kind 'transformer' (it explains "
-        "['tfidf_lr']); retrain with explainer set to one of ['gradient_x_input', "
+        "['tfidf_lr', 'two_stage']); retrain with explainer set to one of ['gradient_x_input', "
         "'integrated_gradients', 'none', 'occlusion']"
     )
     with pytest.raises(IncompatibleModelError, match="unknown explainer 'lime'"):

@@ -18,22 +18,13 @@ from imr_outcome.model.transformer import TransformerClassifier
 from imr_outcome.train.fine_tune import TrainableTransformer
 from imr_outcome.train.frozen_layers import PREFIX_CACHE, PrefixCache, check_frozen_layers
 
-FILLER = ["Lumbar pain persists.", "Medications include ibuprofen.", "Gait is normal."]
+from toy_cue import FILLER, toy_inputs, toy_items
 
 
 def _toy_set(n: int = 40) -> tuple[list[ModelInput], np.ndarray]:
-    rng = np.random.default_rng(0)
-    labels = np.arange(n, dtype=np.int64) % 2
-    inputs = [
-        ModelInput(
-            text="Physical therapy x 12 visits",
-            text_pair=" ".join(rng.choice(FILLER, 2))
-            + (" Documented functional improvement." if y else " No objective improvement."),
-            request_offset=0,
-        )
-        for y in labels
-    ]
-    return inputs, labels
+    """The toy cue task: Overturned summaries end "Functional improvement documented."."""
+    items, labels = toy_items(n)
+    return toy_inputs(items), labels
 
 
 def _training(**overrides: object) -> TrainingConfig:

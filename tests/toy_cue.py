@@ -55,6 +55,23 @@ def toy_items(
     return items, labels
 
 
+def separable_inputs(n: int = 40, seed: int = 0) -> tuple[list[ModelInput], IntArray]:
+    """Invented items easier than the cue task: Overturned summaries end "Documented
+    functional improvement.", Upheld ones "No objective improvement." (labels 0, 1, ...)."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n, dtype=np.int64) % 2
+    inputs = [
+        ModelInput(
+            text="Physical therapy x 12 visits",
+            text_pair=" ".join(rng.choice(FILLER, 2))
+            + (" Documented functional improvement." if label else " No objective improvement."),
+            request_offset=0,
+        )
+        for label in labels
+    ]
+    return inputs, labels
+
+
 def toy_inputs(items: list[Item]) -> list[ModelInput]:
     """The model inputs of ``items`` (``build_model_input``)."""
     return [build_model_input(request, summary, metadata) for request, summary, metadata in items]

@@ -28,30 +28,13 @@ from imr_outcome.train.fine_tune import (
     window_loss,
 )
 
-IntArray = npt.NDArray[np.int64]
+from toy_cue import FILLER, separable_inputs
 
-FILLER = [
-    "Lumbar pain persists.",
-    "Medications include ibuprofen.",
-    "Seen in follow-up today.",
-    "Gait is normal.",
-]
+IntArray = npt.NDArray[np.int64]
 
 
 def _toy_set(n: int = 40, seed: int = 0) -> tuple[list[ModelInput], IntArray]:
-    """Separable invented items: Overturned ones state functional improvement."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n, dtype=np.int64) % 2
-    inputs = [
-        ModelInput(
-            text="Physical therapy x 12 visits",
-            text_pair=" ".join(rng.choice(FILLER, 2))
-            + (" Documented functional improvement." if label else " No objective improvement."),
-            request_offset=0,
-        )
-        for label in labels
-    ]
-    return inputs, labels
+    return separable_inputs(n, seed)
 
 
 def _model_config(tiny_bert: Path, **overrides: Any) -> TransformerConfig:

@@ -18,13 +18,11 @@ from imr_outcome.model.transformer import TransformerClassifier
 from imr_outcome.train.fine_tune import TrainableTransformer
 from imr_outcome.train.frozen_layers import PREFIX_CACHE, PrefixCache, check_frozen_layers
 
-from toy_cue import FILLER, toy_inputs, toy_items
+from toy_cue import FILLER, separable_inputs
 
 
 def _toy_set(n: int = 40) -> tuple[list[ModelInput], np.ndarray]:
-    """The toy cue task: Overturned summaries end "Functional improvement documented."."""
-    items, labels = toy_items(n)
-    return toy_inputs(items), labels
+    return separable_inputs(n)
 
 
 def _training(**overrides: object) -> TrainingConfig:

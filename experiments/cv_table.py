@@ -98,17 +98,16 @@ def _head_commit() -> str:
 
 
 #: What a model's figures depend on: the package and the run configs.
-CODE_PATHS = (
-    "core", "data", "model", "train", "serve", "experiments/*.yaml", "pyproject.toml"
-)  # fmt: skip
+CODE_PATHS = ("core", "data", "model", "train", "serve", "pyproject.toml")
 
 
-def _same_code(commit: str) -> bool:
-    """Whether ``commit`` holds the same code and configs as HEAD (later commits may only
-    touch tests, docs or this table)."""
+def _same_code(commit: str, config: str) -> bool:
+    """Whether ``commit`` holds the same code and the same ``experiments/<config>.yaml`` as
+    HEAD (later commits may touch tests, docs, this table or other configs)."""
+    paths = [*CODE_PATHS, f"experiments/{config}.yaml"]
     try:
         found = subprocess.run(
-            ["git", "diff", "--quiet", commit, "HEAD", "--", *CODE_PATHS], cwd=HERE.parent
+            ["git", "diff", "--quiet", commit, "HEAD", "--", *paths], cwd=HERE.parent
         )
     except OSError:
         return False
@@ -215,7 +214,7 @@ def render(reports_dir: Path, oof_dir: Path) -> str:
         {
             r["config"]
             for r in reports
-            if head and r["config"] not in KEPT and not _same_code(r["git_commit"])
+            if head and r["config"] not in KEPT and not _same_code(r["git_commit"], r["config"])
         }
     )
     reports = [r for r in reports if r["config"] not in stale]
@@ -257,7 +256,7 @@ def best_config(reports_dir: Path) -> str:
         for report in (json.loads(p.read_text()) for p in sorted(reports_dir.glob("*.json")))
         if report["split"] == "dwc"
         and report["config"] not in KEPT
-        and (not head or _same_code(report["git_commit"]))
+        and (not head or _same_code(report["git_commit"], report["config"]))
     ]
     if not current:
         return "default"

@@ -73,15 +73,25 @@ def configure(experiment: str) -> str:
     return str(experiment_id)
 
 
+#: Tracked paths that do not change what runs (git pathspecs, from the repository root):
+#: evaluation reports and Markdown. An evaluation that rewrites its own report must not
+#: mark the next one ``-dirty``.
+NOT_CODE_PATHSPECS = (":(top,exclude)experiments/reports", ":(top,exclude,glob)**/*.md")
+
+
 def git_commit() -> str:
     """The current git commit of the working directory, with ``-dirty`` appended when
-    tracked files differ from it (the code that runs is then not the commit's);
-    ``"unknown"`` outside a repo."""
+    tracked files other than :data:`NOT_CODE_PATHSPECS` differ from it (the code that
+    runs is then not the commit's); ``"unknown"`` outside a repo."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
         )
-        clean = subprocess.run(["git", "diff", "--quiet", "HEAD"], capture_output=True, timeout=10)
+        clean = subprocess.run(
+            ["git", "diff", "--quiet", "HEAD", "--", ":/", *NOT_CODE_PATHSPECS],
+            capture_output=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return out.stdout.strip() + ("" if clean.returncode == 0 else "-dirty")

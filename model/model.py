@@ -73,7 +73,7 @@ class OutcomeModel:
         classifier: the fitted classifier (raw logits).
         calibrator: maps logits to calibrated probabilities.
         threshold: P(Overturned) at or above which the label is Overturned, in [0, 1];
-            chosen on the validation slice of the training folds.
+            chosen on out-of-fold scores of inner folds of the training rows.
         info: provenance, settings and the label map.
         name: registry name, or the URI / path it was loaded from (``""`` when built
             in memory).

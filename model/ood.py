@@ -14,7 +14,7 @@ are not used (one class-agnostic Gaussian; with ~50 positives a per-class covari
 would be noise).
 
 The flag threshold is the ``quantile`` of distances of items the encoder was not trained
-on (``fit_calibrated`` sets it from the validation slice, see
+on (``fit_calibrated`` sets it from inner cross-fitting folds' held-out rows, see
 :meth:`MahalanobisOod.with_threshold_from`), so about ``1 - quantile`` of new
 in-distribution items are flagged. Fine-tuning pulls the training items together (on the
 DWC letters, training distances put the 99% quantile at 16.5 while the median held-out

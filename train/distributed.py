@@ -6,7 +6,7 @@
 ``MASTER_ADDR``, ``MASTER_PORT``); the Hugging Face Trainer builds its DDP from them
 (through accelerate's ``PartialState``: NCCL on GPUs, gloo on CPUs).
 
-Every process reads the same dataset and computes the same folds, validation slice and
+Every process reads the same dataset and computes the same folds, inner folds and
 training windows (all seeded), and the Trainer hands each its share of every batch. The
 fitted network is the same on every rank, so calibration, threshold and OOD fitting give
 the same results everywhere; only rank 0 (:func:`is_main_process`) tracks, writes and

@@ -167,7 +167,7 @@ def sklearn_estimator(config: RunConfig) -> SklearnKind | EncoderEstimator:
     frozen encoder kind through :class:`EncoderEstimator`.
 
     Raises:
-        InvalidInputError: ``transformer`` (fitted on a validation slice, not by
+        InvalidInputError: ``transformer`` (cross-fitted by its own loop, not by
             scikit-learn's cross-validation).
     """
     model, training = config.model, config.training

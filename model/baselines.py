@@ -132,6 +132,8 @@ class TfidfLogReg(SklearnKind):
     ``segments="separate"``: each segment gets its own ``TfidfVectorizer``, so "MRI" in
     the request and in the summary are two features, ``request:mri`` and ``summary:mri``;
     a segment empty in every training item (e.g. the summary of DMHC rows) is left out.
+    ``segments="summary"``: the summary alone, so every item of one letter gets the same
+    score (the letter stage of ``two_stage``, where another stage reads the request).
     Vectorizers: words 1..``ngram_max``, ``min_df``, lowercase, ``tf = 1 + log(count)``
     (``sublinear_tf``), smooth idf, rows L2-normalized (scikit-learn user guide §6.2.3.4).
 
@@ -139,7 +141,7 @@ class TfidfLogReg(SklearnKind):
         c: inverse L2 regularization strength of the logistic regression, > 0.
         ngram_max: longest word n-gram, 1-3.
         min_df: minimum document frequency of an n-gram, >= 1.
-        segments: ``"joint"`` or ``"separate"``.
+        segments: ``"joint"``, ``"separate"`` or ``"summary"``.
         normalize: read text through
             :func:`~imr_outcome.model.ngrams.normalized_lowercase` (house style, dates, sex).
         class_weighted: ``class_weight="balanced"``.
@@ -153,7 +155,7 @@ class TfidfLogReg(SklearnKind):
         c: float = 1.0,
         ngram_max: int = 2,
         min_df: int = 2,
-        segments: Literal["joint", "separate"] = "joint",
+        segments: Literal["joint", "separate", "summary"] = "joint",
         normalize: bool = True,
         class_weighted: bool = True,
         seed: int = 13,
@@ -184,10 +186,11 @@ class TfidfLogReg(SklearnKind):
             )
             fields = [(JOINT, joint, 2)]
         else:
+            read = ("summary",) if self.segments == "summary" else tuple(SEGMENTS)
             fields = [
                 (prefix, self._vectorizer(), column)
                 for column, prefix in enumerate(SEGMENTS)
-                if any(_TOKEN_RE.search(text) for text in features[:, column])
+                if prefix in read and any(_TOKEN_RE.search(text) for text in features[:, column])
             ]
         if not fields:
             raise InvalidInputError(

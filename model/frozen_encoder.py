@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from pydantic import ValidationError
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
@@ -36,7 +37,7 @@ from imr_outcome.model.arrays import as_labels
 from imr_outcome.model.base import ItemScores, Logits, single_windows
 from imr_outcome.model.encoders import load_encoder, load_tokenizer, pooled_embeddings
 from imr_outcome.model.hardware import machine_precision
-from imr_outcome.model.settings import FrozenEncoderConfig, TrainingConfig
+from imr_outcome.model.settings import OFFLINE_MINILM, FrozenEncoderConfig, TrainingConfig
 
 if TYPE_CHECKING:
     from imr_outcome.model.ood import MahalanobisOod
@@ -267,3 +268,65 @@ class FrozenEncoderLogReg:
         classifier = cls(model, training)
         classifier._pipeline = pipeline
         return classifier
+
+
+class FrozenEmbeddings(TransformerMixin, BaseEstimator):  # type: ignore[misc]
+    """A scikit-learn transformer: rows of (text, text_pair) -> frozen mean-pooled item
+    embeddings, shape ``(n, hidden_size)`` (:meth:`FrozenEncoderLogReg.embed`, with its
+    per-process cache). Nothing is learned; the encoder loads on first use and is never
+    pickled (a saved pipeline keeps ``base_model``, which must resolve again on load).
+
+    Args:
+        base_model: the encoder, as ``model.base_model`` (hub name, local path or
+            ``offline:minilm``).
+        max_length: tokens per window, 16-512.
+        stride: tokens of overlap between summary windows, below ``max_length // 2``.
+        text_column, pair_column: the columns of the feature rows holding segment A
+            (request) and segment B (summary).
+    """
+
+    def __init__(
+        self,
+        base_model: str = OFFLINE_MINILM,
+        max_length: int = 256,
+        stride: int = 64,
+        text_column: int = 0,
+        pair_column: int = 1,
+    ) -> None:
+        self.base_model = base_model
+        self.max_length = max_length
+        self.stride = stride
+        self.text_column = text_column
+        self.pair_column = pair_column
+
+    def fit(self, rows: npt.NDArray[Any], y: object = None) -> Self:
+        """Nothing to learn; returns self."""
+        return self
+
+    def transform(self, rows: npt.NDArray[Any]) -> FloatArray:
+        """Embeddings of ``rows``, shape ``(n, hidden_size)``.
+
+        Raises:
+            ModelNotFoundError, IncompatibleModelError: the encoder cannot be loaded.
+        """
+        embedder = self.__dict__.get("_embedder")
+        if embedder is None:
+            config = FrozenEncoderConfig(
+                base_model=self.base_model, max_length=self.max_length, stride=self.stride
+            )
+            embedder = FrozenEncoderLogReg(config, TrainingConfig(precision="auto"))
+            self.__dict__["_embedder"] = embedder
+        inputs = [
+            ModelInput(
+                text=str(row[self.text_column]),
+                text_pair=str(row[self.pair_column]),
+                request_offset=0,
+            )
+            for row in rows
+        ]
+        return embedder.embed(inputs)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_embedder", None)  # the encoder's weights never go into the pickle
+        return state

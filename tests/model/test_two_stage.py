@@ -10,7 +10,12 @@ from sklearn.base import clone
 
 from imr_outcome.data.model_input import ModelInput, build_model_input
 from imr_outcome.model.base import classifier_class, model_frame
-from imr_outcome.model.two_stage import SUMMARY_COLUMN, TwoStageLogReg
+from imr_outcome.model.two_stage import (
+    SUMMARY_COLUMN,
+    NonNegativeLogisticRegression,
+    TwoStageLogReg,
+    WithinLetterStack,
+)
 from imr_outcome.train.config import load_config
 from imr_outcome.train.pipeline import sklearn_estimator
 
@@ -101,3 +106,125 @@ def test_the_shipped_config_builds_the_kind_as_a_scikit_learn_estimator() -> Non
     assert isinstance(estimator, TwoStageLogReg)
     assert (estimator.c, estimator.request_c, estimator.stack_folds) == (0.1, 1.0, 3)
     assert clone(estimator).get_params() == estimator.get_params()
+
+
+def test_a_summary_letter_stage_scores_every_item_of_a_letter_alike() -> None:
+    inputs, labels = _letters()
+    letter_stage = classifier_class("tfidf_lr")(c=1.0, min_df=1, segments="summary")
+    letter_stage.fit(model_frame(inputs), labels)
+    summary = inputs[0].text_pair
+    items = [build_model_input(request, summary, {}) for request in REQUESTS]
+
+    z = letter_stage.logits(items)[:, 1]
+
+    assert np.ptp(z) == 0.0
+    assert all(name.startswith("summary:") for name in letter_stage.feature_names())
+
+
+@pytest.fixture(scope="module")
+def fitted_with_encoder(tiny_bert: Path) -> TwoStageLogReg:
+    inputs, labels = _letters()
+    stack = TwoStageLogReg(
+        c=1.0,
+        min_df=1,
+        segments="summary",
+        request_c=1.0,
+        item_stage="encoder",
+        item_encoder=str(tiny_bert),
+        item_max_length=64,
+        item_stride=16,
+    )
+    return stack.fit(model_frame(inputs), labels)
+
+
+def test_the_encoder_item_stage_orders_the_items_of_one_letter(
+    fitted_with_encoder: TwoStageLogReg,
+) -> None:
+    summary = "Case 99. The injured worker reports chronic left knee pain; surgery is planned."
+    items = [build_model_input(request, summary, {}) for request in REQUESTS]
+
+    z = fitted_with_encoder.logits(items)[:, 1]
+    letter = [sum(v for _, _, v in fitted_with_encoder.feature_contributions(i)) for i in items]
+
+    assert np.ptp(letter) == pytest.approx(0.0, abs=1e-12)  # the letter stage cannot tell them
+    assert np.ptp(z) > 0.0  # the embedding stage does
+    np.testing.assert_allclose(
+        np.array(letter)
+        + fitted_with_encoder.intercept
+        + fitted_with_encoder.request_share(items)
+        + fitted_with_encoder.estimator_.final_estimator_.intercept_[0],
+        z,
+    )
+
+
+def test_a_saved_encoder_stack_keeps_the_encoder_name_not_its_weights(
+    fitted_with_encoder: TwoStageLogReg, tiny_bert: Path, tmp_path: Path
+) -> None:
+    inputs, _ = _letters(4, seed=2)
+    fitted_with_encoder.logits(inputs)  # loads the encoder
+    fitted_with_encoder.save(tmp_path)
+    saved = sum(path.stat().st_size for path in tmp_path.rglob("*") if path.is_file())
+    weights = sum(path.stat().st_size for path in tiny_bert.rglob("*.safetensors"))
+
+    loaded = classifier_class("two_stage").load(tmp_path)
+
+    assert saved < weights
+    np.testing.assert_allclose(loaded.logits(inputs), fitted_with_encoder.logits(inputs))
+
+
+def test_the_shipped_summary_mpnet_config_builds_an_encoder_stack() -> None:
+    config = load_config(EXPERIMENTS / "summary_mpnet_stack.yaml")
+
+    estimator = sklearn_estimator(config)
+
+    assert isinstance(estimator, TwoStageLogReg)
+    assert (estimator.segments, estimator.item_stage) == ("summary", "encoder")
+    assert estimator.item_encoder == "sentence-transformers/all-mpnet-base-v2"
+
+
+def test_the_stacking_weights_never_reverse_a_stage() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    helpful = y + rng.normal(0, 1.0, 400)
+    harmful = -y + rng.normal(0, 1.0, 400)  # unconstrained, it would get a negative weight
+    X = np.column_stack([helpful, harmful])
+
+    stack = NonNegativeLogisticRegression(c=1.0).fit(X, y)
+
+    assert stack.coef_[0, 0] > 0.5
+    assert stack.coef_[0, 1] == 0.0
+    np.testing.assert_allclose(stack.predict_proba(X).sum(axis=1), 1.0)
+
+
+def _letters_of_scores(within: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """40 letters of 3 items; the letter score sets the letter's risk, the item score is
+    noise across letters and, in mixed letters, ``within`` higher on the Overturned item."""
+    rng = np.random.default_rng(seed)
+    rows, labels, groups = [], [], []
+    for letter in range(40):
+        letter_score = rng.normal()
+        outcomes = [1, 0, 0] if letter % 4 == 0 else [0, 0, 0]
+        offset = rng.normal(0, 2.0)  # what the item stage says about the whole letter
+        for outcome in outcomes:
+            rows.append([letter_score, offset + within * outcome + rng.normal(0, 0.3)])
+            labels.append(outcome)
+            groups.append(f"letter {letter}")
+    return np.array(rows), np.array(labels), np.array(groups, dtype=object)
+
+
+def test_the_item_weight_is_learned_from_the_items_of_mixed_letters_only() -> None:
+    X, y, groups = _letters_of_scores(within=1.0)
+    ordering = WithinLetterStack(groups).fit(X, y)
+    X, y, groups = _letters_of_scores(within=-1.0)
+    reversing = WithinLetterStack(groups).fit(X, y)
+
+    assert ordering.mixed_letters_ == reversing.mixed_letters_ == 10
+    assert ordering.coef_[0, 1] > 0.5
+    assert reversing.coef_[0, 1] == 0.0
+
+
+def test_the_within_letter_stack_names_a_groups_mismatch() -> None:
+    X, y, groups = _letters_of_scores(within=1.0)
+
+    with pytest.raises(ValueError, match="groups has 3 entries"):
+        WithinLetterStack(groups[:3]).fit(X, y)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 HERE = Path(__file__).resolve().parent
@@ -247,9 +248,30 @@ def render(reports_dir: Path, oof_dir: Path) -> str:
     return "\n".join(lines)
 
 
+#: Model fields that name pretrained weights.
+ENCODER_FIELDS = ("base_model", "item_encoder")
+
+
+def weights_here(config_path: Path) -> bool:
+    """Whether every encoder the run config at ``config_path`` names loads on this machine
+    without a network: the offline MiniLM, a local directory, or a hub name already in the
+    Hugging Face cache (``huggingface_hub.try_to_load_from_cache``)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    model = yaml.safe_load(config_path.read_text()).get("model", {})
+    for field in ENCODER_FIELDS:
+        name = model.get(field)
+        if name is None or name.startswith("offline:") or Path(name).is_dir():
+            continue
+        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+            return False
+    return True
+
+
 def best_config(reports_dir: Path) -> str:
     """The DWC config with the highest mean CV AUROC among the reports measured on the
-    code at HEAD (what ``make run`` registers); ``"default"`` when there is none."""
+    code at HEAD whose weights are on this machine (:func:`weights_here`): what ``make
+    run`` registers; ``"default"`` when there is none."""
     head = _head_commit()
     current = [
         report
@@ -257,6 +279,7 @@ def best_config(reports_dir: Path) -> str:
         if report["split"] == "dwc"
         and report["config"] not in KEPT
         and (not head or _same_code(report["git_commit"], report["config"]))
+        and weights_here(HERE / f"{report['config']}.yaml")
     ]
     if not current:
         return "default"

@@ -73,22 +73,31 @@ def configure(experiment: str) -> str:
     return str(experiment_id)
 
 
-#: Tracked paths that do not change what runs (git pathspecs, from the repository root):
-#: evaluation reports and Markdown. An evaluation that rewrites its own report must not
-#: mark the next one ``-dirty``.
-NOT_CODE_PATHSPECS = (":(top,exclude)experiments/reports", ":(top,exclude,glob)**/*.md")
+#: What the figures of a run depend on (git pathspecs from the repository root): the
+#: package folders, the project file and the run configs. Reports, docs, tests and the
+#: table scripts may change while evaluations run without marking them ``-dirty``; the
+#: same paths decide when ``experiments/cv_table.py`` calls a report stale.
+CODE_PATHSPECS = (
+    ":(top)core",
+    ":(top)data",
+    ":(top)model",
+    ":(top)train",
+    ":(top)serve",
+    ":(top)pyproject.toml",
+    ":(top,glob)experiments/*.yaml",
+)
 
 
 def git_commit() -> str:
     """The current git commit of the working directory, with ``-dirty`` appended when
-    tracked files other than :data:`NOT_CODE_PATHSPECS` differ from it (the code that
-    runs is then not the commit's); ``"unknown"`` outside a repo."""
+    tracked files under :data:`CODE_PATHSPECS` differ from it (the code that runs is then
+    not the commit's); ``"unknown"`` outside a repo."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
         )
         clean = subprocess.run(
-            ["git", "diff", "--quiet", "HEAD", "--", ":/", *NOT_CODE_PATHSPECS],
+            ["git", "diff", "--quiet", "HEAD", "--", *CODE_PATHSPECS],
             capture_output=True,
             timeout=10,
         )

@@ -22,6 +22,7 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "experiments" / "reports" / "tfidf_lr.json").write_text("{}\n")
     (tmp_path / "experiments" / "tfidf_lr.yaml").write_text("model: {c: 0.1}\n")
     (tmp_path / "README.md").write_text("# readme\n")
+    (tmp_path / "experiments" / "cv_table.py").write_text("TABLE = 1\n")
     _git(tmp_path, "init", "-q")
     _git(tmp_path, "add", ".")
     _git(tmp_path, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init")
@@ -29,9 +30,10 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def test_a_rewritten_report_or_readme_keeps_the_commit_clean(repo: Path) -> None:
+def test_a_rewritten_report_readme_or_table_script_keeps_the_commit_clean(repo: Path) -> None:
     (repo / "experiments" / "reports" / "tfidf_lr.json").write_text('{"auroc": 0.67}\n')
     (repo / "README.md").write_text("# readme, with the table\n")
+    (repo / "experiments" / "cv_table.py").write_text("TABLE = 2\n")
     commit = git_commit()
     assert len(commit) == 40 and not commit.endswith("-dirty")
 

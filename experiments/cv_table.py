@@ -17,6 +17,10 @@ Columns beyond the metrics:
   95% percentile interval from a paired bootstrap over letters (2000 resamples; Efron &
   Tibshirani 1993, ch. 16). The out-of-fold predictions are read from ``artifacts/oof``
   (written by ``evaluate --report``; never committed);
+- **within-letter concordance**: over the letters with mixed outcomes, the share of
+  (Overturned, Upheld) item pairs of one letter where the Overturned item scored higher
+  (ties count half; all repeats pooled, letter-bootstrap 95% CI, ``evaluate``'s
+  ``within_letter`` figures). 0.5 is a model that scores a letter's items alike;
 - **commit**: the commit each report was measured at; a report whose code or configs
   differ from HEAD is dropped and its config listed as "not re-run";
 - **bands**: how often "likely upheld" / "likely overturned" were right on held-out items
@@ -72,6 +76,16 @@ def _invariance(figures: dict[str, Any]) -> str:
     if all(p is None for p in parts):
         return "n/a"
     return " / ".join("-" if p is None else f"{p:.4f}" for p in parts)
+
+
+def _concordance(figures: dict[str, Any]) -> str:
+    found = figures.get("within_letter") or {}
+    if not found or not math.isfinite(found.get("concordance", math.nan)):
+        return "n/a"
+    return (
+        f"{found['concordance']:.3f} [{found['ci_low']:.3f}, {found['ci_high']:.3f}] "
+        f"({int(found['pairs'])} pairs)"
+    )
 
 
 def _bands(figures: dict[str, Any]) -> str:
@@ -166,6 +180,7 @@ def _rows(report: dict[str, Any], difference: str) -> list[str]:
             f"| {figures['n_items']} ({figures['n_overturned']} Ov.) | "
             + " | ".join(_cell(figures["metrics"][c]) for c in COLUMNS)
             + f" | {_invariance(figures)} | {difference if setting == 'cv' else ''} "
+            + f"| {_concordance(figures) if setting == 'cv' else ''} "
             + f"| {_bands(figures)} | {report['wall_seconds'] / 60:.1f}"
             + f" | {report['git_commit'][:8]} |"
         )
@@ -203,7 +218,7 @@ def _average_row(oof_dir: Path, best_oof: dict[str, Any] | None, best: str) -> l
     return [
         f"| mean of {name} | average of calibrated P | dwc | 5x1 pooled out-of-fold "
         f"(derived, not refitted) | {len(y)} ({int(y.sum())} Ov.) | {auroc:.3f} (pooled) "
-        f"| {auprc:.3f} (pooled) | | | | {difference} | | | |"
+        f"| {auprc:.3f} (pooled) | | | | {difference} | | | | |"
     ]
 
 
@@ -227,8 +242,9 @@ def render(reports_dir: Path, oof_dir: Path) -> str:
         "| config | model | data | evaluation | items | AUROC | AUPRC | ECE | Brier "
         "| invariance mean abs dP: house style / sex / dates "
         f"| dAUROC vs {best['config'] if best else 'best baseline'} [95% CI] "
+        "| within-letter concordance [95% CI] "
         "| band right on held-out (up / ov) | wall min | commit |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     lines = [header]
     for report in reports:
@@ -244,7 +260,7 @@ def render(reports_dir: Path, oof_dir: Path) -> str:
     lines.extend(_average_row(oof_dir, best_oof, best["config"] if best else ""))
     for config in sorted(set(LISTED) | set(stale)):
         if not any(r["config"] == config for r in reports):
-            lines.append(f"| {config} | not re-run at {head[:8]} |" + " |" * 12)
+            lines.append(f"| {config} | not re-run at {head[:8]} |" + " |" * 13)
     return "\n".join(lines)
 
 

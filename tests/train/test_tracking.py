@@ -23,6 +23,8 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "experiments" / "tfidf_lr.yaml").write_text("model: {c: 0.1}\n")
     (tmp_path / "README.md").write_text("# readme\n")
     (tmp_path / "experiments" / "cv_table.py").write_text("TABLE = 1\n")
+    (tmp_path / "serve").mkdir()
+    (tmp_path / "serve" / "api.py").write_text("PORT = 8000\n")
     _git(tmp_path, "init", "-q")
     _git(tmp_path, "add", ".")
     _git(tmp_path, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init")
@@ -30,10 +32,11 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def test_a_rewritten_report_readme_or_table_script_keeps_the_commit_clean(repo: Path) -> None:
+def test_reports_docs_table_script_and_serving_keep_the_commit_clean(repo: Path) -> None:
     (repo / "experiments" / "reports" / "tfidf_lr.json").write_text('{"auroc": 0.67}\n')
     (repo / "README.md").write_text("# readme, with the table\n")
     (repo / "experiments" / "cv_table.py").write_text("TABLE = 2\n")
+    (repo / "serve" / "api.py").write_text("PORT = 8080\n")
     commit = git_commit()
     assert len(commit) == 40 and not commit.endswith("-dirty")
 

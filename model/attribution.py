@@ -49,10 +49,11 @@ from imr_outcome.errors import IncompatibleModelError, InvalidInputError
 from imr_outcome.model.artifact import ModelInfo
 from imr_outcome.model.attribution_spans import (
     Attribution,
+    Field,
     WordAttribution,
     field_text,
-    merge_overlapping,
     phrase_spans,
+    strongest_disjoint,
     top_attributions,
     word_scores,
 )
@@ -207,7 +208,9 @@ def _tfidf(model: Explainable) -> TfidfLogReg:
     return _classifier_of(model, TfidfLogReg, "the tfidf-coefficients explainer")
 
 
-def ngram_occurrences(classifier: TfidfLogReg, model_input: ModelInput) -> list[Attribution]:
+def ngram_occurrences(
+    classifier: TfidfLogReg, model_input: ModelInput, *, first_only: bool = False
+) -> list[Attribution]:
     """Every occurrence of every n-gram of the item with the n-gram's contribution.
 
     A contribution is coefficient x tf-idf weight
@@ -218,6 +221,8 @@ def ngram_occurrences(classifier: TfidfLogReg, model_input: ModelInput) -> list[
     Args:
         classifier: a fitted ``tfidf_lr`` classifier.
         model_input: the item.
+        first_only: keep only the first occurrence of each n-gram (evidence lists each
+            n-gram once; the word scores for faithfulness need every occurrence).
 
     Returns:
         Occurrences with offsets into the request (``text[request_offset:]``) or summary
@@ -231,16 +236,18 @@ def ngram_occurrences(classifier: TfidfLogReg, model_input: ModelInput) -> list[
         if contribution == 0:
             continue
         if segment == "text":
-            found.extend(
-                Attribution("request", start - offset, end - offset, contribution)
+            field: Field = "request"
+            spans = [
+                (start - offset, end - offset)
                 for start, end in ngram_spans(model_input.text, ngram)
                 if start >= offset
-            )
+            ]
         else:
-            found.extend(
-                Attribution("summary", start, end, contribution)
-                for start, end in ngram_spans(model_input.text_pair, ngram)
-            )
+            field, spans = "summary", ngram_spans(model_input.text_pair, ngram)
+        found.extend(
+            Attribution(field, start, end, contribution)
+            for start, end in spans[: 1 if first_only else None]
+        )
     return found
 
 
@@ -263,7 +270,7 @@ def _tfidf_stretches(
     n_steps: int,
     deadline: float | None,
 ) -> list[Attribution]:
-    return merge_overlapping(ngram_occurrences(_tfidf(model), model_input))
+    return strongest_disjoint(ngram_occurrences(_tfidf(model), model_input, first_only=True))
 
 
 # -------------------------------------------------------------------------- registry

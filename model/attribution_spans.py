@@ -4,9 +4,9 @@ An :class:`Attribution` is a signed score on a stretch of the ``request`` or ``s
 string the caller passed (offsets index that exact string). Explainers score word pieces
 (:class:`TokenAttribution`, :mod:`imr_outcome.model.attribution_tokens`) or n-grams; this
 module sums them into words (:func:`word_scores`), merges same-sign words into phrases
-(:func:`phrase_spans`) or overlapping stretches into one (:func:`merge_overlapping`), and
-keeps the strongest per direction (:func:`top_attributions`). Pure text arithmetic: no
-model, no torch.
+(:func:`phrase_spans`) or keeps the strongest of overlapping stretches
+(:func:`strongest_disjoint`), and keeps the strongest per direction
+(:func:`top_attributions`). Pure text arithmetic: no model, no torch.
 """
 
 from __future__ import annotations
@@ -189,11 +189,13 @@ def top_attributions(candidates: Iterable[Attribution], top_k: int) -> list[Attr
     return chosen
 
 
-def merge_overlapping(spans: Iterable[Attribution]) -> list[Attribution]:
-    """Merge overlapping stretches of a field into one, keeping the larger weight.
+def strongest_disjoint(spans: Iterable[Attribution]) -> list[Attribution]:
+    """The strongest stretches that do not overlap: each is kept unless a stronger kept
+    stretch of the same field overlaps it (greedy by ``|score|``, ties by position).
 
-    A merged stretch runs from the first start to the last end of its members and takes
-    the score (and so the direction) of the member with the largest ``|score|``.
+    Used for n-gram evidence, where every overlapping word and bigram is a feature: merging
+    overlaps would chain a whole summary into one stretch, while this keeps each stretch
+    one n-gram a person can check.
 
     Args:
         spans: scored stretches of either field.
@@ -201,12 +203,14 @@ def merge_overlapping(spans: Iterable[Attribution]) -> list[Attribution]:
     Returns:
         Non-overlapping stretches, by field then start.
     """
-    merged: list[Attribution] = []
-    for span in sorted(spans, key=lambda item: (item.field, item.start, item.end)):
-        last = merged[-1] if merged else None
-        if last is not None and last.field == span.field and span.start < last.end:
-            score = span.score if abs(span.score) > abs(last.score) else last.score
-            merged[-1] = Attribution(last.field, last.start, max(last.end, span.end), score)
-        else:
-            merged.append(span)
-    return merged
+    covered: dict[str, list[tuple[int, int]]] = {}
+    kept: list[Attribution] = []
+    for span in sorted(spans, key=lambda item: (-abs(item.score), item.field, item.start)):
+        taken = covered.setdefault(span.field, [])
+        at = bisect.bisect_left(taken, (span.start, span.end))
+        neighbours = taken[max(at - 1, 0) : at + 1]
+        if any(start < span.end and span.start < end for start, end in neighbours):
+            continue
+        taken.insert(at, (span.start, span.end))
+        kept.append(span)
+    return sorted(kept, key=lambda item: (item.field, item.start, item.end))

@@ -16,8 +16,8 @@ from imr_outcome.model.attribution_spans import (
     Attribution,
     TokenAttribution,
     WordAttribution,
-    merge_overlapping,
     phrase_spans,
+    strongest_disjoint,
     word_scores,
 )
 from imr_outcome.model.attribution_tokens import token_attributions
@@ -324,22 +324,44 @@ def test_tfidf_evidence_never_maps_prefix_hits_into_the_request(tfidf: TfidfLogR
     assert not [span for span in request_spans if "female" in span.text]
 
 
-def test_overlapping_ngram_spans_merge_keeping_the_larger_weight() -> None:
-    merged = merge_overlapping(
+def test_overlapping_stretches_keep_only_the_strongest() -> None:
+    kept = strongest_disjoint(
         [
             Attribution("summary", 0, 10, 0.2),
             Attribution("summary", 0, 22, 0.5),
             Attribution("summary", 11, 22, -0.3),
+            Attribution("summary", 23, 30, -0.45),
+            Attribution("summary", 21, 25, 0.4),  # overlaps both kept neighbours
             Attribution("summary", 30, 35, -0.1),
             Attribution("request", 0, 10, 0.4),
         ]
     )
 
-    assert merged == [
+    assert kept == [
         Attribution("request", 0, 10, 0.4),
         Attribution("summary", 0, 22, 0.5),
+        Attribution("summary", 23, 30, -0.45),
         Attribution("summary", 30, 35, -0.1),
     ]
+
+
+def test_tfidf_evidence_on_a_long_summary_is_separate_ngrams_each_named_once(
+    tfidf: TfidfLogReg,
+) -> None:
+    """Every word and bigram of the fixture is a feature (min_df=1); merging overlapping
+    n-grams used to chain a whole summary into one stretch."""
+    model = _wrap(tfidf, "tfidf_coefficients")
+    summary = " ".join([*FILLER, CUE[1], *FILLER, CUE[1], *FILLER])
+    model_input = build_model_input(REQUEST, summary, METADATA)
+
+    spans = explain(model, model_input, REQUEST, summary, top_k=5)
+
+    texts = [span.text.lower() for span in spans]
+    assert spans and all(len(text.split()) <= 2 for text in texts)  # ngram_max=2
+    assert len(texts) == len(set(texts))  # the repeated cue is listed once
+    by_field = sorted((span.field, span.start, span.end) for span in spans)
+    for (field, _, end), (next_field, start, _) in itertools.pairwise(by_field):
+        assert field != next_field or end <= start
 
 
 # ------------------------------------------------------------- words and phrases

@@ -84,6 +84,15 @@ class TwoStageConfig(TfidfConfig):
     )
     item_stride: int = Field(64, ge=0, description="Encoder stage: window overlap in tokens.")
 
+    @model_validator(mode="after")
+    def _item_stride_fits(self) -> TwoStageConfig:
+        if self.item_stride >= self.item_max_length // 2:
+            raise ValueError(
+                f"model.item_stride ({self.item_stride}) must be below half of "
+                f"model.item_max_length ({self.item_max_length}); lower --set model.item_stride"
+            )
+        return self
+
 
 class MetadataConfig(LogRegC):
     """One-hot pre-filing metadata + logistic regression (``kind: metadata_lr``)."""

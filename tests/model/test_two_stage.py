@@ -9,6 +9,7 @@ import pytest
 from sklearn.base import clone
 
 from imr_outcome.data.model_input import ModelInput, build_model_input
+from imr_outcome.errors import InvalidInputError
 from imr_outcome.model.base import classifier_class, model_frame
 from imr_outcome.model.two_stage import (
     SUMMARY_COLUMN,
@@ -228,3 +229,11 @@ def test_the_within_letter_stack_names_a_groups_mismatch() -> None:
 
     with pytest.raises(ValueError, match="groups has 3 entries"):
         WithinLetterStack(groups[:3]).fit(X, y)
+
+
+def test_an_item_stride_past_half_the_window_is_refused_naming_the_field() -> None:
+    with pytest.raises(InvalidInputError, match=r"model\.item_stride"):
+        load_config(
+            EXPERIMENTS / "summary_mpnet_stack.yaml",
+            ["model.item_max_length=64", "model.item_stride=32"],
+        )

@@ -272,6 +272,16 @@ def main() -> None:
         )
     else:
         model_dir = Path(shutil.copytree(resolve(args.model, None).directory, scratch / "model"))
+        kind = OutcomeModel.load(model_dir).info.kind
+        if kind != "transformer":
+            # `make run` registers the config with the best CV, a scikit-learn kind at the
+            # time of writing: these ratios are about the transformer backends.
+            print(f"{args.model} is a {kind} model; benchmarking fresh:offline:minilm instead")
+            config = load_config(args.config)
+            assert isinstance(config.model, TransformerConfig)
+            model_dir = fresh_model(
+                "offline:minilm", scratch / "fresh", config.model.max_length, config.model.stride
+            )
     if not (model_dir / "classifier" / PARITY_FILE).is_file():
         config = load_config(args.config, [f"data.dataset_dir={args.dataset}"])
         data = load_training_data(config)

@@ -1,4 +1,5 @@
-"""Benchmark: rows/s of local `imr-outcome score` vs Spark scoring, Spark start-up apart.
+"""Benchmark: rows/s of local `imr-outcome score` and Spark scoring against the model's own
+bare scoring at batch 32, Spark start-up apart.
 
 Usage:
     python experiments/bench_spark.py [--model models:/imr-outcome@champion] [--rows 2000]
@@ -8,6 +9,9 @@ Rows are invented (no real text is read or written): a request from a small list
 case summary of about ``--summary-words`` words of clinical-sounding sentences, distinct
 ids, written to a CSV in a temporary folder.
 
+- bare: the loaded model's own ``predict_proba`` (whatever backend it serves) over the
+  same rows in batches of 32, model inputs built outside the timer: no reading, row checks,
+  warnings, record or writing. The issue 18 target is batch >= 0.9x this.
 - local: :func:`imr_outcome.serve.batch.score_file` (what ``imr-outcome score`` runs) with
   the model already loaded, CSV in, Parquet out; rows/s of the whole call.
 - Spark start-up: creating the ``--master`` session and running one trivial job (JVM,
@@ -35,6 +39,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from imr_outcome.data.model_input import build_model_input
 from imr_outcome.serve.batch import score_file
 from imr_outcome.serve.predictor import Predictor
 
@@ -88,6 +93,24 @@ def write_rows(path: Path, n: int, summary_words: int) -> Path:
     return path
 
 
+#: Rows per model call for the bare figure (issue 18: "at batch 32").
+BARE_BATCH = 32
+
+
+def bare_rows_per_second(predictor: Predictor, source: Path) -> float:
+    """Rows/s of ``predictor.model.predict_proba`` alone over the rows of ``source``, in
+    batches of :data:`BARE_BATCH` (one warm-up batch first; inputs built before timing)."""
+    with source.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    inputs = [build_model_input(row["request"], row["summary"]) for row in rows]
+    batches = [inputs[i : i + BARE_BATCH] for i in range(0, len(inputs), BARE_BATCH)]
+    predictor.model.predict_proba(batches[0])
+    started = time.perf_counter()
+    for batch in batches:
+        predictor.model.predict_proba(batch)
+    return len(inputs) / (time.perf_counter() - started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="models:/imr-outcome@champion")
@@ -104,12 +127,17 @@ def main() -> None:
         source = write_rows(work / "rows.csv", args.rows, args.summary_words)
 
         predictor = Predictor.load(args.model)
+        bare = bare_rows_per_second(predictor, source)
+        print(
+            f"bare predict_proba, batch {BARE_BATCH}: {bare:.0f} rows/s "
+            f"({predictor.model.info.kind}, backend {predictor.model.backend})"
+        )
         started = time.perf_counter()
         local = score_file(source, work / "local.parquet", predictor)
         seconds = time.perf_counter() - started
         print(
             f"local score_file: {local.total} rows in {seconds:.2f} s = "
-            f"{local.total / seconds:.0f} rows/s ({predictor.model.info.kind})"
+            f"{local.total / seconds:.0f} rows/s = {local.total / seconds / bare:.2f}x bare"
         )
 
         from pyspark.sql import SparkSession
@@ -138,7 +166,7 @@ def main() -> None:
             seconds = time.perf_counter() - started
             print(
                 f"Spark score_table ({attempt} run): {summary.total} rows in {seconds:.2f} s = "
-                f"{summary.total / seconds:.0f} rows/s"
+                f"{summary.total / seconds:.0f} rows/s = {summary.total / seconds / bare:.2f}x bare"
             )
 
         expected = pq.read_table(work / "local.parquet").to_pylist()

@@ -100,7 +100,7 @@ def build_card(
         "sources": sources,
         "ingest": {
             "files_read": report.files_read,
-            "letters_parsed": len(report.letters),
+            "letters_parsed": report.letters_parsed,
             "failures": len(report.failures),
             "skipped_files": len(report.skipped),
             "excluded_table_rows": len(report.excluded_rows),

@@ -62,6 +62,10 @@ OUTCOME_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
 #: (table rows without text would all look alike).
 MIN_WORDS_FOR_NEAR_DUPLICATE = 50
 
+#: Jaccard similarity above which two summaries are the same case, unless a build says
+#: otherwise; :func:`folds_straddled` always checks at this one.
+DEFAULT_NEAR_DUPLICATE_THRESHOLD = 0.8
+
 
 @dataclass(frozen=True)
 class LeakageFinding:
@@ -202,7 +206,13 @@ class NearDuplicateGroups:
         seed: MinHash seed, for reproducible builds.
     """
 
-    def __init__(self, *, threshold: float = 0.8, num_perm: int = 128, seed: int = 1) -> None:
+    def __init__(
+        self,
+        *,
+        threshold: float = DEFAULT_NEAR_DUPLICATE_THRESHOLD,
+        num_perm: int = 128,
+        seed: int = 1,
+    ) -> None:
         self._num_perm = num_perm
         self._seed = seed
         self._lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
@@ -246,7 +256,11 @@ class NearDuplicateGroups:
 
 
 def near_duplicate_groups(
-    records: Sequence[ItemRecord], *, threshold: float = 0.8, num_perm: int = 128, seed: int = 1
+    records: Sequence[ItemRecord],
+    *,
+    threshold: float = DEFAULT_NEAR_DUPLICATE_THRESHOLD,
+    num_perm: int = 128,
+    seed: int = 1,
 ) -> dict[str, str]:
     """Merge groups whose summaries are near-duplicates (see :class:`NearDuplicateGroups`).
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from imr_outcome.data.card import build_card, render_markdown
-from imr_outcome.data.dataset import BuildConfig, build_dataset
+from imr_outcome.data.dataset import BuildConfig
+from imr_outcome.data.dataset_build import build_dataset
 from imr_outcome.data.dmhc import load_dmhc
 from imr_outcome.data.dmhc_findings import EMPTY_REASON, NO_REQUEST_REASON
 from imr_outcome.data.ingest import IngestedRows, ingest

@@ -65,7 +65,17 @@ def build(letters: Path, out: Path) -> tuple[float, int]:
     cli = Path(sys.executable).with_name("imr-outcome")
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-c", PEAK_RSS, str(cli), "data", "build", str(letters), "--out", str(out)],
+        [
+            sys.executable,
+            "-c",
+            PEAK_RSS,
+            str(cli),
+            "data",
+            "build",
+            str(letters),
+            "--out",
+            str(out),
+        ],
         check=True,
         capture_output=True,
         text=True,

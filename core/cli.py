@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -108,8 +109,9 @@ def data_build(
 ) -> None:
     """Build the itemized, leakage-audited dataset and print its card."""
     from imr_outcome.data.card import build_card, write_card
-    from imr_outcome.data.dataset import BuildConfig, build_dataset, save_dataset
-    from imr_outcome.data.ingest import ingest
+    from imr_outcome.data.dataset import BuildConfig
+    from imr_outcome.data.dataset_build import DatasetBuilder
+    from imr_outcome.data.ingest import IngestReport, iter_ingest
 
     try:
         cutoffs = _parse_cutoffs(time_split_cutoff or [])
@@ -119,11 +121,15 @@ def data_build(
         )
         raise typer.Exit(code=2) from exc
     config = BuildConfig(n_folds=folds, seed=seed, time_split_cutoffs=cutoffs)
-    report = ingest(sources)
+    report = IngestReport()
     report_path = out / "ingest_report.json"
-    report.write(report_path)
-    built = build_dataset(report.records, config)
-    save_dataset(built, out)
+    # Rows stream from the parsers to disk: memory stays flat in the number of letters.
+    with tempfile.TemporaryDirectory(prefix="imr-build-") as work:
+        builder = DatasetBuilder(config, Path(work))
+        for parsed in iter_ingest(sources, report):
+            builder.add(parsed.records)
+        report.write(report_path)
+        built = builder.finish(out)
     card = build_card(built, report, [str(s) for s in sources], dmhc_findings=report.dmhc_findings)
     json_path, md_path = write_card(card, out)
     _print_card(card)

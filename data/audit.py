@@ -24,8 +24,9 @@ DMHC summaries are also checked sentence by sentence for the reviewer's reasonin
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from datasketch import MinHash, MinHashLSH
@@ -61,6 +62,10 @@ OUTCOME_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
 #: (table rows without text would all look alike).
 MIN_WORDS_FOR_NEAR_DUPLICATE = 50
 
+#: Jaccard similarity above which two summaries are the same case, unless a build says
+#: otherwise; :func:`folds_straddled` always checks at this one.
+DEFAULT_NEAR_DUPLICATE_THRESHOLD = 0.8
+
 
 @dataclass(frozen=True)
 class LeakageFinding:
@@ -80,40 +85,70 @@ class LeakageFinding:
     end: int
 
 
-def audit_dmhc_reasoning(records: Sequence[ItemRecord]) -> list[LeakageFinding]:
-    """Scan the summary of every DMHC row for reviewer-reasoning cues, sentence by sentence.
+def dmhc_reasoning_findings(record: ItemRecord) -> list[LeakageFinding]:
+    """Reviewer-reasoning cues in one row's summary, sentence by sentence (DMHC rows only).
 
     The summary is split with the splitter's own sentence splitter; its first sentence is
     the request sentence, which (like a sentence stating a party's position) may hold
     judgement and literature words but no section or connective cue (see
-    :func:`imr_outcome.data.reasoning_cues.find_cues`). Rows of other sources are skipped.
+    :func:`imr_outcome.data.reasoning_cues.find_cues`).
 
     Args:
-        records: dataset rows.
+        record: a dataset row; rows of other sources, and empty summaries, have none.
 
     Returns:
         One finding per cue hit, pattern ``"DMHC reasoning cue '<name>'"``, segment
-        ``"text_pair"``, offsets in the summary; empty when the summaries are clean.
+        ``"text_pair"``, offsets in the summary; empty when the summary is clean.
     """
     findings: list[LeakageFinding] = []
-    for record in records:
-        if record.source != "dmhc" or not record.summary:
-            continue
-        cursor = 0
-        for i, sentence in enumerate(split_sentences(record.summary)):
-            offset = record.summary.find(sentence, cursor)
-            offset = cursor if offset < 0 else offset
-            cursor = offset + len(sentence)
-            for hit in find_cues(sentence, position=i == 0):
-                findings.append(
-                    LeakageFinding(
-                        record.id,
-                        "text_pair",
-                        f"DMHC reasoning cue '{hit.name}'",
-                        offset + hit.start,
-                        offset + hit.end,
-                    )
+    if record.source != "dmhc" or not record.summary:
+        return findings
+    cursor = 0
+    for i, sentence in enumerate(split_sentences(record.summary)):
+        offset = record.summary.find(sentence, cursor)
+        offset = cursor if offset < 0 else offset
+        cursor = offset + len(sentence)
+        for hit in find_cues(sentence, position=i == 0):
+            findings.append(
+                LeakageFinding(
+                    record.id,
+                    "text_pair",
+                    f"DMHC reasoning cue '{hit.name}'",
+                    offset + hit.start,
+                    offset + hit.end,
                 )
+            )
+    return findings
+
+
+def audit_dmhc_reasoning(records: Sequence[ItemRecord]) -> list[LeakageFinding]:
+    """:func:`dmhc_reasoning_findings` of every row, in row order.
+
+    Args:
+        records: dataset rows; rows of other sources are skipped.
+
+    Returns:
+        The findings; empty when the DMHC summaries are clean.
+    """
+    return [finding for record in records for finding in dmhc_reasoning_findings(record)]
+
+
+def outcome_language_findings(record: ItemRecord) -> list[LeakageFinding]:
+    """Matches of :data:`OUTCOME_PATTERNS` in one row's model input.
+
+    Args:
+        record: a dataset row, rendered with ``record_model_input``.
+
+    Returns:
+        One finding per match, segment ``"text"`` then ``"text_pair"``, pattern by
+        pattern; empty when the input is clean.
+    """
+    findings: list[LeakageFinding] = []
+    model_input = record_model_input(record)
+    for segment, text in (("text", model_input.text), ("text_pair", model_input.text_pair)):
+        for name, pattern in OUTCOME_PATTERNS:
+            for m in pattern.finditer(text):
+                findings.append(LeakageFinding(record.id, segment, name, m.start(), m.end()))
     return findings
 
 
@@ -124,16 +159,10 @@ def audit_outcome_language(records: Sequence[ItemRecord]) -> list[LeakageFinding
         records: dataset rows; each is rendered with ``record_model_input``.
 
     Returns:
-        One finding per match of :data:`OUTCOME_PATTERNS`, in row order, then the
+        The :func:`outcome_language_findings` of every row, in row order, then the
         findings of :func:`audit_dmhc_reasoning`; empty when the inputs are clean.
     """
-    findings: list[LeakageFinding] = []
-    for record in records:
-        model_input = record_model_input(record)
-        for segment, text in (("text", model_input.text), ("text_pair", model_input.text_pair)):
-            for name, pattern in OUTCOME_PATTERNS:
-                for m in pattern.finditer(text):
-                    findings.append(LeakageFinding(record.id, segment, name, m.start(), m.end()))
+    findings = [finding for record in records for finding in outcome_language_findings(record)]
     return findings + audit_dmhc_reasoning(records)
 
 
@@ -161,14 +190,79 @@ def _shingles(text: str, k: int = 5) -> set[bytes]:
     return {" ".join(words[i : i + k]).encode() for i in range(max(1, len(words) - k + 1))}
 
 
-def near_duplicate_groups(
-    records: Sequence[ItemRecord], *, threshold: float = 0.8, num_perm: int = 128, seed: int = 1
-) -> dict[str, str]:
-    """Merge groups whose summaries are near-duplicates.
+class NearDuplicateGroups:
+    """Groups merged when their summaries are near-duplicates, fed one row at a time.
 
     Summaries are compared by the Jaccard similarity of word 5-shingles, estimated with
-    MinHash LSH; items with fewer than :data:`MIN_WORDS_FOR_NEAR_DUPLICATE` summary words
-    are skipped.
+    MinHash LSH; summaries with fewer than :data:`MIN_WORDS_FOR_NEAR_DUPLICATE` words are
+    skipped, and a group's repeated summary (its items share one) is hashed once. Holds
+    one LSH entry and a 16-byte digest per distinct (group, summary), never the text, so
+    rows can stream past it.
+
+    Args:
+        threshold: Jaccard similarity in (0, 1] above which two summaries are the same
+            case.
+        num_perm: MinHash permutations (more is more precise and slower).
+        seed: MinHash seed, for reproducible builds.
+    """
+
+    def __init__(
+        self,
+        *,
+        threshold: float = DEFAULT_NEAR_DUPLICATE_THRESHOLD,
+        num_perm: int = 128,
+        seed: int = 1,
+    ) -> None:
+        self._num_perm = num_perm
+        self._seed = seed
+        self._lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        self._parent: dict[str, str] = {}
+        self._seen: set[bytes] = set()
+
+    def _find(self, group: str) -> str:
+        parent = self._parent
+        while parent[group] != group:
+            parent[group] = parent[parent[group]]
+            group = parent[group]
+        return group
+
+    def add(self, group_id: str, summary: str) -> None:
+        """Add one row: its group, merged with every earlier group of a similar summary.
+
+        Args:
+            group_id: the row's group (letter or case).
+            summary: the row's summary text.
+        """
+        self._parent.setdefault(group_id, group_id)
+        if len(summary.split()) < MIN_WORDS_FOR_NEAR_DUPLICATE:
+            return
+        key = hashlib.blake2b(f"{group_id}\x00{summary}".encode(), digest_size=16).digest()
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        minhash = MinHash(num_perm=self._num_perm, seed=self._seed)
+        minhash.update_batch(list(_shingles(summary)))
+        for other in self._lsh.query(minhash):
+            a, b = self._find(group_id), self._find(other.split("\x00", 1)[0])
+            if a != b:
+                self._parent[max(a, b)] = min(a, b)
+        self._lsh.insert(f"{group_id}\x00{len(self._seen)}", minhash)
+
+    def merged(self) -> dict[str, str]:
+        """A map from every group added, in order of first appearance, to its merged
+        group id (the smallest group id of its connected component); unmerged groups map
+        to themselves."""
+        return {group: self._find(group) for group in self._parent}
+
+
+def near_duplicate_groups(
+    records: Sequence[ItemRecord],
+    *,
+    threshold: float = DEFAULT_NEAR_DUPLICATE_THRESHOLD,
+    num_perm: int = 128,
+    seed: int = 1,
+) -> dict[str, str]:
+    """Merge groups whose summaries are near-duplicates (see :class:`NearDuplicateGroups`).
 
     Args:
         records: dataset rows.
@@ -182,31 +276,32 @@ def near_duplicate_groups(
         smallest group id of its connected component); unmerged groups map to
         themselves.
     """
-    parent = {record.group_id: record.group_id for record in records}
-
-    def find(group: str) -> str:
-        while parent[group] != group:
-            parent[group] = parent[parent[group]]
-            group = parent[group]
-        return group
-
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-    seen_summaries: set[str] = set()
+    groups = NearDuplicateGroups(threshold=threshold, num_perm=num_perm, seed=seed)
     for record in records:
-        if len(record.summary.split()) < MIN_WORDS_FOR_NEAR_DUPLICATE:
-            continue
-        key = f"{record.group_id}\x00{record.summary}"
-        if key in seen_summaries:
-            continue
-        seen_summaries.add(key)
-        minhash = MinHash(num_perm=num_perm, seed=seed)
-        minhash.update_batch(list(_shingles(record.summary)))
-        for other in lsh.query(minhash):
-            a, b = find(record.group_id), find(other.split("\x00", 1)[0])
-            if a != b:
-                parent[max(a, b)] = min(a, b)
-        lsh.insert(f"{record.group_id}\x00{len(seen_summaries)}", minhash)
-    return {group: find(group) for group in parent}
+        groups.add(record.group_id, record.summary)
+    return groups.merged()
+
+
+def straddling_groups(
+    group_ids: Iterable[str], merged: Mapping[str, str], folds: Iterable[int]
+) -> list[str]:
+    """Merged groups whose rows sit in more than one fold (should be none).
+
+    Args:
+        group_ids: the group of each row.
+        merged: every group's merged group (:meth:`NearDuplicateGroups.merged`).
+        folds: the fold of each row, aligned with ``group_ids``.
+
+    Returns:
+        The merged group ids that straddle folds, sorted.
+    """
+    seen: dict[str, int] = {}
+    straddling: set[str] = set()
+    for group_id, fold in zip(group_ids, folds, strict=True):
+        group = merged[group_id]
+        if seen.setdefault(group, fold) != fold:
+            straddling.add(group)
+    return sorted(straddling)
 
 
 def folds_straddled(records: Sequence[ItemRecord], folds: Sequence[int]) -> list[str]:
@@ -217,13 +312,8 @@ def folds_straddled(records: Sequence[ItemRecord], folds: Sequence[int]) -> list
         folds: the fold of each row, aligned with ``records``.
 
     Returns:
-        The merged group ids (see :func:`near_duplicate_groups`) that straddle folds.
+        The merged group ids (see :func:`near_duplicate_groups`, default settings) that
+        straddle folds.
     """
     merged = near_duplicate_groups(records)
-    seen: dict[str, int] = {}
-    straddling: set[str] = set()
-    for record, fold in zip(records, folds, strict=True):
-        group = merged[record.group_id]
-        if seen.setdefault(group, fold) != fold:
-            straddling.add(group)
-    return sorted(straddling)
+    return straddling_groups((record.group_id for record in records), merged, folds)

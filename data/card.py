@@ -10,10 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from imr_outcome.data.dataset import DATASET_FORMAT_VERSION, BuiltDataset
 from imr_outcome.data.dmhc_findings import FindingsStats
@@ -23,14 +25,84 @@ from imr_outcome.data.schema import LABELS
 _PERCENTILES = (5, 25, 50, 75, 95)
 
 
-def _length_stats(texts: list[str]) -> dict[str, Any]:
-    words = np.array([len(t.split()) for t in texts]) if texts else np.zeros(1)
-    chars = np.array([len(t) for t in texts]) if texts else np.zeros(1)
+#: The columns the card reads from each split.
+_CARD_COLUMNS = (
+    "label",
+    "fold",
+    "group_id",
+    "fold_group",
+    "summary",
+    "request",
+    "partial_authorization",
+    "patient_age",
+    "patient_sex",
+    "age_range",
+    "event_date",
+    "time_split",
+)
+
+#: The metadata columns whose coverage the card counts.
+_METADATA = ("patient_age", "patient_sex", "age_range", "event_date")
+
+
+def _length_stats(words: list[int], chars: list[int]) -> dict[str, Any]:
+    """Percentiles and maximum of text lengths in words and characters (zeros if none)."""
+    words_array = np.array(words) if words else np.zeros(1)
+    chars_array = np.array(chars) if chars else np.zeros(1)
     return {
-        "words": {f"p{p}": int(np.percentile(words, p)) for p in _PERCENTILES}
-        | {"max": int(words.max())},
-        "chars": {f"p{p}": int(np.percentile(chars, p)) for p in _PERCENTILES}
-        | {"max": int(chars.max())},
+        "words": {f"p{p}": int(np.percentile(words_array, p)) for p in _PERCENTILES}
+        | {"max": int(words_array.max())},
+        "chars": {f"p{p}": int(np.percentile(chars_array, p)) for p in _PERCENTILES}
+        | {"max": int(chars_array.max())},
+    }
+
+
+def _split_card(batches: Iterable[pa.Table]) -> dict[str, Any]:
+    """The card entry of one split from its rows (:data:`_CARD_COLUMNS`), batch by batch:
+    per-row counts and lengths are kept, never the text."""
+    counts: Counter[str] = Counter()
+    folds: dict[str, dict[str, int]] = {}
+    groups: set[str] = set()
+    fold_groups: set[str] = set()
+    lengths: dict[str, list[int]] = {
+        name: [] for name in ("request_words", "request_chars", "summary_words", "summary_chars")
+    }
+    with_summary = partial = 0
+    known = dict.fromkeys(_METADATA, 0)
+    time_splits: Counter[str] = Counter()
+    for batch in batches:
+        labels = batch.column("label").to_pylist()
+        counts.update(LABELS[i] for i in labels)
+        for fold, label in zip(batch.column("fold").to_pylist(), labels, strict=True):
+            entry = folds.setdefault(str(fold), {"items": 0, "Overturned": 0})
+            entry["items"] += 1
+            entry["Overturned"] += int(label == 1)
+        groups.update(batch.column("group_id").to_pylist())
+        fold_groups.update(batch.column("fold_group").to_pylist())
+        for name in ("request", "summary"):
+            texts = batch.column(name).to_pylist()
+            lengths[f"{name}_words"].extend(len(text.split()) for text in texts)
+            lengths[f"{name}_chars"].extend(len(text) for text in texts)
+            if name == "summary":
+                with_summary += sum(bool(text) for text in texts)
+        partial += sum(batch.column("partial_authorization").to_pylist())
+        for key in _METADATA:
+            known[key] += batch.num_rows - batch.column(key).null_count
+        time_splits.update(str(v) for v in batch.column("time_split").to_pylist())
+    n = sum(counts.values())
+    return {
+        "items": n,
+        "groups": len(groups),
+        "with_summary": int(with_summary),
+        "fold_groups": len(fold_groups),
+        "labels": {label: counts.get(label, 0) for label in LABELS},
+        "overturned_rate": round(counts.get("Overturned", 0) / n, 4) if n else None,
+        "partial_authorizations": int(partial),
+        "metadata_known": known,
+        "request_length": _length_stats(lengths["request_words"], lengths["request_chars"]),
+        "summary_length": _length_stats(lengths["summary_words"], lengths["summary_chars"]),
+        "folds": dict(sorted(folds.items())),
+        "time_split": dict(time_splits),
     }
 
 
@@ -57,33 +129,7 @@ def build_card(
         ``leakage_audit``, and ``dmhc_findings`` when given (rows kept, excluded by
         reason, sentences kept and dropped by label, background-word percentiles).
     """
-    splits: dict[str, Any] = {}
-    for name, data in built.dataset.items():
-        labels = data["label"]
-        counts = Counter(LABELS[i] for i in labels)
-        folds: dict[str, dict[str, int]] = {}
-        for fold, label in zip(data["fold"], labels, strict=True):
-            entry = folds.setdefault(str(fold), {"items": 0, "Overturned": 0})
-            entry["items"] += 1
-            entry["Overturned"] += int(label == 1)
-        n = len(labels)
-        splits[name] = {
-            "items": n,
-            "groups": len(set(data["group_id"])),
-            "with_summary": int(sum(bool(text) for text in data["summary"])),
-            "fold_groups": len(set(data["fold_group"])),
-            "labels": {label: counts.get(label, 0) for label in LABELS},
-            "overturned_rate": round(counts.get("Overturned", 0) / n, 4) if n else None,
-            "partial_authorizations": int(sum(data["partial_authorization"])),
-            "metadata_known": {
-                key: int(sum(v is not None for v in data[key]))
-                for key in ("patient_age", "patient_sex", "age_range", "event_date")
-            },
-            "request_length": _length_stats(data["request"]),
-            "summary_length": _length_stats(data["summary"]),
-            "folds": dict(sorted(folds.items())),
-            "time_split": dict(Counter(str(v) for v in data["time_split"])),
-        }
+    splits = {name: _split_card(built.batches(name, _CARD_COLUMNS)) for name in built.dataset}
     return {
         "format_version": DATASET_FORMAT_VERSION,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -100,7 +146,7 @@ def build_card(
         "sources": sources,
         "ingest": {
             "files_read": report.files_read,
-            "letters_parsed": len(report.letters),
+            "letters_parsed": report.letters_parsed,
             "failures": len(report.failures),
             "skipped_files": len(report.skipped),
             "excluded_table_rows": len(report.excluded_rows),

@@ -1,10 +1,11 @@
-"""Build the itemized dataset: records -> folds -> audited ``datasets.DatasetDict``.
+"""The itemized dataset: rows, build settings, folds, fingerprint, files on disk.
 
-One row per disputed item. Each source (``dwc`` letters, ``dmhc`` table) is its own
-split of the ``DatasetDict``, because the two are different prediction tasks with
-different inputs. Within a source, every row gets a cross-validation fold from
-``StratifiedGroupKFold`` over merged groups (letters whose summaries are near-duplicates
-are one group), and optionally a time split.
+The build itself (records -> audits -> folds -> ``datasets.DatasetDict``) is in
+:mod:`imr_outcome.data.dataset_build`. One row per disputed item. Each source (``dwc``
+letters, ``dmhc`` table) is its own split of the ``DatasetDict``, because the two are
+different prediction tasks with different inputs. Within a source, every row gets a
+cross-validation fold from ``StratifiedGroupKFold`` over merged groups (letters whose
+summaries are near-duplicates are one group), and optionally a time split.
 """
 
 from __future__ import annotations
@@ -13,25 +14,20 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
-import logging
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import datasets
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from sklearn.model_selection import StratifiedGroupKFold
 
-from imr_outcome.data.audit import (
-    LeakageFinding,
-    audit_display_only,
-    audit_outcome_language,
-    folds_straddled,
-    near_duplicate_groups,
-)
+from imr_outcome.data.audit import DEFAULT_NEAR_DUPLICATE_THRESHOLD, LeakageFinding
 from imr_outcome.data.categories import request_category
+from imr_outcome.data.dataset_files import HF_FOLDER, parquet_path
 from imr_outcome.data.excerpt import rationale_excerpt
 from imr_outcome.data.model_input import prefiling_metadata
 from imr_outcome.data.schema import (
@@ -41,13 +37,17 @@ from imr_outcome.data.schema import (
     Letter,
     OutcomeText,
 )
-from imr_outcome.errors import InvalidInputError, LeakageError
-
-logger = logging.getLogger(__name__)
+from imr_outcome.errors import InvalidInputError
 
 #: Version of the on-disk dataset layout; bump when columns change (2: the display-only
 #: ``decision_date`` and ``rationale_excerpt``).
 DATASET_FORMAT_VERSION = 2
+
+#: Rows per batch where a split is written or read in batches.
+BATCH_ROWS = 1000
+
+#: The columns a build adds to the :class:`ItemRecord` fields.
+DERIVED_COLUMNS: tuple[str, ...] = ("fold_group", "fold", "time_split")
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class BuildConfig:
     n_folds: int = 5
     seed: int = 13
     time_split_cutoffs: dict[str, dt.date] = field(default_factory=dict)
-    near_duplicate_threshold: float = 0.8
+    near_duplicate_threshold: float = DEFAULT_NEAR_DUPLICATE_THRESHOLD
 
     def __post_init__(self) -> None:
         if self.n_folds < 2:
@@ -81,7 +81,7 @@ class BuildConfig:
 
 @dataclass
 class BuiltDataset:
-    """The result of :func:`build_dataset`.
+    """The result of :func:`~imr_outcome.data.dataset_build.build_dataset`.
 
     Attributes:
         dataset: one split per source; columns are the :class:`ItemRecord` fields plus
@@ -90,6 +90,9 @@ class BuiltDataset:
         config: the build settings.
         merged_groups: number of groups merged into another by near-duplicate detection.
         leakage: outcome-language findings (empty, or the build would have failed).
+        parquet: the Parquet file of each split when the build wrote the dataset to disk
+            itself (:func:`imr_outcome.data.dataset_build.build_dataset_to_disk`; then
+            ``dataset`` is memory-mapped from its folder); empty when built in memory.
     """
 
     dataset: datasets.DatasetDict
@@ -97,6 +100,30 @@ class BuiltDataset:
     config: BuildConfig
     merged_groups: int
     leakage: list[LeakageFinding] = field(default_factory=list)
+    parquet: dict[str, Path] = field(default_factory=dict)
+
+    def batches(self, split: str, columns: Sequence[str]) -> Iterator[pa.Table]:
+        """The ``columns`` of ``split``, in row order, a table of up to
+        :data:`BATCH_ROWS` rows at a time.
+
+        A split written to disk is read from its Parquet file (ordinary reads, freed
+        batch by batch), not through the memory-mapped ``dataset``, whose pages stay
+        resident once read: a pass over a large split keeps memory flat.
+
+        Args:
+            split: a split name of ``dataset``.
+            columns: column names.
+
+        Returns:
+            An iterator of Arrow tables with exactly ``columns``.
+        """
+        if split in self.parquet:
+            parquet = pq.ParquetFile(self.parquet[split])
+            for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=list(columns)):
+                yield pa.Table.from_batches([batch])
+            return
+        data = self.dataset[split].select_columns(list(columns)).with_format("arrow")
+        yield from data.iter(batch_size=BATCH_ROWS)
 
 
 def records_from_letter(letter: Letter) -> list[ItemRecord]:
@@ -139,7 +166,9 @@ def records_from_letter(letter: Letter) -> list[ItemRecord]:
     return rows
 
 
-def _features() -> datasets.Features:
+def dataset_features() -> datasets.Features:
+    """The columns of every split and their types: the :class:`ItemRecord` fields
+    (``label`` a ``ClassLabel`` of :data:`LABELS`), then :data:`DERIVED_COLUMNS`."""
     types: dict[str, Any] = {}
     for f in dataclasses.fields(ItemRecord):
         if f.name == "label":
@@ -157,15 +186,15 @@ def _features() -> datasets.Features:
 
 
 def assign_folds(
-    records: Sequence[ItemRecord], groups: Sequence[str], n_folds: int, seed: int
+    labels: Sequence[int], groups: Sequence[str], n_folds: int, seed: int
 ) -> list[int]:
     """Assign each row a fold so that no group straddles folds, stratified by label.
 
     Uses scikit-learn's ``StratifiedGroupKFold`` (shuffled, seeded).
 
     Args:
-        records: rows of one source.
-        groups: the (merged) group of each row, aligned with ``records``.
+        labels: the label of each row of one source.
+        groups: the (merged) group of each row, aligned with ``labels``.
         n_folds: number of folds, >= 2.
         seed: random seed.
 
@@ -182,18 +211,45 @@ def assign_folds(
             f"{n_folds} folds need at least {n_folds} letters/cases, found {n_groups}; "
             "add sources or lower --folds",
         )
-    labels = np.array([r.label for r in records])
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    folds = np.zeros(len(records), dtype=int)
-    for fold, (_, test_index) in enumerate(splitter.split(np.zeros(len(records)), labels, groups)):
+    folds = np.zeros(len(labels), dtype=int)
+    rows = np.zeros(len(labels))
+    for fold, (_, test_index) in enumerate(splitter.split(rows, np.asarray(labels), groups)):
         folds[test_index] = fold
     return [int(f) for f in folds]
 
 
-def _time_split(record: ItemRecord, cutoff: dt.date | None) -> str | None:
-    if cutoff is None or record.event_date is None:
+def time_split(event_date: str | None, cutoff: dt.date | None) -> str | None:
+    """``"train"`` for an ISO ``event_date`` before ``cutoff``, else ``"test"``; None
+    without a cutoff or a date."""
+    if cutoff is None or event_date is None:
         return None
-    return "train" if dt.date.fromisoformat(record.event_date) < cutoff else "test"
+    return "train" if dt.date.fromisoformat(event_date) < cutoff else "test"
+
+
+def fingerprint_line(cells: Mapping[str, Any]) -> bytes:
+    """The bytes a row adds to the :func:`fingerprint`: its :func:`record_cells` as
+    sorted-key JSON."""
+    return json.dumps(cells, sort_keys=True).encode()
+
+
+def fingerprint_of_lines(lines: Iterable[bytes], config: BuildConfig) -> str:
+    """The :func:`fingerprint` from the :func:`fingerprint_line` of every row, in id order.
+
+    Args:
+        lines: one line per row, the rows sorted by id.
+        config: the build settings.
+
+    Returns:
+        A 64-character hex digest.
+    """
+    digest = hashlib.sha256()
+    digest.update(f"format={DATASET_FORMAT_VERSION}\n".encode())
+    digest.update(json.dumps(dataclasses.asdict(config), default=str, sort_keys=True).encode())
+    for line in lines:
+        digest.update(b"\n")
+        digest.update(line)
+    return digest.hexdigest()
 
 
 def fingerprint(records: Sequence[ItemRecord], config: BuildConfig) -> str:
@@ -206,13 +262,8 @@ def fingerprint(records: Sequence[ItemRecord], config: BuildConfig) -> str:
     Returns:
         A 64-character hex digest; equal inputs give equal digests.
     """
-    digest = hashlib.sha256()
-    digest.update(f"format={DATASET_FORMAT_VERSION}\n".encode())
-    digest.update(json.dumps(dataclasses.asdict(config), default=str, sort_keys=True).encode())
-    for record in sorted(records, key=lambda r: r.id):
-        digest.update(b"\n")
-        digest.update(json.dumps(_row(record), sort_keys=True).encode())
-    return digest.hexdigest()
+    ordered = sorted(records, key=lambda r: r.id)
+    return fingerprint_of_lines((fingerprint_line(record_cells(r)) for r in ordered), config)
 
 
 def _cell(value: Any) -> Any:
@@ -220,81 +271,17 @@ def _cell(value: Any) -> Any:
     return value.reveal() if isinstance(value, OutcomeText) else value
 
 
-def _row(record: ItemRecord) -> dict[str, Any]:
-    """A record's fields as dataset cells (see :func:`_cell`)."""
+def record_cells(record: ItemRecord) -> dict[str, Any]:
+    """A record's fields as dataset cells (outcome text as its text), by column name."""
     return {f.name: _cell(getattr(record, f.name)) for f in dataclasses.fields(ItemRecord)}
-
-
-def build_dataset(records: Sequence[ItemRecord], config: BuildConfig) -> BuiltDataset:
-    """Assign folds, audit for leakage, and assemble the ``DatasetDict``.
-
-    Args:
-        records: rows from every source; ids must be unique.
-        config: the build settings.
-
-    Returns:
-        The :class:`BuiltDataset`.
-
-    Raises:
-        InvalidInputError: for no rows, duplicate ids, or too few groups for the folds.
-        LeakageError: when a model input reads a display-only column or contains
-            outcome language, or near-duplicate items would sit in different folds.
-    """
-    if not records:
-        raise InvalidInputError("sources", "no items were read; check the source paths")
-    id_counts = Counter(r.id for r in records)
-    if len(id_counts) != len(records):
-        duplicated = sorted(i for i, count in id_counts.items() if count > 1)[:5]
-        raise InvalidInputError(
-            "sources", f"duplicate item ids {duplicated}: was a letter given twice?"
-        )
-    read = audit_display_only()
-    if read:
-        raise LeakageError(f"model inputs read the display-only column(s) {read}")
-    findings = audit_outcome_language(records)
-    if findings:
-        shown = "; ".join(f"{f.item_id} {f.segment}: {f.pattern}" for f in findings[:5])
-        raise LeakageError(
-            f"{len(findings)} model input(s) contain outcome language, e.g. {shown}. "
-            "Fix the parser so decision text stays out of the request and summary."
-        )
-    splits: dict[str, datasets.Dataset] = {}
-    merged_total = 0
-    features = _features()
-    for source in sorted({r.source for r in records}):
-        rows = [r for r in records if r.source == source]
-        merged = near_duplicate_groups(rows, threshold=config.near_duplicate_threshold)
-        merged_total += sum(1 for group, root in merged.items() if group != root)
-        groups = [merged[r.group_id] for r in rows]
-        folds = assign_folds(rows, groups, config.n_folds, config.seed)
-        straddling = folds_straddled(rows, folds)
-        if straddling:
-            raise LeakageError(
-                f"near-duplicate items sit in different folds: groups {straddling[:5]}"
-            )
-        table: dict[str, list[Any]] = {f.name: [] for f in dataclasses.fields(ItemRecord)}
-        for record in rows:
-            for name, values in table.items():
-                values.append(_cell(getattr(record, name)))
-        table["fold_group"] = groups
-        table["fold"] = folds
-        cutoff = config.time_split_cutoffs.get(source)
-        table["time_split"] = [_time_split(r, cutoff) for r in rows]
-        splits[source] = datasets.Dataset.from_dict(table, features=features)
-        logger.info("source %s: %d items, %d folds", source, len(rows), config.n_folds)
-    return BuiltDataset(
-        dataset=datasets.DatasetDict(splits),
-        fingerprint=fingerprint(records, config),
-        config=config,
-        merged_groups=merged_total,
-    )
 
 
 def records_from_split(split: datasets.Dataset) -> list[ItemRecord]:
     """Turn a saved split back into the :class:`ItemRecord` rows it was built from.
 
     The derived columns (``fold_group``, ``fold``, ``time_split``) are dropped: they are
-    recomputed by :func:`build_dataset`, so a snapshot plus new rows can be rebuilt.
+    recomputed by :func:`~imr_outcome.data.dataset_build.build_dataset`, so a snapshot
+    plus new rows can be rebuilt.
 
     Args:
         split: one split of a dataset written by :func:`save_dataset`.
@@ -335,20 +322,21 @@ def save_dataset(built: BuiltDataset, out_dir: Path) -> dict[str, Path]:
         Paths written, keyed ``"hf"`` and ``"parquet:<split>"``.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Path] = {"hf": out_dir / "hf"}
+    written: dict[str, Path] = {"hf": out_dir / HF_FOLDER}
     built.dataset.save_to_disk(str(written["hf"]))
     for split, data in built.dataset.items():
-        path = out_dir / f"items-{split}.parquet"
+        path = parquet_path(out_dir, split)
         data.to_parquet(str(path))
         written[f"parquet:{split}"] = path
     return written
 
 
-def load_dataset(out_dir: Path) -> datasets.DatasetDict:
-    """Load a dataset written by :func:`save_dataset`.
+def load_dataset(out_dir: Path, *, keep_in_memory: bool = False) -> datasets.DatasetDict:
+    """Load a dataset written by :func:`save_dataset` (or a build to disk).
 
     Args:
         out_dir: the folder given to ``save_dataset``.
+        keep_in_memory: read the splits into memory instead of memory-mapping them.
 
     Returns:
         The ``DatasetDict``.
@@ -356,12 +344,12 @@ def load_dataset(out_dir: Path) -> datasets.DatasetDict:
     Raises:
         InvalidInputError: when no dataset is found there.
     """
-    hf = out_dir / "hf"
+    hf = out_dir / HF_FOLDER
     if not (hf / "dataset_dict.json").is_file():
         raise InvalidInputError(
             "dataset", f"no dataset at {out_dir}; run `imr-outcome data build` first"
         )
-    loaded = datasets.load_from_disk(str(hf))
+    loaded = datasets.load_from_disk(str(hf), keep_in_memory=keep_in_memory)
     if not isinstance(loaded, datasets.DatasetDict):
         raise InvalidInputError("dataset", f"{hf} holds a single Dataset, not a DatasetDict")
     return loaded

@@ -7,7 +7,8 @@ import datetime as dt
 from pathlib import Path
 
 from imr_outcome.data.card import build_card, write_card
-from imr_outcome.data.dataset import BuildConfig, build_dataset, save_dataset
+from imr_outcome.data.dataset import BuildConfig, save_dataset
+from imr_outcome.data.dataset_build import build_dataset
 from imr_outcome.data.ingest import IngestReport
 from imr_outcome.data.schema import ItemRecord
 

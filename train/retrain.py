@@ -45,7 +45,8 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from imr_outcome.data.card import build_card, write_card
-from imr_outcome.data.dataset import BuiltDataset, build_dataset, save_dataset
+from imr_outcome.data.dataset import BuiltDataset, save_dataset
+from imr_outcome.data.dataset_build import build_dataset
 from imr_outcome.data.schema import LABELS
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
 from imr_outcome.model.model import OutcomeModel

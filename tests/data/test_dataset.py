@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from imr_outcome.data.dataset import BuildConfig, build_dataset, load_dataset, save_dataset
+from imr_outcome.data.dataset import BuildConfig, load_dataset, save_dataset
+from imr_outcome.data.dataset_build import build_dataset
 from imr_outcome.data.schema import LABELS, ItemRecord
 from imr_outcome.errors import InvalidInputError, LeakageError
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from imr_outcome.data.audit import LeakageFinding, audit_dmhc_reasoning, audit_outcome_language
-from imr_outcome.data.dataset import BuildConfig, build_dataset
+from imr_outcome.data.dataset import BuildConfig
+from imr_outcome.data.dataset_build import build_dataset
 from imr_outcome.data.schema import ItemRecord
 from imr_outcome.errors import LeakageError
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from imr_outcome.data.card import build_card, render_markdown
-from imr_outcome.data.dataset import BuildConfig, build_dataset
+from imr_outcome.data.dataset import BuildConfig
+from imr_outcome.data.dataset_build import build_dataset
 from imr_outcome.data.dmhc import load_dmhc
 from imr_outcome.data.dmhc_findings import EMPTY_REASON, NO_REQUEST_REASON
-from imr_outcome.data.ingest import IngestReport, ingest
+from imr_outcome.data.ingest import IngestedRows, ingest
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "dmhc"
 
@@ -16,7 +17,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "dmhc"
 def test_card_counts_text_and_no_text_rows_in_one_dmhc_split() -> None:
     portal = load_dmhc(FIXTURES / "imr_portal_findings.csv")
     table = load_dmhc(FIXTURES / "imr_2016_small.csv")
-    report = IngestReport(
+    report = IngestedRows(
         records=[*portal.records, *table.records],
         excluded_rows=[
             {"source": "x", "id": row.reference_id, "reason": row.reason}
@@ -51,7 +52,7 @@ def test_card_without_findings_counts_has_no_findings_section() -> None:
     table = load_dmhc(FIXTURES / "imr_2016_small.csv")
     built = build_dataset(table.records, BuildConfig(n_folds=2))
 
-    card = build_card(built, IngestReport(records=table.records), ["tests"])
+    card = build_card(built, IngestedRows(records=table.records), ["tests"])
 
     assert "dmhc_findings" not in card
     assert card["splits"]["dmhc"]["with_summary"] == 0

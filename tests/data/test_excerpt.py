@@ -8,12 +8,12 @@ import pytest
 from imr_outcome.data.audit import audit_display_only
 from imr_outcome.data.dataset import (
     BuildConfig,
-    build_dataset,
     load_dataset,
     records_from_letter,
     records_from_split,
     save_dataset,
 )
+from imr_outcome.data.dataset_build import build_dataset
 from imr_outcome.data.excerpt import EXCERPT_CHARS, excerpt_text, rationale_excerpt
 from imr_outcome.data.letters import parse_letter_file
 from imr_outcome.data.request_terms import request_item

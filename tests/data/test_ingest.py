@@ -128,3 +128,57 @@ def test_workers_fork_from_a_light_parent_and_spawn_once_torch_is_loaded(
     assert ingest_module._start_method() == "spawn"
     monkeypatch.delitem(sys.modules, "torch")
     assert ingest_module._start_method() == "fork"
+
+
+def test_iter_ingest_reads_lazily_in_file_order_and_fills_the_report(letter_dir: Path) -> None:
+    from imr_outcome.data.ingest import IngestReport, iter_ingest
+
+    report = IngestReport()
+    stream = iter_ingest([letter_dir], report, workers=1)
+
+    assert report.files_read == 0  # nothing is read before the first source is asked for
+    first = next(stream)
+    assert report.files_read == 1 and first.letter is not None
+    rest = list(stream)
+
+    parsed = [first, *rest]
+    assert [p.path.relative_to(letter_dir).as_posix() for p in parsed] == [
+        "mixed_multi.txt",
+        "nested/partial_authorization.txt",
+        "single_upheld.txt",
+    ]
+    assert report.files_read == 5 and report.letters_parsed == 3
+    assert report.records_read == sum(len(p.records) for p in parsed)
+    assert report.to_json()["letters_parsed"] == 3
+    assert report.to_json()["records"] == report.records_read
+    assert {Path(f.source).name for f in report.failures} == set(BAD)
+
+
+def test_parallel_parsing_hands_out_a_bounded_number_of_tasks_ahead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+
+    from imr_outcome.data import ingest as ingest_module
+
+    submitted: list[int] = []
+
+    class CountingPool(ProcessPoolExecutor):
+        def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+            submitted.append(len(args[0]))
+            return super().submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(ingest_module, "ProcessPoolExecutor", CountingPool)
+    paths = [tmp_path / f"{n:03d}.txt" for n in range(200)]
+    for path in paths:
+        shutil.copy(LETTER_FIXTURES / GOOD[0], path)
+
+    parsed = ingest_module._parsed_letters(paths, workers=2)
+    next(parsed)
+    ahead = 2 * ingest_module.CHUNKS_AHEAD_PER_WORKER
+    assert len(submitted) == ahead + 1  # the first task's result taken, one more handed out
+    rest = list(parsed)
+
+    assert len(rest) == len(paths) - 1
+    assert sum(submitted) == len(paths)
+    assert len(submitted) == -(-len(paths) // ingest_module.PARSE_CHUNK)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from imr_outcome.data.audit import audit_outcome_language
-from imr_outcome.data.ingest import IngestReport, ingest
+from imr_outcome.data.ingest import IngestedRows, ingest
 from imr_outcome.data.schema import Decision
 
 from conftest import SHARED_DATA
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.real_data
 
 
 @pytest.fixture(scope="module")
-def pdf_report() -> IngestReport:
+def pdf_report() -> IngestedRows:
     """The 194 real PDF letters, parsed once for the module."""
     folder = SHARED_DATA / "dwc-imr-letters" / "pdf"
     if not folder.is_dir():
@@ -25,7 +25,7 @@ def pdf_report() -> IngestReport:
     return ingest([folder])
 
 
-def test_real_pdf_letters_yield_the_published_item_counts(pdf_report: IngestReport) -> None:
+def test_real_pdf_letters_yield_the_published_item_counts(pdf_report: IngestedRows) -> None:
     report = pdf_report
     assert report.failures == []
     assert len(report.letters) == 194
@@ -40,7 +40,7 @@ def test_real_pdf_letters_yield_the_published_item_counts(pdf_report: IngestRepo
 
 
 def test_real_letters_have_every_outcome_paragraph_and_clean_inputs(
-    pdf_report: IngestReport,
+    pdf_report: IngestedRows,
 ) -> None:
     report = pdf_report
     for letter in report.letters:

@@ -11,7 +11,7 @@ input (rows, near-duplicate groups, the dataset) is the same.
 
 Each size runs ``imr-outcome data build`` in its own process (every core, as a user runs
 it) and reports that process tree's peak RSS (``ru_maxrss`` of the waited-for children:
-the largest process, which is the parent holding the rows), the wall time and letters/s.
+the largest single process of the tree), the wall time and letters/s.
 The issue 18 target: peak RSS on 10,000 letters within 1.3x that on 1,000.
 Prints the CPU flags.
 """

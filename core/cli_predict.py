@@ -70,16 +70,14 @@ def _print_prediction(
     from rich.panel import Panel
     from rich.text import Text
 
-    verdict = (
-        f"[bold]{prediction.label}[/] P(Overturned)={prediction.p_overturned:.3f} "
-        f"(threshold {prediction.threshold:.3f})"
-    )
-    if prediction.band is not None:  # models saved with a decision rule
-        verdict = (
-            f"[bold]{prediction.band}[/]: P(Overturned) {prediction.p_overturned:.0%}, "
-            f"{prediction.relative_risk:.1f}\N{MULTIPLICATION SIGN} the usual rate of "
-            f"{prediction.base_rate:.0%} "
-            f"({escape(prediction.band_reason)}); label {prediction.label}"
+    label = f"label {prediction.label} at threshold {prediction.threshold:.3f}"
+    verdict = f"[bold]{escape(prediction.headline)}[/]"
+    if prediction.band is None:  # a model saved without a decision rule
+        verdict += f"\n  P(Overturned) {prediction.p_overturned:.3f}; {label}"
+    else:
+        verdict += (
+            f"\n  {prediction.relative_risk:.1f}\N{MULTIPLICATION SIGN} the usual rate "
+            f"({escape(prediction.band_reason)}); {label}"
         )
         if prediction.band_accuracy is not None:
             verdict += (

@@ -40,6 +40,35 @@ BANDS: tuple[Band, ...] = (
 )
 
 
+#: Relative risks below / above these read "less / more likely than usual"; between them,
+#: "about as likely as usual" (a 20% / 25% change either way, symmetric on the log scale).
+LESS_LIKELY_BELOW = 0.8
+MORE_LIKELY_ABOVE = 1.25
+
+_COMPARED = {
+    "less likely than usual": "below",
+    "more likely than usual": "above",
+    "about as likely as usual": "close to",
+}
+
+
+def compared_with_usual(relative_risk: float) -> str:
+    """``relative_risk`` (>= 0; 1.0 is the usual rate) in words: "less likely than usual",
+    "more likely than usual" or "about as likely as usual" (see :data:`LESS_LIKELY_BELOW`)."""
+    if relative_risk < LESS_LIKELY_BELOW:
+        return "less likely than usual"
+    if relative_risk > MORE_LIKELY_ABOVE:
+        return "more likely than usual"
+    return "about as likely as usual"
+
+
+def headline_without_rule(label: str, p_label: float) -> str:
+    """The first sentence for a model saved without a decision rule: the label and its
+    probability, e.g. "Likely upheld: 89%." ("Leaning" below 0.5)."""
+    strength = "Likely" if p_label >= 0.5 else "Leaning"
+    return f"{strength} {label.lower()}: {p_label:.0%}."
+
+
 @dataclass(frozen=True)
 class BandRecord:
     """How a band did on out-of-fold items of the training rows.
@@ -130,7 +159,24 @@ class DecisionRule:
             return band, f"{p_overturned:.0%} is well above {usual}"
         if band == "likely upheld":
             return band, f"{p_overturned:.0%} is well below {usual}"
-        return band, f"{p_overturned:.0%} is too close to {usual} to call either way"
+        where = _COMPARED[compared_with_usual(self.relative_risk(p_overturned))]
+        return band, f"{p_overturned:.0%} is {where} {usual}, not far enough to call either way"
+
+    def headline(self, p_overturned: float, band: Band, reason: str) -> str:
+        """The sentence a person reads first, for the band and reason :meth:`decide` gave.
+
+        Examples: "Uncertain: less likely than usual to be overturned, 7% (usual: 11%)."
+        and "Not enough information to estimate: there is no case summary, only the
+        request." The words "less / more / about as likely as usual" come from
+        :func:`compared_with_usual`, the same words as the band reason's.
+        """
+        if band == "insufficient information":
+            return f"Not enough information to estimate: {reason}."
+        lean = compared_with_usual(self.relative_risk(p_overturned))
+        return (
+            f"{band.capitalize()}: {lean} to be overturned, {p_overturned:.0%} "
+            f"(usual: {self.base_rate:.0%})."
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready state (see :meth:`from_dict`)."""

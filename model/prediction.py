@@ -116,6 +116,11 @@ class Prediction(BaseModel):
         label: the predicted outcome at the model's saved threshold (for machines; a
             person should read ``band``).
         threshold: P(Overturned) at or above which the label is Overturned.
+        headline: the sentence a person reads first, the same on every path: the band,
+            the estimate against the usual rate and the probability ("Uncertain: less
+            likely than usual to be overturned, 7% (usual: 11%).";
+            :meth:`~imr_outcome.model.decision.DecisionRule.headline`), or why there is
+            not enough information to estimate.
         base_rate: the training prior of Overturned for the model's source, in (0, 1)
             (None for models saved without a decision rule).
         relative_risk: ``p_overturned / base_rate`` (2.0: twice the usual rate), or None.
@@ -153,6 +158,7 @@ class Prediction(BaseModel):
     p_upheld: float = Field(ge=0, le=1)
     label: Direction
     threshold: float = Field(ge=0, le=1)
+    headline: str = ""
     base_rate: float | None = Field(default=None, gt=0, lt=1)
     relative_risk: float | None = Field(default=None, ge=0)
     band: BandName | None = None

@@ -20,21 +20,24 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
-from typing import Any, cast
+from typing import Any, TypeVar, cast
+
+from pydantic import BaseModel
 
 from imr_outcome.data.model_input import ModelInput, build_model_input, coerce_metadata_value
 from imr_outcome.data.schema import LABELS, PREFILING_FIELDS
 from imr_outcome.data.text_checks import check_text
 from imr_outcome.errors import ImrOutcomeError, InvalidInputError
-from imr_outcome.model.decision import DecisionRule
+from imr_outcome.model.decision import DecisionRule, headline_without_rule
 from imr_outcome.model.defaults import (
     MAX_TEXT_CHARS,
     MIN_REQUEST_CLINICAL_TERMS,
     MIN_SUMMARY_CLINICAL_TERMS,
 )
 from imr_outcome.model.inputs import PredictInput
-from imr_outcome.model.model import OutcomeModel
-from imr_outcome.model.outcome_rates import describe_rate
+from imr_outcome.model.model import FloatArray, OutcomeModel
+from imr_outcome.model.outcome_rates import Rate, describe_rate
+from imr_outcome.model.precedents import Precedent
 from imr_outcome.model.prediction import Direction, OutcomeRate, Prediction, SimilarDecision
 from imr_outcome.model.record import embedding_function
 from imr_outcome.model.warnings import (
@@ -63,6 +66,7 @@ OUTPUT_FIELDS: tuple[str, ...] = (
     "p_overturned",
     "p_upheld",
     "label",
+    "headline",
     "band",
     "band_reason",
     "base_rate",
@@ -133,23 +137,34 @@ def check_record(record: Mapping[str, Any], max_chars: int = MAX_TEXT_CHARS) -> 
 
 
 def decision_fields(
-    model: OutcomeModel, rule: DecisionRule | None, item: PredictInput, p_overturned: float
+    model: OutcomeModel,
+    rule: DecisionRule | None,
+    item: PredictInput,
+    p_overturned: float,
+    label: Direction,
+    clinical_term_count: int,
 ) -> dict[str, Any]:
     """The :class:`Prediction` fields of the model's saved band rule for one item.
 
+    Args:
+        clinical_term_count: clinical terms in the request and summary together.
+
     Returns:
-        ``base_rate``, ``relative_risk``, ``band``, ``band_reason``, ``band_accuracy`` and
-        ``band_support``; ``{}`` for a model saved without a rule.
+        ``headline``, ``base_rate``, ``relative_risk``, ``band``, ``band_reason``,
+        ``band_accuracy`` and ``band_support``; only ``headline`` (the label and its
+        probability) for a model saved without a rule.
     """
     if rule is None:
-        return {}
+        p_label = p_overturned if label == LABELS[1] else 1.0 - p_overturned
+        return {"headline": headline_without_rule(label, p_label)}
     band, reason = rule.decide(
         p_overturned,
         summary_words=len(item.summary.split()) if model.classifier.reads_summary else None,
-        clinical_terms=len(clinical_terms(item.request) | clinical_terms(item.summary)),
+        clinical_terms=clinical_term_count,
     )
     record = rule.records.get(band)
     return {
+        "headline": rule.headline(p_overturned, band, reason),
         "base_rate": rule.base_rate,
         "relative_risk": rule.relative_risk(p_overturned),
         "band": band,
@@ -164,6 +179,7 @@ def item_warnings(
     rule: DecisionRule | None,
     item: PredictInput,
     model_input: ModelInput,
+    terms: tuple[set[str], set[str]],
     n_windows: int = 1,
     ood_distance: float | None = None,
     ood_detector: OodDetector | None = None,
@@ -172,6 +188,10 @@ def item_warnings(
 
     The short-summary warning uses the decision rule's ``min_summary_words`` (the one
     "too little input" rule; the band abstains on the same count).
+
+    Args:
+        terms: the clinical terms of the item's request and of its summary
+            (:func:`~imr_outcome.model.warnings.clinical_terms`).
 
     Returns:
         Warnings in a fixed order: summary length, windows, vocabulary, source, OOD.
@@ -184,12 +204,12 @@ def item_warnings(
         found.append(short_summary_warning(summary_words, min_words))
     if n_windows > 1:
         found.append(windows_warning(n_windows))
-    if classifier.reads_request and len(clinical_terms(item.request)) < MIN_REQUEST_CLINICAL_TERMS:
-        found.append(vocabulary_warning("request", len(clinical_terms(item.request))))
-    if classifier.reads_summary and item.summary.strip():
-        summary_terms = len(clinical_terms(item.summary))
-        if summary_terms < MIN_SUMMARY_CLINICAL_TERMS:
-            found.append(vocabulary_warning("summary", summary_terms))
+    request_terms, summary_terms = (len(found_terms) for found_terms in terms)
+    if classifier.reads_request and request_terms < MIN_REQUEST_CLINICAL_TERMS:
+        found.append(vocabulary_warning("request", request_terms))
+    few_summary_terms = summary_terms < MIN_SUMMARY_CLINICAL_TERMS
+    if classifier.reads_summary and item.summary.strip() and few_summary_terms:
+        found.append(vocabulary_warning("summary", summary_terms))
     source = input_source(item.metadata, item.source)
     trained_on = model.info.split
     if source is not None and trained_on in ("dwc", "dmhc") and source != trained_on:
@@ -213,12 +233,15 @@ def record_fields(
     *,
     similar_k: int = 0,
     exclude_groups: Sequence[str | None] | None = None,
+    embeddings: FloatArray | None = None,
 ) -> list[dict[str, Any]]:
     """The :class:`Prediction` fields of the model's record for n inputs.
 
     Args:
         model: the model; a model saved without a record gets empty fields.
         inputs / metadata: the n model inputs and their pre-filing metadata.
+        embeddings: the inputs' item embeddings, shape ``(n, d)``, when scoring already
+            computed them (:attr:`Scores.embeddings`); else an encoder record embeds here.
         similar_k: similar decisions to return in full (0: ids only).
         exclude_groups: per input, a letter's case number whose decisions are never
             returned (the input's own letter).
@@ -232,7 +255,7 @@ def record_fields(
     vectors = None
     if model.record.representation == "encoder":
         embed = embedding_function(model.classifier)
-        vectors = embed(inputs) if embed is not None else None
+        vectors = embeddings if embeddings is not None or embed is None else embed(inputs)
     found = model.record.lookup(
         inputs,
         vectors,
@@ -240,19 +263,32 @@ def record_fields(
         k=max(SIMILAR_IDS, similar_k),
         exclude_groups=exclude_groups,
     )
+    # Rows of one batch share rate groups and precedents: validate each distinct one once.
+    rate_rows: dict[Rate, OutcomeRate] = {}
+    decisions: dict[Precedent, SimilarDecision] = {}
     fields = []
     for lookup in found:
         rates = lookup.rates.rates()
-        precedents = [SimilarDecision.model_validate(asdict(p)) for p in lookup.similar]
+        precedents = [_validated_once(decisions, SimilarDecision, p) for p in lookup.similar]
         fields.append(
             {
-                "outcome_rates": [OutcomeRate.model_validate(asdict(r)) for r in rates],
+                "outcome_rates": [_validated_once(rate_rows, OutcomeRate, r) for r in rates],
                 "rate_summary": describe_rate(rates[0]) if rates else None,
                 "similar_ids": [p.item_id for p in precedents[:SIMILAR_IDS]],
                 "similar": precedents[:similar_k],
             }
         )
     return fields
+
+
+_Row = TypeVar("_Row", bound=BaseModel)
+
+
+def _validated_once(cache: dict[Any, _Row], schema: type[_Row], value: Any) -> _Row:
+    """``schema`` of the dataclass ``value``, validated once per distinct value."""
+    if value not in cache:
+        cache[value] = schema.model_validate(asdict(value))
+    return cache[value]
 
 
 def saved_rule(model: OutcomeModel) -> DecisionRule | None:
@@ -298,22 +334,36 @@ def predict_items(
     ]
     scores = model.score(inputs, metadata)
     records = record_fields(
-        model, inputs, metadata, similar_k=similar_k, exclude_groups=exclude_groups
+        model,
+        inputs,
+        metadata,
+        similar_k=similar_k,
+        exclude_groups=exclude_groups,
+        embeddings=scores.embeddings,
     )
     overturned, upheld = model.info.labels.index(LABELS[1]), model.info.labels.index(LABELS[0])
     results = []
     for index, (item, model_input) in enumerate(zip(items, inputs, strict=True)):
         p_overturned = min(max(float(scores.proba[index, overturned]), 0.0), 1.0)
         distance = None if scores.ood_distance is None else float(scores.ood_distance[index])
+        label = cast(Direction, scores.labels[index])
+        terms = clinical_terms(item.request), clinical_terms(item.summary)
         warnings = item_warnings(
-            model, rule, item, model_input, int(scores.windows[index]), distance, ood_detector
+            model,
+            rule,
+            item,
+            model_input,
+            terms,
+            int(scores.windows[index]),
+            distance,
+            ood_detector,
         )
         prediction = Prediction(
             p_overturned=p_overturned,
             p_upheld=min(max(float(scores.proba[index, upheld]), 0.0), 1.0),
-            label=cast(Direction, scores.labels[index]),
+            label=label,
             threshold=model.threshold,
-            **decision_fields(model, rule, item, p_overturned),
+            **decision_fields(model, rule, item, p_overturned, label, len(terms[0] | terms[1])),
             model_name=model.name if model_name is None else model_name,
             model_version=model.version if model_version is None else model_version,
             **records[index],

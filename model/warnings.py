@@ -295,7 +295,7 @@ def clinical_terms(text: str) -> set[str]:
     """
     lowered = text.lower()
     terms = {m.group(0).replace(" ", "") for m in _DOSE_RE.finditer(lowered)}
-    for word in _WORD_RE.findall(lowered):
+    for word in set(_WORD_RE.findall(lowered)):
         if word in CLINICAL_LEXICON or (len(word) >= 6 and _MEDICAL_SUFFIX_RE.match(word)):
             terms.add(word)
     return terms

@@ -4,10 +4,6 @@
 
 (function () {
   const $ = (id) => document.getElementById(id);
-  const LABEL_WORDS = {
-    Upheld: "upheld",
-    Overturned: "overturned",
-  };
   const LABEL_MEANING = {
     Upheld: "the denial would stand",
     Overturned: "the treatment would be approved",
@@ -24,31 +20,6 @@
 
   function percent(p) {
     return Math.round(p * 100) + "%";
-  }
-
-  // The sentence a person reads first: the estimate against the usual rate, in words.
-  // "Less likely than usual to be overturned: 7% (usual: 11%)". Models saved without a
-  // decision rule fall back to the label and its probability.
-  function headline(prediction) {
-    if (prediction.band === "insufficient information") {
-      return `Not enough information to estimate — ${prediction.band_reason}`;
-    }
-    if (prediction.base_rate) {
-      const rr = prediction.relative_risk;
-      const words =
-        rr < 0.8
-          ? "Less likely than usual"
-          : rr > 1.25
-            ? "More likely than usual"
-            : "About as likely as usual";
-      return (
-        `${words} to be overturned: ${percent(prediction.p_overturned)} ` +
-        `(usual: ${percent(prediction.base_rate)})`
-      );
-    }
-    const p = prediction.label === "Upheld" ? prediction.p_upheld : prediction.p_overturned;
-    const strength = p >= 0.5 ? "Likely" : "Leaning";
-    return `${strength} ${LABEL_WORDS[prediction.label]} \u2014 ${percent(p)}`;
   }
 
   // Text with the evidence spans of one field as <mark> elements. Spans index `text`
@@ -127,7 +98,7 @@
     const article = element("article", { class: "prediction", "data-label": prediction.label });
     if (options.title) article.append(element("p", { class: "item-title" }, options.title));
     article.append(
-      element("h3", { class: `headline label-${prediction.label}` }, headline(prediction))
+      element("h3", { class: `headline label-${prediction.label}` }, prediction.headline)
     );
     article.append(
       element(
@@ -323,7 +294,7 @@
       if (!result.ok) return showErrors(result.status, result.body, result.retryAfter);
       $("legend").hidden = !explain;
       $("results").append(renderPrediction(result.body, request, summary, { explain, openSummary: true }));
-      $("status").textContent = headline(result.body) + ".";
+      $("status").textContent = result.body.headline;
       $("result").focus();
     });
   }

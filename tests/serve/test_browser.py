@@ -44,11 +44,12 @@ SUMMARY = (
     "full duty."
 )
 KEY = "browser-key-0123456789abcdef"
+#: The prediction's ``headline`` field (:meth:`DecisionRule.headline`), shown as sent.
 HEADLINE = re.compile(
-    r"^((Likely|Leaning) (upheld|overturned) \u2014 \d{1,3}%"
-    r"|(Less likely than usual|More likely than usual|About as likely as usual) to be "
-    r"overturned: \d{1,3}% \(usual: \d{1,3}%\)"
-    r"|Not enough information to estimate \u2014 .+)$"
+    r"^((Likely|Leaning) (upheld|overturned): \d{1,3}%\."
+    r"|(Likely upheld|Uncertain|Likely overturned): (less likely than usual|more likely than "
+    r"usual|about as likely as usual) to be overturned, \d{1,3}% \(usual: \d{1,3}%\)\."
+    r"|Not enough information to estimate: .+\.)$"
 )
 
 

@@ -76,8 +76,9 @@ def test_predict_a_letter_shows_each_prediction_beside_the_decision(
         decision = item.outcome.decision.value.value
         mark = "match" if decision == label else "miss"
         assert _flat(item.request.value) in output
-        assert f"P(Overturned) {p_item:.0%}" in output
-        assert f"label {label} actual: {decision} {mark}" in output
+        assert f"to be overturned, {p_item:.0%} (usual: " in output  # the headline
+        threshold = store.model.threshold
+        assert f"label {label} at threshold {threshold:.3f} actual: {decision} {mark}" in output
     matches = sum(
         i.outcome.decision.value.value == label
         for i, label in zip(letter.items, labels, strict=True)

@@ -13,7 +13,7 @@ from imr_outcome.data.model_input import build_model_input
 from imr_outcome.errors import InvalidInputError
 from imr_outcome.model.baselines import TfidfLogReg
 from imr_outcome.model.calibration import make_calibrator
-from imr_outcome.model.decision import DecisionRule
+from imr_outcome.model.decision import DecisionRule, compared_with_usual, headline_without_rule
 from imr_outcome.model.frozen_encoder import FrozenEncoderLogReg
 from imr_outcome.train import pipeline
 from imr_outcome.train.bands import fit_decision_rule
@@ -84,6 +84,70 @@ def test_the_reason_compares_the_estimate_with_the_usual_rate() -> None:
     band, reason = rule.decide((rule.upheld_edge or 0) + 0.001, summary_words=40, clinical_terms=3)
     assert band == "uncertain"
     assert "band edges" not in reason and f"usual {rule.base_rate:.0%}" in reason
+
+
+@pytest.mark.parametrize(
+    ("p", "headline", "reason"),
+    [
+        (
+            0.03,
+            "Likely upheld: less likely than usual to be overturned, 3% (usual: 10%).",
+            "3% is well below the usual 10%",
+        ),
+        (
+            0.07,
+            "Uncertain: less likely than usual to be overturned, 7% (usual: 10%).",
+            "7% is below the usual 10%, not far enough to call either way",
+        ),
+        (
+            0.11,
+            "Uncertain: about as likely as usual to be overturned, 11% (usual: 10%).",
+            "11% is close to the usual 10%, not far enough to call either way",
+        ),
+        (
+            0.3,
+            "Uncertain: more likely than usual to be overturned, 30% (usual: 10%).",
+            "30% is above the usual 10%, not far enough to call either way",
+        ),
+        (
+            0.6,
+            "Likely overturned: more likely than usual to be overturned, 60% (usual: 10%).",
+            "60% is well above the usual 10%",
+        ),
+    ],
+)
+def test_the_headline_and_the_reason_say_the_same_thing(
+    p: float, headline: str, reason: str
+) -> None:
+    rule = _rule()
+    band, given = rule.decide(p, summary_words=40, clinical_terms=3)
+    assert (rule.headline(p, band, given), given) == (headline, reason)
+
+
+def test_an_abstention_headline_says_why() -> None:
+    rule = _rule()
+    band, reason = rule.decide(0.2, summary_words=0, clinical_terms=3)
+    assert rule.headline(0.2, band, reason) == (
+        "Not enough information to estimate: there is no case summary, only the request."
+    )
+
+
+@pytest.mark.parametrize(
+    ("relative_risk", "words"),
+    [
+        (0.79, "less likely than usual"),
+        (0.8, "about as likely as usual"),
+        (1.25, "about as likely as usual"),
+        (1.26, "more likely than usual"),
+    ],
+)
+def test_compared_with_usual_edges(relative_risk: float, words: str) -> None:
+    assert compared_with_usual(relative_risk) == words
+
+
+def test_a_model_without_a_rule_heads_with_its_label() -> None:
+    assert headline_without_rule("Upheld", 0.87) == "Likely upheld: 87%."
+    assert headline_without_rule("Overturned", 0.42) == "Leaning overturned: 42%."
 
 
 def test_fit_decision_rule_reaches_precision_targets() -> None:

@@ -49,11 +49,14 @@ class ItemScores:
             do not window).
         ood_distance: shape ``(n,)``, each item's distance from the training items as the
             classifier's :attr:`Classifier.ood` detector measures it; None without one.
+        embeddings: shape ``(n, d)``, the item embeddings of the encoder kinds from the
+            same forward passes (what their record retrieves with); None for other kinds.
     """
 
     logits: Logits
     windows: npt.NDArray[np.int64]
     ood_distance: npt.NDArray[np.float64] | None
+    embeddings: npt.NDArray[np.float64] | None = None
 
 
 def single_windows(logits: Logits) -> ItemScores:

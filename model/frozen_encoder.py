@@ -193,7 +193,8 @@ class FrozenEncoderLogReg:
     def score_items(
         self, inputs: Sequence[ModelInput], metadata: Sequence[dict[str, Any]] | None = None
     ) -> ItemScores:
-        """:meth:`logits` and the windows per item from one encoder pass; no OOD detector.
+        """:meth:`logits`, the windows per item and the item embeddings (as :meth:`embed`)
+        from one encoder pass; no OOD detector.
 
         Raises:
             NotFittedError: before :meth:`fit` or :meth:`load`.
@@ -204,7 +205,7 @@ class FrozenEncoderLogReg:
         embeddings, counts = self._embed_and_count(inputs)
         scores = np.asarray(pipeline.decision_function(embeddings), dtype=np.float64)
         logits: Logits = np.column_stack([np.zeros_like(scores), scores])
-        return ItemScores(logits, counts, None)
+        return ItemScores(logits, counts, None, embeddings)
 
     def save(self, directory: Path) -> None:
         """Write ``encoder.json`` (encoder name and window settings) and the pipeline.

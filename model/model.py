@@ -57,12 +57,15 @@ class Scores:
             a caller can bound evidence work with it.
         ood_distance: each item's encoder distance from the training items, shape
             ``(n,)``, for models saved with an OOD detector; else None.
+        embeddings: the encoder kinds' item embeddings, shape ``(n, d)``, from the same
+            forward passes (see :class:`~imr_outcome.model.base.ItemScores`); else None.
     """
 
     proba: FloatArray
     labels: list[str]
     windows: IntArray
     ood_distance: FloatArray | None
+    embeddings: FloatArray | None = None
 
 
 @dataclass
@@ -126,7 +129,13 @@ class OutcomeModel:
             return Scores(np.zeros((0, 2)), [], np.zeros(0, dtype=np.int64), None)
         scored = self.classifier.score_items(inputs, metadata)
         proba = self.calibrator.predict_proba(scored.logits)
-        return Scores(proba, self.labels_at(proba[:, 1]), scored.windows, scored.ood_distance)
+        return Scores(
+            proba,
+            self.labels_at(proba[:, 1]),
+            scored.windows,
+            scored.ood_distance,
+            scored.embeddings,
+        )
 
     def predict_proba(
         self, inputs: Sequence[ModelInput], metadata: Sequence[dict[str, Any]] | None = None

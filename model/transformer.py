@@ -253,21 +253,23 @@ class TransformerClassifier:
     def score_items(
         self, inputs: Sequence[ModelInput], metadata: Sequence[dict[str, Any]] | None = None
     ) -> ItemScores:
-        """Item logits (as :meth:`logits`), windows per item and, when the classifier has
-        an OOD detector (:attr:`ood`), each item's Mahalanobis distance from the training
-        items, from one set of forward passes.
+        """Item logits (as :meth:`logits`), windows per item, the item embeddings (as
+        :meth:`item_embeddings`) and, when the classifier has an OOD detector
+        (:attr:`ood`), each item's Mahalanobis distance from the training items, all from
+        one set of forward passes (the record retrieves with the embeddings, so a batch
+        runs the encoder once).
 
         Raises:
             NotFittedError: before fitting or :meth:`load`.
         """
-        windows, scores, hidden = self._window_outputs(inputs, None, pooled=self.ood is not None)
+        windows, scores, hidden = self._window_outputs(inputs, None, pooled=True)
+        assert hidden is not None
         items = aggregate(scores, windows.item_index, len(inputs), self.model_config.aggregation)
         items[:, 1] -= self.logit_offset
         counts = np.bincount(windows.item_index, minlength=len(inputs)).astype(np.int64)
-        if hidden is None or self.ood is None:
-            return ItemScores(items, counts, None)
-        distances = self.ood.distances(mean_by_item(hidden, windows.item_index, len(inputs)))
-        return ItemScores(items, counts, distances)
+        embeddings = mean_by_item(hidden, windows.item_index, len(inputs))
+        distances = None if self.ood is None else self.ood.distances(embeddings)
+        return ItemScores(items, counts, distances, embeddings)
 
     def calibrate_ood(self, inputs: Sequence[ModelInput]) -> None:
         """Set the OOD threshold from items the encoder was not trained on (a validation

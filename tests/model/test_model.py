@@ -15,7 +15,10 @@ from imr_outcome.data.model_input import build_model_input
 from imr_outcome.errors import DeadlineExceededError, IncompatibleModelError
 from imr_outcome.model.baselines import TfidfLogReg
 from imr_outcome.model.encoders import encode_windows
+from imr_outcome.model.inputs import PredictInput
 from imr_outcome.model.model import OutcomeModel
+from imr_outcome.model.record import RecordItem, build_record
+from imr_outcome.model.scoring import predict_items
 
 from model_factory import write_untrained_transformer
 from toy_cue import (
@@ -155,3 +158,37 @@ def test_a_saved_model_round_trips_its_calibrated_probabilities(tmp_path: Path) 
 
     np.testing.assert_array_equal(loaded.predict_proba(inputs), model.predict_proba(inputs))
     assert json.loads((tmp_path / "model" / "imr_model.json").read_text())["format_version"] == 2
+
+
+def test_an_encoder_record_reuses_the_scoring_pass(
+    tiny_bert: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    classifier = toy_transformer(tiny_bert)
+    model = wrap_toy(classifier, "integrated_gradients")
+    items, labels = toy_items(12, seed=5)
+    model.record = build_record(
+        [
+            RecordItem(f"L{i}#1", f"L{i}", f"L{i}", item[0], int(label))
+            for i, (item, label) in enumerate(zip(items, labels, strict=True))
+        ],
+        toy_inputs(items),
+        source_name="dwc",
+        embed=classifier.item_embeddings,
+    )
+    asked = toy_items(4, seed=9)[0]
+    expected = model.record.lookup(
+        toy_inputs(asked), classifier.item_embeddings(toy_inputs(asked)), k=3
+    )
+    passes: list[int] = []
+    forward = classifier._window_outputs
+    monkeypatch.setattr(
+        classifier, "_window_outputs", lambda *a, **k: passes.append(1) or forward(*a, **k)
+    )
+
+    scored = predict_items(model, [PredictInput(request=r, summary=s) for r, s, _ in asked])
+
+    assert len(passes) == 1
+    assert [p.similar_ids for p, _ in scored] == [
+        [d.item_id for d in found.similar] for found in expected
+    ]
+    assert all(len(p.similar_ids) == 3 for p, _ in scored)

@@ -20,9 +20,6 @@ alone teach that poorly on a few hundred items. This kind stacks two logistic re
     all-mpnet-base-v2), standardized, then a logistic regression. With the letter stage
     on the summary alone (``segments: summary``), every item of a letter shares the
     letter score and only this stage orders them;
-  - ``"encoder_relative"``: the same, on what the request adds to the embedding
-    (:class:`RequestRelativeEmbeddings`), so the stage carries no letter-level signal of
-    its own;
 - a logistic regression over the two stages' out-of-fold log-odds, its weights held
   non-negative (:class:`NonNegativeLogisticRegression`; Breiman 1996, "Stacked
   regressions", Machine Learning 24(1): unconstrained stacking weights are unstable on
@@ -199,37 +196,6 @@ class WithinLetterStack(NonNegativeLogisticRegression):
         return self
 
 
-class RequestRelativeEmbeddings(FrozenEmbeddings):
-    """What the request adds to an item's frozen embedding: ``e(request, summary) -
-    e(no request, summary)``, shape ``(n, hidden_size)`` (the ``encoder_relative`` item
-    stage; see :class:`FrozenEmbeddings` for the args).
-
-    The items of one letter share the second term, so inside a letter these vectors order
-    the items exactly as the plain embeddings would; across letters the summary's own
-    position, which the letter stage already scores, is subtracted away (issue 22: frozen
-    MPNet orders a letter's items best, 0.642, and ranks letters worst, 0.573). "No
-    request" keeps the metadata prefix and drops the request (the text before
-    :data:`REQUEST_COLUMN`'s request); the encoder's cache embeds each letter's reference
-    once.
-    """
-
-    def transform(self, rows: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
-        """Request-relative embeddings of ``rows``, shape ``(n, hidden_size)``.
-
-        Raises:
-            ModelNotFoundError, IncompatibleModelError: the encoder cannot be loaded.
-        """
-        reference = np.array(rows, dtype=object, copy=True)
-        reference[:, self.text_column] = [
-            str(text)[: len(str(text)) - len(str(request))]
-            for text, request in zip(
-                rows[:, self.text_column], rows[:, REQUEST_COLUMN], strict=True
-            )
-        ]
-        with_request = np.asarray(super().transform(rows), dtype=np.float64)
-        return with_request - np.asarray(super().transform(reference), dtype=np.float64)
-
-
 class TwoStageLogReg(TfidfLogReg):
     """A stack of the TF-IDF letter stage and a request-structure prior.
 
@@ -237,8 +203,7 @@ class TwoStageLogReg(TfidfLogReg):
         c, ngram_max, min_df, segments, normalize: the letter stage, as
             :class:`~imr_outcome.model.baselines.TfidfLogReg`.
         request_c: inverse L2 regularization of the item stage, > 0.
-        item_stage: ``"request_features"``, ``"encoder"`` or ``"encoder_relative"`` (module
-            docstring).
+        item_stage: ``"request_features"`` or ``"encoder"`` (module docstring).
         item_encoder, item_max_length, item_stride: the frozen encoder of the ``encoder``
             item stage and its windows (as ``model.base_model``, ``max_length``,
             ``stride``).
@@ -259,7 +224,7 @@ class TwoStageLogReg(TfidfLogReg):
         normalize: bool = True,
         request_c: float = 1.0,
         stack_folds: int = 3,
-        item_stage: Literal["request_features", "encoder", "encoder_relative"] = "request_features",
+        item_stage: Literal["request_features", "encoder"] = "request_features",
         item_encoder: str = OFFLINE_MINILM,
         item_max_length: int = 256,
         item_stride: int = 64,
@@ -284,13 +249,8 @@ class TwoStageLogReg(TfidfLogReg):
     def _make_estimator(self, features: Any) -> Any:
         letter = super()._make_estimator(features)
         logreg = _logistic_regression(self.request_c, self.class_weighted, self.seed)
-        if self.item_stage in ("encoder", "encoder_relative"):
-            embedder = (
-                RequestRelativeEmbeddings
-                if self.item_stage == "encoder_relative"
-                else FrozenEmbeddings
-            )
-            embeddings = embedder(self.item_encoder, self.item_max_length, self.item_stride)
+        if self.item_stage == "encoder":
+            embeddings = FrozenEmbeddings(self.item_encoder, self.item_max_length, self.item_stride)
             request = Pipeline(
                 [("embed", embeddings), ("scale", StandardScaler()), ("logreg", logreg)]
             )

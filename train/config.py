@@ -69,12 +69,10 @@ class TwoStageConfig(TfidfConfig):
         description="Inner folds (grouped by case summary) whose out-of-fold stage scores fit "
         "the stacking regression.",
     )
-    item_stage: Literal["request_features", "encoder", "encoder_relative"] = Field(
+    item_stage: Literal["request_features", "encoder"] = Field(
         "request_features",
         description="request_features: request category, drug class, relation to surgery; "
-        "encoder: frozen sentence embeddings of request + summary (item_encoder); "
-        "encoder_relative: what the request adds to that embedding (the embedding minus "
-        "the summary's with no request).",
+        "encoder: frozen sentence embeddings of request + summary (item_encoder).",
     )
     item_encoder: str = Field(
         OFFLINE_MINILM,

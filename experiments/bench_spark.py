@@ -3,7 +3,11 @@ bare scoring at batch 32, Spark start-up apart.
 
 Usage:
     python experiments/bench_spark.py [--model models:/imr-outcome@champion] [--rows 2000]
-        [--master local[2]] [--summary-words 300]
+        [--master local[2]] [--summary-words 300] [--no-spark]
+
+``--model fresh:offline:minilm`` scores with the offline MiniLM and an untrained head
+(``bench_predict.fresh_model``: a transformer's cost without training one; local only,
+as it is not a registered MLflow model).
 
 Rows are invented (no real text is read or written): a request from a small list and a
 case summary of about ``--summary-words`` words of clinical-sounding sentences, distinct
@@ -117,6 +121,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--summary-words", type=int, default=300)
+    parser.add_argument("--no-spark", action="store_true", help="local figures only")
     args = parser.parse_args()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     print(cpu_line())
@@ -126,7 +131,13 @@ def main() -> None:
         work = Path(folder)
         source = write_rows(work / "rows.csv", args.rows, args.summary_words)
 
-        predictor = Predictor.load(args.model)
+        model_uri = args.model
+        if model_uri.startswith("fresh:"):
+            from bench_predict import fresh_model
+
+            model_uri = str(fresh_model(model_uri.removeprefix("fresh:"), work))
+            args.no_spark = True
+        predictor = Predictor.load(model_uri)
         bare = bare_rows_per_second(predictor, source)
         print(
             f"bare predict_proba, batch {BARE_BATCH}: {bare:.0f} rows/s "
@@ -139,6 +150,9 @@ def main() -> None:
             f"local score_file: {local.total} rows in {seconds:.2f} s = "
             f"{local.total / seconds:.0f} rows/s = {local.total / seconds / bare:.2f}x bare"
         )
+
+        if args.no_spark:
+            return
 
         from pyspark.sql import SparkSession
 

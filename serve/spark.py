@@ -316,6 +316,11 @@ def score_dataframe(
         .drop("n")
     )
     joined = indexed.join(F.broadcast(repeats), on=_KEY, how="left")
+    parallelism = spark.sparkContext.defaultParallelism
+    if df.rdd.getNumPartitions() < parallelism:
+        # A CSV file is read whole (fields may span lines), as one partition: spread the
+        # model calls over the cores. The row index is taken from the scan, before this.
+        joined = joined.repartition(parallelism)
 
     def invalid(name: str) -> Column:
         if not isinstance(types[name], T.StringType):
@@ -498,10 +503,6 @@ def score_table(
         row_column=f"{_PREFIX}row",
         unreadable_column=unreadable,
     )
-    if df.rdd.getNumPartitions() < spark.sparkContext.defaultParallelism:
-        # a CSV file is read whole (fields may span lines), as one partition: spread the
-        # scoring over the cores (after the row index is taken from the scan)
-        scored = scored.repartition(spark.sparkContext.defaultParallelism)
     flat = scored.select(
         _col(id_column).cast("string").alias("id"),
         F.col(f"{_PREFIX}row").alias("row"),

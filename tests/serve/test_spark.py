@@ -246,6 +246,21 @@ def test_integer_ids_are_text_and_repeats_are_errors(
     ]
 
 
+def test_a_one_partition_input_is_scored_on_every_core(
+    spark: SparkSession, store: TrainResult
+) -> None:
+    rows = [good(n) for n in range(12)]
+    df = spark.createDataFrame(rows).coalesce(1)  # as a CSV whose fields span lines is read
+
+    scored = scoring.score_dataframe(spark, df, MODEL_URI, **COLUMNS)
+    plan = scored._jdf.queryExecution().executedPlan().toString().splitlines()
+
+    model_call = next(i for i, line in enumerate(plan) if "EvalPython" in line)
+    spread = next(i for i, line in enumerate(plan) if "RoundRobinPartitioning(2" in line)
+    assert model_call < spread  # the plan tree lists a node above its input
+    assert sorted(r["row"] for r in collect(scored)) == list(range(12))
+
+
 def test_schema_and_model_problems_fail_before_any_job(
     spark: SparkSession, store: TrainResult
 ) -> None:

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -181,9 +182,12 @@ def test_an_encoder_record_reuses_the_scoring_pass(
     )
     passes: list[int] = []
     forward = classifier._window_outputs
-    monkeypatch.setattr(
-        classifier, "_window_outputs", lambda *a, **k: passes.append(1) or forward(*a, **k)
-    )
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        passes.append(1)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(classifier, "_window_outputs", counted)
 
     scored = predict_items(model, [PredictInput(request=r, summary=s) for r, s, _ in asked])
 

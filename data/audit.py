@@ -65,6 +65,9 @@ MIN_WORDS_FOR_NEAR_DUPLICATE = 50
 #: Jaccard similarity above which two summaries are the same case, unless a build says
 #: otherwise; :func:`folds_straddled` always checks at this one.
 DEFAULT_NEAR_DUPLICATE_THRESHOLD = 0.8
+#: The highest threshold MinHash LSH can band with 128 permutations (datasketch needs at
+#: least 2 bands; at 0.99 it finds 1 and refuses).
+MAX_NEAR_DUPLICATE_THRESHOLD = 0.98
 
 
 @dataclass(frozen=True)
@@ -200,8 +203,8 @@ class NearDuplicateGroups:
     rows can stream past it.
 
     Args:
-        threshold: Jaccard similarity in (0, 1] above which two summaries are the same
-            case.
+        threshold: Jaccard similarity in (0, :data:`MAX_NEAR_DUPLICATE_THRESHOLD`] above
+            which two summaries are the same case.
         num_perm: MinHash permutations (more is more precise and slower).
         seed: MinHash seed, for reproducible builds.
     """
@@ -266,8 +269,8 @@ def near_duplicate_groups(
 
     Args:
         records: dataset rows.
-        threshold: Jaccard similarity in (0, 1] above which two summaries are the same
-            case.
+        threshold: Jaccard similarity in (0, :data:`MAX_NEAR_DUPLICATE_THRESHOLD`] above
+            which two summaries are the same case.
         num_perm: MinHash permutations (more is more precise and slower).
         seed: MinHash seed, for reproducible builds.
 

@@ -25,7 +25,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sklearn.model_selection import StratifiedGroupKFold
 
-from imr_outcome.data.audit import DEFAULT_NEAR_DUPLICATE_THRESHOLD, LeakageFinding
+from imr_outcome.data.audit import (
+    DEFAULT_NEAR_DUPLICATE_THRESHOLD,
+    MAX_NEAR_DUPLICATE_THRESHOLD,
+    LeakageFinding,
+)
 from imr_outcome.data.categories import request_category
 from imr_outcome.data.dataset_files import HF_FOLDER, parquet_path
 from imr_outcome.data.excerpt import rationale_excerpt
@@ -60,8 +64,8 @@ class BuildConfig:
         time_split_cutoffs: per source (``"dwc"``, ``"dmhc"``), rows whose
             ``event_date`` is before the cutoff get ``time_split="train"``, the rest
             ``"test"``; sources without a cutoff get no time split (None).
-        near_duplicate_threshold: MinHash Jaccard threshold in (0, 1] above which two
-            summaries are treated as the same case.
+        near_duplicate_threshold: MinHash Jaccard threshold in (0, 0.98] above which two
+            summaries are treated as the same case (:data:`MAX_NEAR_DUPLICATE_THRESHOLD`).
     """
 
     n_folds: int = 5
@@ -72,10 +76,13 @@ class BuildConfig:
     def __post_init__(self) -> None:
         if self.n_folds < 2:
             raise InvalidInputError("n_folds", f"must be >= 2, got {self.n_folds}")
-        if not 0.0 < self.near_duplicate_threshold <= 1.0:
+        if not 0.0 < self.near_duplicate_threshold <= MAX_NEAR_DUPLICATE_THRESHOLD:
             raise InvalidInputError(
                 "near_duplicate_threshold",
-                f"must be in (0, 1], got {self.near_duplicate_threshold}",
+                f"must be in (0, {MAX_NEAR_DUPLICATE_THRESHOLD}], got "
+                f"{self.near_duplicate_threshold}; MinHash LSH cannot band a higher "
+                f"threshold, and {MAX_NEAR_DUPLICATE_THRESHOLD} already merges only "
+                "near-identical summaries",
             )
 
 

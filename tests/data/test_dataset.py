@@ -95,6 +95,20 @@ def test_too_few_letters_for_the_folds_is_a_clear_error() -> None:
         build_dataset(_records(2), BuildConfig())
 
 
+@pytest.mark.parametrize("threshold", [0.0, 0.99, 1.0])
+def test_a_near_duplicate_threshold_lsh_cannot_band_is_refused(threshold: float) -> None:
+    with pytest.raises(
+        InvalidInputError, match=r"near_duplicate_threshold: must be in \(0, 0.98\]"
+    ):
+        BuildConfig(near_duplicate_threshold=threshold)
+
+
+def test_the_highest_near_duplicate_threshold_builds() -> None:
+    built = build_dataset(_records(), BuildConfig(near_duplicate_threshold=0.98))
+
+    assert built.config.near_duplicate_threshold == 0.98
+
+
 def test_leaky_input_fails_the_build() -> None:
     records = _records()
     leaky = dataclasses.replace(records[3], request="MRI of the knee: Upheld")

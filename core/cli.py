@@ -283,14 +283,15 @@ def _load_run_config(config: Path | None, overrides: list[str] | None) -> Any:
 
     run_config = load_config(config, overrides)
     resolved = yaml.safe_dump(run_config.model_dump(mode="json"), sort_keys=False)
-    precision = machine_precision(run_config.training.precision)
     err_console.print(f"[bold]config {run_config.name}[/] (resolved)", highlight=False)
     err_console.print(escape(resolved.rstrip()), highlight=False, soft_wrap=True)
-    err_console.print(
-        f"precision: {run_config.training.precision} -> {precision} "
-        f"(cpu: {cpu_flags().describe()})",
-        highlight=False,
-    )
+    if run_config.runs_an_encoder:  # the scikit-learn kinds have no numeric precision
+        precision = machine_precision(run_config.training.precision)
+        err_console.print(
+            f"precision: {run_config.training.precision} -> {precision} "
+            f"(cpu: {cpu_flags().describe()})",
+            highlight=False,
+        )
     return run_config
 
 

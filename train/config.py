@@ -306,6 +306,16 @@ class RunConfig(Section):
         "model) and for the faithfulness evaluation.",
     )
 
+    @property
+    def runs_an_encoder(self) -> bool:
+        """Whether the model reads text through a pretrained encoder on torch (the
+        transformer and frozen-encoder kinds, and a two-stage encoder item stage), so that
+        ``training.precision`` matters."""
+        model = self.model
+        return model.kind in ("transformer", "frozen_encoder_lr") or (
+            isinstance(model, TwoStageConfig) and model.item_stage == "encoder"
+        )
+
     @model_validator(mode="before")
     @classmethod
     def _default_kind(cls, data: Any) -> Any:

@@ -18,6 +18,20 @@ def test_every_shipped_config_validates(path: Path) -> None:
     assert config.name == path.stem
 
 
+def test_only_configs_that_run_an_encoder_state_a_precision() -> None:
+    running = {
+        path.stem for path in EXPERIMENTS.glob("*.yaml") if load_config(path).runs_an_encoder
+    }
+
+    assert running == {
+        "bio_clinicalbert",
+        "default",
+        "frozen_minilm_lr",
+        "frozen_mpnet_lr",
+        "summary_mpnet_stack",
+    }
+
+
 def test_default_config_is_the_offline_minilm() -> None:
     config = load_config(EXPERIMENTS / "default.yaml")
 

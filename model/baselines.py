@@ -21,6 +21,7 @@ scikit-learn's own parts:
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal, Self
 
@@ -123,6 +124,10 @@ class MajorityClassifier(SklearnKind):
         return float(np.asarray(estimator.class_prior_)[classes == 1].sum())
 
 
+#: scikit-learn's ValueErrors for a vocabulary that min_df (or no words at all) emptied.
+_EMPTY_VOCABULARY = re.compile(r"empty vocabulary|no terms remain", re.IGNORECASE)
+
+
 class TfidfLogReg(SklearnKind):
     """Word n-gram TF-IDF of the request and the summary, then logistic regression.
 
@@ -215,7 +220,9 @@ class TfidfLogReg(SklearnKind):
             return super().fit(X, y)
         except InvalidInputError:
             raise
-        except ValueError as exc:  # empty vocabulary after min_df pruning
+        except ValueError as exc:
+            if not _EMPTY_VOCABULARY.search(str(exc)):
+                raise
             raise InvalidInputError(
                 "model.min_df",
                 f"no n-gram is left in the vocabulary ({exc}); lower model.min_df "

@@ -234,6 +234,18 @@ def test_min_df_that_prunes_everything_is_reported() -> None:
         TfidfLogReg(**_params(min_df=2)).fit(model_frame(inputs), np.array([0, 1], dtype=np.int64))
 
 
+def test_another_fit_error_is_not_blamed_on_min_df(monkeypatch: pytest.MonkeyPatch) -> None:
+    inputs, labels = _toy_set()
+
+    def fails(self: Any, X: Any, y: Any) -> Any:
+        raise ValueError("Input contains NaN")
+
+    monkeypatch.setattr(SklearnKind, "fit", fails)
+
+    with pytest.raises(ValueError, match="^Input contains NaN$"):
+        TfidfLogReg(**_params()).fit(model_frame(inputs), labels)
+
+
 @pytest.mark.parametrize("kind", ["majority", "tfidf_lr", "metadata_lr"])
 def test_logits_before_fit_raise_not_fitted(kind: str) -> None:
     inputs, _ = _toy_set()

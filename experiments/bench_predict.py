@@ -183,22 +183,17 @@ def _backend_forwards(model_dir: Path, items: list[dict[str, Any]]) -> dict[str,
     """Forward-pass p50 (ms) of torch fp32, torch bf16 autocast, ONNX Runtime fp32 and ORT
     dynamic int8 on the same tokenized windows (each item's windows one batch); the int8
     and fp32 graphs are exported here when the folder lacks them (not parity-gated: this
-    times the backends, the registration check decides what serves)."""
+    times the backends, the registration check decides what serves).
+
+    The backends take turns on each batch (three passes over the batches, the first one
+    a warm-up), so drift in a shared or virtual machine's speed lands on all four alike
+    instead of on whichever ran during a slow spell."""
     model = OutcomeModel.load(model_dir, backend="torch")
     classifier = model.classifier
     assert isinstance(classifier, TransformerClassifier)
     batches = _item_batches(model, items)
     network = classifier.model
     network.train(False)
-    timings: dict[str, float] = {}
-    for name, precision in (("torch fp32", False), ("torch bf16", True)):
-        seconds = []
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision):
-            for batch in batches[:2] + batches:
-                started = time.perf_counter()
-                network(**batch)
-                seconds.append(time.perf_counter() - started)
-        timings[name] = _p50(seconds[2:])
     directory = model_dir / "classifier"
     uses_types = "token_type_ids" in classifier.tokenizer.model_input_names
     fp32 = directory / ONNX_FILES["fp32"]
@@ -207,15 +202,29 @@ def _backend_forwards(model_dir: Path, items: list[dict[str, Any]]) -> dict[str,
     int8 = directory / ONNX_FILES["int8"]
     if not int8.is_file():
         quantize(fp32, int8)
-    for name, path in (("ORT fp32", fp32), ("ORT int8", int8)):
-        session = OnnxSession(path)
-        seconds = []
-        for batch in batches[:2] + batches:
-            started = time.perf_counter()
-            session.run(batch)
-            seconds.append(time.perf_counter() - started)
-        timings[name] = _p50(seconds[2:])
-    return timings
+    sessions = {"ORT fp32": OnnxSession(fp32), "ORT int8": OnnxSession(int8)}
+
+    def torch_forward(bf16: bool) -> Callable[[dict[str, Any]], object]:
+        def forward(batch: dict[str, Any]) -> object:
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                return network(**batch)
+
+        return forward
+
+    backends: dict[str, Callable[[dict[str, Any]], object]] = {
+        "torch fp32": torch_forward(False),
+        "torch bf16": torch_forward(True),
+        **{name: session.run for name, session in sessions.items()},
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in backends}
+    for round_ in range(3):
+        for batch in batches:
+            for name, forward in backends.items():
+                started = time.perf_counter()
+                forward(batch)
+                if round_ > 0:
+                    seconds[name].append(time.perf_counter() - started)
+    return {name: _p50(values) for name, values in seconds.items()}
 
 
 def _batch_rate(predictor: Predictor, items: list[dict[str, Any]], rows: int) -> float:

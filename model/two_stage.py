@@ -20,11 +20,6 @@ alone teach that poorly on a few hundred items. This kind stacks two logistic re
     all-mpnet-base-v2), standardized, then a logistic regression. With the letter stage
     on the summary alone (``segments: summary``), every item of a letter shares the
     letter score and only this stage orders them;
-  With ``item_offset: summary`` the item stage's log-odds are taken relative to the same
-  stage's log-odds for the case summary with no request (:class:`RequestRelative`): a
-  per-letter offset, so inside a letter the item stage's order is unchanged, while across
-  letters only what the request adds moves the estimate (issue 22's letter-centred probe,
-  built without reading an item's siblings);
 - a logistic regression over the two stages' out-of-fold log-odds, its weights held
   non-negative (:class:`NonNegativeLogisticRegression`; Breiman 1996, "Stacked
   regressions", Machine Learning 24(1): unconstrained stacking weights are unstable on
@@ -45,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.optimize import minimize
 from scipy.special import expit, log_expit
-from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.ensemble import StackingClassifier
 from sklearn.feature_extraction import DictVectorizer
 from sklearn.model_selection import GroupKFold
@@ -67,57 +62,6 @@ SUMMARY_COLUMN = 1
 def request_feature_dicts(rows: npt.NDArray[Any]) -> list[dict[str, float]]:
     """The request structure features of each feature row (module level: picklable)."""
     return [request_features(str(request)) for request in rows[:, REQUEST_COLUMN]]
-
-
-def without_request(rows: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """The feature rows with the request removed: segment A keeps only what precedes the
-    request (the metadata prefix), the request column is empty; the summary is unchanged."""
-    blank = np.array(rows, dtype=object, copy=True)
-    for i, (text, request) in enumerate(zip(rows[:, 0], rows[:, REQUEST_COLUMN], strict=True)):
-        text, request = str(text), str(request)
-        blank[i, 0] = text[: len(text) - len(request)] if text.endswith(request) else ""
-        blank[i, REQUEST_COLUMN] = ""
-    return blank
-
-
-class RequestRelative(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
-    """An item stage scored relative to its own score of the letter without the request.
-
-    ``decision_function(rows) = f(rows) - f(without_request(rows))``, where ``f`` is the
-    fitted ``estimator``'s log-odds. The second term is shared by every item of a letter
-    (they share the summary), so it leaves the item stage's within-letter order as it is
-    and removes what the stage says about the summary itself, which the letter stage
-    already scores. The offset needs no sibling items, so one item scores the same alone
-    or in a batch.
-
-    Args:
-        estimator: a scikit-learn classifier over feature rows with a
-            ``decision_function`` (cloned at :meth:`fit`).
-    """
-
-    def __init__(self, estimator: Any = None) -> None:
-        self.estimator = estimator
-
-    def fit(self, X: npt.NDArray[Any], y: npt.ArrayLike) -> RequestRelative:
-        """Fit a clone of ``estimator`` on the feature rows ``X`` ``(n, 4)`` and labels."""
-        self.estimator_ = clone(self.estimator).fit(X, y)
-        self.classes_ = self.estimator_.classes_
-        return self
-
-    def decision_function(self, X: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
-        """Relative log-odds of Overturned, shape ``(n,)``."""
-        with_request = np.asarray(self.estimator_.decision_function(X), dtype=np.float64)
-        alone = np.asarray(self.estimator_.decision_function(without_request(X)), dtype=np.float64)
-        return with_request - alone
-
-    def predict_proba(self, X: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
-        """Shape ``(n, 2)``: the logistic of the relative log-odds, and its complement."""
-        p = expit(self.decision_function(X))
-        return np.column_stack([1.0 - p, p])
-
-    def predict(self, X: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
-        """0/1 labels at relative log-odds 0, shape ``(n,)``."""
-        return (self.decision_function(X) > 0).astype(np.int64)
 
 
 class NonNegativeLogisticRegression(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
@@ -195,9 +139,7 @@ class WithinLetterStack(NonNegativeLogisticRegression):
       Day 1980, "Statistical Methods in Cancer Research I", ch. 7) over the letters with
       mixed outcomes, which conditions each letter's shared part away. It therefore
       measures only how well the item stage orders the items of one letter, and is 0 when
-      no training letter is mixed. With ``item_weight`` set, ``beta`` is that number,
-      fixed before any data is seen (the 9-10 mixed letters of a training fold are too
-      few to fit it: the fitted weight is 0 in most folds).
+      no training letter is mixed.
 
     Log-odds: ``intercept + w_letter * letter + beta * (item - mean item)``; scoring is
     :class:`NonNegativeLogisticRegression`'s.
@@ -206,20 +148,14 @@ class WithinLetterStack(NonNegativeLogisticRegression):
         groups: the letter (case summary) of every row the stack is fitted on, in order.
         c: inverse L2 regularization of both fits, > 0.
         class_weighted: class-balanced weights in the letter fit.
-        item_weight: a fixed ``beta >= 0``; None fits it (above).
     """
 
     def __init__(
-        self,
-        groups: npt.ArrayLike = (),
-        c: float = 1.0,
-        class_weighted: bool = True,
-        item_weight: float | None = None,
+        self, groups: npt.ArrayLike = (), c: float = 1.0, class_weighted: bool = True
     ) -> None:
         self.groups = groups
         self.c = c
         self.class_weighted = class_weighted
-        self.item_weight = item_weight
 
     def fit(self, X: npt.ArrayLike, y: npt.ArrayLike) -> WithinLetterStack:
         """Fit on ``X`` of shape ``(n, 2)`` (letter, item log-odds) and 0/1 labels ``y``.
@@ -252,14 +188,10 @@ class WithinLetterStack(NonNegativeLogisticRegression):
                 gradient -= outcome @ z - outcome.sum() * (p @ z)
             return float(value), np.array([gradient])
 
-        if self.item_weight is None:
-            found = minimize(loss, np.zeros(1), jac=True, method="L-BFGS-B", bounds=[(0.0, None)])
-            beta = float(found.x[0])
-        else:
-            beta = float(self.item_weight)
+        found = minimize(loss, np.zeros(1), jac=True, method="L-BFGS-B", bounds=[(0.0, None)])
         self.mixed_letters_ = len(sets)
-        self.coef_ = np.array([[letter.coef_[0, 0], beta]])
-        self.intercept_ = letter.intercept_ - beta * self.item_mean_
+        self.coef_ = np.array([[letter.coef_[0, 0], found.x[0]]])
+        self.intercept_ = letter.intercept_ - found.x[0] * self.item_mean_
         self.classes_ = np.array([0, 1])
         return self
 
@@ -275,10 +207,6 @@ class TwoStageLogReg(TfidfLogReg):
         item_encoder, item_max_length, item_stride: the frozen encoder of the ``encoder``
             item stage and its windows (as ``model.base_model``, ``max_length``,
             ``stride``).
-        item_offset: ``"none"``, or ``"summary"``: the item stage relative to its score of
-            the summary without the request (:class:`RequestRelative`).
-        item_weight: a fixed stacking weight of the item stage, >= 0; None fits it by
-            conditional logistic regression (:class:`WithinLetterStack`).
         stack_folds: inner folds (grouped by case summary) whose out-of-fold log-odds fit
             the stacking regression, >= 2.
         class_weighted: ``class_weight="balanced"`` in all three regressions.
@@ -300,8 +228,6 @@ class TwoStageLogReg(TfidfLogReg):
         item_encoder: str = OFFLINE_MINILM,
         item_max_length: int = 256,
         item_stride: int = 64,
-        item_offset: Literal["none", "summary"] = "none",
-        item_weight: float | None = None,
         class_weighted: bool = True,
         seed: int = 13,
     ) -> None:
@@ -312,8 +238,6 @@ class TwoStageLogReg(TfidfLogReg):
         self.item_encoder = item_encoder
         self.item_max_length = item_max_length
         self.item_stride = item_stride
-        self.item_offset = item_offset
-        self.item_weight = item_weight
 
     def _features(
         self, inputs: Sequence[ModelInput], metadata: Sequence[Mapping[str, Any]] | None
@@ -338,14 +262,12 @@ class TwoStageLogReg(TfidfLogReg):
                     ("logreg", logreg),
                 ]
             )
-        if self.item_offset == "summary":
-            request = RequestRelative(request)
         splitter = GroupKFold(n_splits=self.stack_folds, shuffle=True, random_state=self.seed)
         splits = list(splitter.split(features, groups=features[:, SUMMARY_COLUMN]))
         return StackingClassifier(
             [("letter", letter), ("request", request)],
             final_estimator=WithinLetterStack(
-                features[:, SUMMARY_COLUMN], 1.0, self.class_weighted, self.item_weight
+                features[:, SUMMARY_COLUMN], 1.0, self.class_weighted
             ),
             cv=splits,
             stack_method="decision_function",

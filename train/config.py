@@ -83,17 +83,6 @@ class TwoStageConfig(TfidfConfig):
         256, ge=16, le=512, description="Encoder stage: tokens per window."
     )
     item_stride: int = Field(64, ge=0, description="Encoder stage: window overlap in tokens.")
-    item_offset: Literal["none", "summary"] = Field(
-        "none",
-        description="summary: score the item stage relative to its own score of the case "
-        "summary without the request (a per-letter offset; the request alone moves it).",
-    )
-    item_weight: float | None = Field(
-        None,
-        ge=0,
-        description="A fixed stacking weight of the item stage (chosen before seeing data); "
-        "null fits it by conditional logistic regression over the mixed training letters.",
-    )
 
     @model_validator(mode="after")
     def _item_stride_fits(self) -> TwoStageConfig:

@@ -245,6 +245,13 @@ def _add_band_counts(
         counts[band][1] += int(y)
 
 
+def _mean_over_repeats(values: list[float]) -> float:
+    """The mean of the finite values; NaN (no warning) when no repeat defined the metric,
+    e.g. precision of Overturned when no item was called Overturned."""
+    finite = [value for value in values if math.isfinite(value)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
 def _band_figures(counts: dict[str, list[int]]) -> dict[str, dict[str, float | None]]:
     figures: dict[str, dict[str, float | None]] = {}
     for band in BANDS[:3]:
@@ -345,9 +352,9 @@ def cross_validate(
     assert first is not None
     first.metrics = {
         name: (
-            float(np.nanmean([r[name][0] for r in per_repeat])),
-            float(np.nanmean([r[name][1] for r in per_repeat])),
-            float(np.nanmean([r[name][2] for r in per_repeat])),
+            _mean_over_repeats([r[name][0] for r in per_repeat]),
+            _mean_over_repeats([r[name][1] for r in per_repeat]),
+            _mean_over_repeats([r[name][2] for r in per_repeat]),
         )
         for name in METRIC_NAMES
     }

@@ -12,13 +12,10 @@ from imr_outcome.data.model_input import ModelInput, build_model_input
 from imr_outcome.errors import InvalidInputError
 from imr_outcome.model.base import classifier_class, model_frame
 from imr_outcome.model.two_stage import (
-    REQUEST_COLUMN,
     SUMMARY_COLUMN,
     NonNegativeLogisticRegression,
-    RequestRelative,
     TwoStageLogReg,
     WithinLetterStack,
-    without_request,
 )
 from imr_outcome.train.config import load_config
 from imr_outcome.train.pipeline import sklearn_estimator
@@ -240,87 +237,3 @@ def test_an_item_stride_past_half_the_window_is_refused_naming_the_field() -> No
             EXPERIMENTS / "summary_mpnet_stack.yaml",
             ["model.item_max_length=64", "model.item_stride=32"],
         )
-
-
-def test_a_fixed_item_weight_is_used_as_given() -> None:
-    X, y, groups = _letters_of_scores(within=-1.0)  # fitted, the weight would be 0
-
-    stack = WithinLetterStack(groups, item_weight=0.7).fit(X, y)
-
-    assert stack.coef_[0, 1] == 0.7
-    assert stack.decision_function(X).mean() == pytest.approx(
-        stack.coef_[0, 0] * X[:, 0].mean() + stack.intercept_[0] + 0.7 * X[:, 1].mean()
-    )
-
-
-def test_removing_the_request_keeps_the_metadata_prefix_and_the_summary() -> None:
-    item = build_model_input("Norco 10/325 mg #60", "The injured worker has low back pain.", {})
-    rows = TwoStageLogReg()._features([item], None)
-
-    blank = without_request(rows)
-
-    assert blank[0, 0] == item.text[: item.request_offset]
-    assert blank[0, REQUEST_COLUMN] == ""
-    assert blank[0, SUMMARY_COLUMN] == rows[0, SUMMARY_COLUMN]
-    assert rows[0, REQUEST_COLUMN] == "Norco 10/325 mg #60"  # the input is not changed
-
-
-@pytest.fixture(scope="module")
-def relative_stack(tiny_bert: Path) -> TwoStageLogReg:
-    inputs, labels = _letters()
-    stack = TwoStageLogReg(
-        c=1.0,
-        min_df=1,
-        segments="summary",
-        request_c=1.0,
-        item_stage="encoder",
-        item_encoder=str(tiny_bert),
-        item_max_length=64,
-        item_stride=16,
-        item_offset="summary",
-        item_weight=1.0,
-    )
-    return stack.fit(model_frame(inputs), labels)
-
-
-def test_the_relative_item_stage_keeps_a_letter_s_order_and_drops_its_offset(
-    relative_stack: TwoStageLogReg,
-) -> None:
-    summary = "Case 99. The injured worker reports chronic left knee pain; surgery is planned."
-    items = [build_model_input(request, summary, {}) for request in REQUESTS]
-    rows = relative_stack._features(items, None)
-    stage = relative_stack.estimator_.named_estimators_["request"]
-    assert isinstance(stage, RequestRelative)
-    raw = stage.estimator_.decision_function(rows)
-    alone = stage.estimator_.decision_function(without_request(rows))
-
-    relative = stage.decision_function(rows)
-
-    np.testing.assert_allclose(relative, raw - alone)
-    assert np.ptp(alone) == pytest.approx(0.0, abs=1e-9)  # one offset for the letter
-    np.testing.assert_array_equal(np.argsort(relative), np.argsort(raw))
-    assert relative_stack.stage_weights[1] == 1.0
-    np.testing.assert_allclose(relative_stack.request_share(items), relative)
-
-
-def test_an_item_scores_the_same_alone_or_with_its_siblings(
-    relative_stack: TwoStageLogReg,
-) -> None:
-    summary = "Case 98. The injured worker has knee pain; MRI shows a meniscal tear."
-    items = [build_model_input(request, summary, {}) for request in REQUESTS]
-
-    together = relative_stack.logits(items)[:, 1]
-    alone = [relative_stack.logits([item])[0, 1] for item in items]
-
-    np.testing.assert_allclose(alone, together)
-    assert np.ptp(together) > 0.0
-
-
-def test_the_shipped_relative_config_fixes_the_item_weight_in_advance() -> None:
-    config = load_config(EXPERIMENTS / "summary_mpnet_relative.yaml")
-
-    estimator = sklearn_estimator(config)
-
-    assert isinstance(estimator, TwoStageLogReg)
-    assert (estimator.item_offset, estimator.item_weight) == ("summary", 1.0)
-    assert estimator.segments == "summary"

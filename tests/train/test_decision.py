@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -362,3 +363,25 @@ def test_the_frozen_encoder_is_tuned_and_cross_fitted_through_scikit_learn(
     assert set(fitted_c[:4]) == {0.1, 10.0}
     assert len(set(fitted_c[4:])) == 1  # the chosen C for the cross-fit and the final fit
     assert model.predict_proba(rows.inputs).shape == (len(rows), 2)
+
+
+def test_a_metric_no_repeat_defines_is_nan_without_a_numpy_warning() -> None:
+    config = load_config(
+        None,
+        [
+            "model.kind=majority",
+            "explainer=none",
+            "evaluation.folds=4",
+            "evaluation.repeats=2",
+            "evaluation.bootstrap=100",
+            "evaluation.invariance=false",
+        ],
+    )
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        summary, per_repeat = cross_validate(config, _rows(), data_fingerprint="t")
+
+    assert len(per_repeat) == 2
+    assert all(np.isnan(value) for value in summary.metrics["precision_overturned"])
+    assert summary.metrics["auroc"] == pytest.approx((0.5, 0.5, 0.5))

@@ -242,7 +242,7 @@ def test_another_fit_error_is_not_blamed_on_min_df(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(SklearnKind, "fit", fails)
 
-    with pytest.raises(ValueError, match="^Input contains NaN$"):
+    with pytest.raises(ValueError, match=r"^Input contains NaN$"):
         TfidfLogReg(**_params()).fit(model_frame(inputs), labels)
 
 

@@ -27,6 +27,7 @@ from imr_outcome.data.house_style import (
     Edit,
     NormalizedText,
     apply_edits,
+    first_char_guard,
     house_style_edits,
     match_case,
     regex_edits,
@@ -76,10 +77,11 @@ HER_OBJECT_FOLLOWERS: frozenset[str] = frozenset((
 ))
 # fmt: on
 
-_SEX_WORD = re.compile(
+SEX_WORD_PATTERN = (
     r"\b(?P<word>(?i:" + "|".join(sorted([*SEX_PAIRS, "her"], key=len, reverse=True)) + r"))\b"
     r"|(?<![\w.])(?P<title>Mrs|Mr|Ms)(?=\.|\s+[A-Z])"
 )
+_SEX_WORD = first_char_guard(SEX_WORD_PATTERN, "".join({word[0] for word in SEX_PAIRS}) + "m")
 _NEXT_TOKEN = re.compile(r"\s*([A-Za-z]+|[0-9]|\S)?")
 _TITLES = {"Mr": "Ms", "Ms": "Mr", "Mrs": "Mr"}
 

@@ -1,8 +1,15 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from imr_outcome.data.counterfactuals import _SEX_WORD, SEX_WORD_PATTERN
 from imr_outcome.data.house_style import (
+    _NOUN,
+    _OPENER,
+    NOUN_PATTERN,
+    OPENER_PATTERN,
     Edit,
     apply_edits,
     match_case,
@@ -164,3 +171,27 @@ def test_the_applicant_style_is_a_third_target() -> None:
     assert to_applicant_style("The injured worker's knee. A patient fell.") == (
         "The applicant's knee. An applicant fell."
     )
+
+
+GUARD_TEXTS = (
+    WORKER_STYLE + " She said her knee hurt.",
+    "A patient and an Injured Worker (IW); the IW's applicants. CLAIMANT, the worker-owned"
+    " shop. According to the records, she saw Mrs. Lee. The records show that he fell.",
+    # Letters that re.IGNORECASE equates with ASCII: dotless i, dotted I, long s.
+    "\u0131njured worker, \u0130NJURED WORKER, \u017fhe and \u017fHE; Review of records"
+    " shows pain. Medical records revealed it.",
+)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "guarded"),
+    [(NOUN_PATTERN, _NOUN), (SEX_WORD_PATTERN, _SEX_WORD), (OPENER_PATTERN, _OPENER)],
+    ids=["noun", "sex", "opener"],
+)
+@pytest.mark.parametrize("text", GUARD_TEXTS)
+def test_first_char_guard_finds_exactly_the_plain_patterns_matches(
+    pattern: str, guarded: re.Pattern[str], text: str
+) -> None:
+    plain = [(m.span(), m.groupdict()) for m in re.finditer(pattern, text)]
+    assert plain  # every text exercises every rule
+    assert [(m.span(), m.groupdict()) for m in guarded.finditer(text)] == plain

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
 from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel
@@ -285,9 +284,9 @@ _Row = TypeVar("_Row", bound=BaseModel)
 
 
 def _validated_once(cache: dict[Any, _Row], schema: type[_Row], value: Any) -> _Row:
-    """``schema`` of the dataclass ``value``, validated once per distinct value."""
+    """``schema`` of the flat dataclass ``value``, validated once per distinct value."""
     if value not in cache:
-        cache[value] = schema.model_validate(asdict(value))
+        cache[value] = schema.model_validate(value, from_attributes=True)
     return cache[value]
 
 

@@ -3,7 +3,7 @@ bare scoring at batch 32, Spark start-up apart.
 
 Usage:
     python experiments/bench_spark.py [--model models:/imr-outcome@champion] [--rows 2000]
-        [--master local[2]] [--summary-words 300] [--no-spark]
+        [--master local[2]] [--summary-words 300] [--no-spark] [--rounds 3]
 
 ``--model fresh:offline:minilm`` scores with the offline MiniLM and an untrained head
 (``bench_predict.fresh_model``: a transformer's cost without training one; local only,
@@ -18,6 +18,9 @@ ids, written to a CSV in a temporary folder.
   warnings, record or writing. The issue 18 target is batch >= 0.9x this.
 - local: :func:`imr_outcome.serve.batch.score_file` (what ``imr-outcome score`` runs) with
   the model already loaded, CSV in, Parquet out; rows/s of the whole call.
+- bare and local are timed in turns, ``--rounds`` times after one untimed pass of each
+  (the first pass of a fresh process runs up to 2x slower), and the median of each is
+  reported with the ratio, so drift of a shared machine hits both alike.
 - Spark start-up: creating the ``--master`` session and running one trivial job (JVM,
   Python workers), measured alone.
 - Spark: :func:`imr_outcome.serve.spark.score_table` on the same CSV into partitioned
@@ -36,6 +39,7 @@ import csv
 import os
 import platform
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -122,6 +126,7 @@ def main() -> None:
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--summary-words", type=int, default=300)
     parser.add_argument("--no-spark", action="store_true", help="local figures only")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds of bare and local")
     args = parser.parse_args()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     print(cpu_line())
@@ -138,17 +143,23 @@ def main() -> None:
             model_uri = str(fresh_model(model_uri.removeprefix("fresh:"), work))
             args.no_spark = True
         predictor = Predictor.load(model_uri)
-        bare = bare_rows_per_second(predictor, source)
+        bare_rates, local_rates = [], []
+        for round_ in range(args.rounds + 1):
+            bare = bare_rows_per_second(predictor, source)
+            started = time.perf_counter()
+            output = work / f"local-{round_}.parquet"
+            local = score_file(source, output, predictor)
+            if round_:  # round 0 warms both paths up
+                bare_rates.append(bare)
+                local_rates.append(local.total / (time.perf_counter() - started))
+        bare, local_rate = statistics.median(bare_rates), statistics.median(local_rates)
         print(
-            f"bare predict_proba, batch {BARE_BATCH}: {bare:.0f} rows/s "
-            f"({predictor.model.info.kind}, backend {predictor.model.backend})"
+            f"bare predict_proba, batch {BARE_BATCH}: {bare:.0f} rows/s, median of "
+            f"{args.rounds} ({predictor.model.info.kind}, backend {predictor.model.backend})"
         )
-        started = time.perf_counter()
-        local = score_file(source, work / "local.parquet", predictor)
-        seconds = time.perf_counter() - started
         print(
-            f"local score_file: {local.total} rows in {seconds:.2f} s = "
-            f"{local.total / seconds:.0f} rows/s = {local.total / seconds / bare:.2f}x bare"
+            f"local score_file: {local_rate:.0f} rows/s, median of {args.rounds} "
+            f"= {local_rate / bare:.2f}x bare"
         )
 
         if args.no_spark:
@@ -183,7 +194,7 @@ def main() -> None:
                 f"{summary.total / seconds:.0f} rows/s = {summary.total / seconds / bare:.2f}x bare"
             )
 
-        expected = pq.read_table(work / "local.parquet").to_pylist()
+        expected = pq.read_table(work / "local-0.parquet").to_pylist()
         got = sorted(pq.read_table(output).to_pylist(), key=lambda r: r["row"])
         worst = max(
             abs(a["p_overturned"] - b["p_overturned"])

@@ -2,7 +2,7 @@
 
 A cheap transformer baseline: the encoder is never trained, so fitting costs one
 forward pass per window. Item embeddings are mean-pooled over tokens and windows
-(Reimers & Gurevych 2019, see :func:`imr_outcome.model.encoders.mean_pooled_embeddings`),
+(Reimers & Gurevych 2019, see :func:`imr_outcome.model.pooling.mean_pooled_embeddings`),
 standardized, and fed to an L2-regularized logistic regression.
 
 Embeddings are cached in memory per process, keyed by the encoder settings and a SHA-256
@@ -35,8 +35,9 @@ from imr_outcome.data.model_input import ModelInput
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
 from imr_outcome.model.arrays import as_labels
 from imr_outcome.model.base import ItemScores, Logits, single_windows
-from imr_outcome.model.encoders import load_encoder, load_tokenizer, pooled_embeddings
+from imr_outcome.model.encoders import load_encoder, load_tokenizer
 from imr_outcome.model.hardware import machine_precision
+from imr_outcome.model.pooling import pooled_embeddings
 from imr_outcome.model.settings import OFFLINE_MINILM, FrozenEncoderConfig, TrainingConfig
 
 if TYPE_CHECKING:

@@ -34,18 +34,16 @@ from imr_outcome.errors import IncompatibleModelError, ModelNotFoundError
 from imr_outcome.model.base import ItemScores, Logits
 from imr_outcome.model.encoders import (
     Windows,
-    aggregate,
     encode_windows,
     for_inference,
     from_pretrained,
     iter_batches,
     load_tokenizer,
-    masked_mean,
-    mean_by_item,
 )
 from imr_outcome.model.hardware import machine_precision
 from imr_outcome.model.onnx_runtime import Backend, OnnxSession, open_session
 from imr_outcome.model.ood import MahalanobisOod
+from imr_outcome.model.pooling import aggregate, masked_mean, mean_by_item
 from imr_outcome.model.settings import TrainingConfig, TransformerConfig
 
 logger = logging.getLogger(__name__)

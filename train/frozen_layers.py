@@ -29,7 +29,8 @@ from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from imr_outcome.errors import InvalidInputError
-from imr_outcome.model.encoders import Windows, collate, masked_mean
+from imr_outcome.model.encoders import Windows, collate
+from imr_outcome.model.pooling import masked_mean
 
 #: Cached states kept per process before the oldest are dropped (about 2 GiB of fp32).
 MAX_CACHED_BYTES = 2 * 1024**3

@@ -14,13 +14,12 @@ from imr_outcome.data.model_input import ModelInput
 from imr_outcome.errors import InvalidInputError, ModelNotFoundError
 from imr_outcome.model.encoders import (
     Windows,
-    aggregate,
     collate,
     encode_windows,
     load_tokenizer,
-    mean_pooled_embeddings,
     resolve_base_model,
 )
+from imr_outcome.model.pooling import aggregate, mean_pooled_embeddings
 
 MAX_LENGTH = 64
 STRIDE = 16

@@ -18,11 +18,11 @@ from transformers import TrainerCallback
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.data.schema import LABELS
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
-from imr_outcome.model.encoders import aggregate
+from imr_outcome.model.pooling import aggregate
 from imr_outcome.model.settings import TrainingConfig, TransformerConfig
 from imr_outcome.model.transformer import TransformerClassifier
-from imr_outcome.train.fine_tune import (
-    TrainableTransformer,
+from imr_outcome.train.fine_tune import TrainableTransformer
+from imr_outcome.train.training_windows import (
     class_weights,
     sample_training_windows,
     window_loss,

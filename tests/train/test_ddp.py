@@ -17,8 +17,8 @@ from mlflow import MlflowClient
 
 from imr_outcome.train.config import load_config
 from imr_outcome.train.evaluate import holdout_split
-from imr_outcome.train.fine_tune import group_by_length
 from imr_outcome.train.run import load_training_data
+from imr_outcome.train.training_windows import group_by_length
 
 from dataset_factory import write_dataset
 

@@ -8,6 +8,7 @@ import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -118,6 +119,30 @@ def test_a_bf16_trained_model_exports_from_its_saved_fp32_weights(
     loaded = OutcomeModel.load(model_dir, backend="torch").classifier
     assert isinstance(loaded, TransformerClassifier)
     np.testing.assert_array_equal(loaded.logits(inputs), classifier.logits(inputs))
+
+
+def test_the_int8_variant_is_traced_with_eager_attention_and_fp32_with_the_default(
+    exported: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model_dir = Path(shutil.copytree(exported, tmp_path / "model"))
+    for name in (*ONNX_FILES.values(), PARITY_FILE):
+        (model_dir / "classifier" / name).unlink(missing_ok=True)
+    traced: list[str] = []
+    real_export = onnx_export.export
+
+    def spy(model: Any, uses_token_types: bool, path: Path) -> Path:
+        traced.append(model.config._attn_implementation)
+        return real_export(model, uses_token_types, path)
+
+    monkeypatch.setattr(onnx_export, "export", spy)
+
+    parities = export_test_onnx(model_dir, variants=("fp32", "int8"))
+
+    assert [p.variant for p in parities] == ["fp32", "int8"]
+    assert len(traced) == 2
+    assert traced[0] != "eager"
+    assert traced[1] == onnx_export.INT8_ATTENTION == "eager"
+    assert all(p.passed for p in parities), parities
 
 
 def test_auto_picks_int8_only_with_int8_dot_products(exported: Path) -> None:

@@ -45,14 +45,13 @@ from typing import Annotated, Any
 import anyio
 import anyio.to_thread
 from fastapi import FastAPI, File, Form, Request, UploadFile
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from imr_outcome.errors import InvalidInputError
 from imr_outcome.model.defaults import SIMILAR_K
 from imr_outcome.model.prediction import Prediction
-from imr_outcome.serve.api_auth import PROTECTED_PREFIX, ApiKeyMiddleware
+from imr_outcome.serve.api_auth import ApiKeyMiddleware
 from imr_outcome.serve.api_calls import (
     MICRO_BATCH_ITEMS,
     MICRO_BATCH_WAIT_S,
@@ -78,6 +77,7 @@ from imr_outcome.serve.api_limits import (
     ServeSettings,
     ShedLoadMiddleware,
 )
+from imr_outcome.serve.api_openapi import ERROR_RESPONSES, openapi_builder
 from imr_outcome.serve.api_schemas import (
     DEFAULT_TOP_K,
     MAX_TOP_K,
@@ -93,7 +93,6 @@ from imr_outcome.serve.api_schemas import (
     ReloadReport,
     SimilarRequest,
     SimilarResponse,
-    state_limits,
 )
 from imr_outcome.serve.model_follower import (
     Loader,
@@ -124,17 +123,6 @@ FAVICON_SVG = (
 )
 #: Request paths that need a model slot (refused at once while the gate is full).
 MODEL_PATHS = frozenset({"/v1/predict", "/v1/predict/batch", "/v1/letters"})
-
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody, "description": description}
-    for status, description in {
-        401: "no API key, or a wrong one (only when the server has a key)",
-        413: "text, items or body over the server's limits",
-        422: "invalid input (the field and the fix are named)",
-        503: "model not loaded yet, busy, or the server shutting down (see Retry-After)",
-        504: "the request took longer than the server's request timeout",
-    }.items()
-}
 
 
 def _validated(
@@ -171,35 +159,6 @@ def _check_count(field_name: str, n: int, limit: int) -> None:
         raise TooLarge(
             field_name, f"{n} items, more than the limit of {limit}; split them into batches"
         )
-
-
-def _openapi(app: FastAPI, settings: ServeSettings) -> Callable[[], dict[str, Any]]:
-    """``app.openapi``: FastAPI's document with this server's limits and security."""
-
-    def build() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title,
-                version=app.version,
-                summary=app.summary,
-                description=app.description,
-                routes=app.routes,
-            )
-            state_limits(
-                schema, max_chars=settings.max_chars, max_batch_items=settings.max_batch_items
-            )
-            if settings.api_key is not None:
-                schema["components"]["securitySchemes"] = {
-                    "apiKey": {"type": "http", "scheme": "bearer"}
-                }
-                for path, operations in schema["paths"].items():
-                    if path.startswith(PROTECTED_PREFIX):
-                        for operation in operations.values():
-                            operation["security"] = [{"apiKey": []}]
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    return build
 
 
 def create_app(
@@ -257,7 +216,7 @@ def create_app(
     )
     app.state.server = state
     app.state.follower = follower
-    app.openapi = _openapi(app, settings)  # type: ignore[method-assign]
+    app.openapi = openapi_builder(app, settings)  # type: ignore[method-assign]
     install_error_handlers(app)
 
     def body_limit(path: str) -> int:
@@ -308,7 +267,7 @@ def create_app(
             headers={"Retry-After": str(settings.retry_after_s)},
         )
 
-    @app.get("/v1/model", response_model=ModelCard, tags=["model"], responses=_ERRORS)
+    @app.get("/v1/model", response_model=ModelCard, tags=["model"], responses=ERROR_RESPONSES)
     async def model_card() -> ModelCard:
         """The model answering now: name, version, alias, data fingerprint, held-out
         metrics; for a followed alias also the latest checks of it."""
@@ -321,7 +280,7 @@ def create_app(
         response_model=ReloadReport,
         tags=["model"],
         responses={
-            **_ERRORS,
+            **ERROR_RESPONSES,
             409: {"model": ErrorBody, "description": "a pinned model URI: nothing to follow"},
         },
     )
@@ -339,7 +298,7 @@ def create_app(
             )
         return await follower.check_now()
 
-    @app.post("/v1/predict", response_model=Prediction, tags=["predict"], responses=_ERRORS)
+    @app.post("/v1/predict", response_model=Prediction, tags=["predict"], responses=ERROR_RESPONSES)
     async def predict(body: PredictRequest, request: Request) -> Prediction:
         """Predict one item; evidence offsets index ``request`` / ``summary`` as sent."""
         until = deadline()
@@ -354,7 +313,9 @@ def create_app(
         [prediction] = await call_model(state, request, call, until)
         return prediction
 
-    @app.post("/v1/similar", response_model=SimilarResponse, tags=["predict"], responses=_ERRORS)
+    @app.post(
+        "/v1/similar", response_model=SimilarResponse, tags=["predict"], responses=ERROR_RESPONSES
+    )
     async def similar(body: SimilarRequest, request: Request) -> SimilarResponse:
         """The outcome rates of this kind of request and the k most similar past decisions
         (from the model's training letters; the rationale excerpts are display only)."""
@@ -374,7 +335,10 @@ def create_app(
         )
 
     @app.post(
-        "/v1/predict/batch", response_model=BatchResponse, tags=["predict"], responses=_ERRORS
+        "/v1/predict/batch",
+        response_model=BatchResponse,
+        tags=["predict"],
+        responses=ERROR_RESPONSES,
     )
     async def predict_batch(body: BatchRequest, request: Request) -> BatchResponse:
         """Predict 1 to ``max_batch_items`` items together, in input order."""
@@ -403,7 +367,10 @@ def create_app(
         "/v1/letters",
         response_model=LetterResponse,
         tags=["predict"],
-        responses={**_ERRORS, 415: {"model": ErrorBody, "description": "not a PDF or text"}},
+        responses={
+            **ERROR_RESPONSES,
+            415: {"model": ErrorBody, "description": "not a PDF or text"},
+        },
     )
     async def letters(
         request: Request,

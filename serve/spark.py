@@ -35,18 +35,13 @@ are broadcast back); ids and texts are checked in SQL (missing or multi-line ids
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
-import shutil
 import sys
-import tempfile
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import mlflow.pyfunc
 from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -54,30 +49,15 @@ from pyspark.sql import types as T
 
 from imr_outcome.errors import InvalidInputError
 from imr_outcome.model.defaults import MAX_TEXT_CHARS
-from imr_outcome.model.model_uri import ARTIFACT_KEY
-from imr_outcome.model.pyfunc import PYFUNC_CODE, SIGNATURE
 from imr_outcome.model.scoring import OUTPUT_FIELDS, one_line
 from imr_outcome.serve.batch import ScoreSummary
 from imr_outcome.serve.batch_readers import Columns, checked_metadata_columns
-from imr_outcome.serve.predictor import Predictor
+from imr_outcome.serve.spark_udf import PREDICTION_FIELDS, PREDICTION_TYPE, error_struct, pyfunc_udf
 
 logger = logging.getLogger(__name__)
 
 #: The model scored when none is named.
 DEFAULT_MODEL_URI = "models:/imr-outcome@champion"
-_SPARK_TYPES: dict[str, T.DataType] = {
-    "p_overturned": T.DoubleType(),
-    "p_upheld": T.DoubleType(),
-    "base_rate": T.DoubleType(),
-    "relative_risk": T.DoubleType(),
-    "warnings": T.ArrayType(T.StringType()),
-    "similar_ids": T.ArrayType(T.StringType()),
-}
-#: The prediction struct: the one output row (see the module docstring); all nullable.
-PREDICTION_TYPE = T.StructType(
-    [T.StructField(name, _SPARK_TYPES.get(name, T.StringType())) for name in OUTPUT_FIELDS]
-)
-PREDICTION_FIELDS: tuple[str, ...] = tuple(PREDICTION_TYPE.names)
 #: Columns of a :func:`score_table` output, before any kept input columns.
 OUTPUT_COLUMNS: tuple[str, ...] = ("id", "row", *PREDICTION_FIELDS)
 #: The error of a row whose text the SQL check found not to be valid UTF-8 (the local
@@ -124,67 +104,6 @@ def spark_session(master: str | None = None, app_name: str = "imr-outcome") -> S
     if master is not None:
         builder = builder.master(master)
     return builder.getOrCreate()
-
-
-# ------------------------------------------------------------------------- the model
-
-
-def _pyfunc_udf(spark: SparkSession, model_uri: str, max_chars: int) -> tuple[Any, Predictor]:
-    """Resolve ``model_uri`` on the driver and wrap it as a ``spark_udf`` over the pyfunc.
-
-    The model is saved with its resolved name and version in the pyfunc's
-    ``model_config``, so Spark rows name it as the local paths do.
-
-    Returns:
-        The UDF (struct of input columns in, :data:`PREDICTION_TYPE` out) and the driver's
-        predictor (for its name and version).
-
-    Raises:
-        ModelNotFoundError, IncompatibleModelError: see :meth:`Predictor.load`.
-    """
-    predictor = Predictor.load(model_uri, max_chars=max_chars)
-    folder = Path(tempfile.mkdtemp(prefix="imr-spark-model-"))
-    atexit.register(shutil.rmtree, folder, True)  # tasks may read it until the driver exits
-    predictor.model.save(folder / "imr_model")
-    mlflow.pyfunc.save_model(
-        folder / "pyfunc",
-        python_model=str(PYFUNC_CODE),
-        artifacts={ARTIFACT_KEY: str(folder / "imr_model")},
-        signature=SIGNATURE,
-        model_config={
-            "model_name": predictor.model_name,
-            "model_version": predictor.model_version,
-            "max_chars": max_chars,
-        },
-    )
-    logger.info(
-        "scoring with %s model %s version %s on the executors",
-        predictor.model.info.kind,
-        predictor.model_name,
-        predictor.model_version,
-    )
-    with warnings.catch_warnings():
-        # "local" is the point: executors run this very environment (see module docstring)
-        warnings.filterwarnings("ignore", message='.*env_manager="local"')
-        udf = mlflow.pyfunc.spark_udf(
-            spark, str(folder / "pyfunc"), result_type=PREDICTION_TYPE, env_manager="local"
-        )
-    return udf, predictor
-
-
-def _error_struct(problem: Column, predictor: Predictor) -> Column:
-    """A :data:`PREDICTION_TYPE` value for a row refused before scoring."""
-    fields = {
-        "error": problem,
-        "model_name": F.lit(predictor.model_name),
-        "model_version": F.lit(predictor.model_version),
-    }
-    return F.struct(
-        *[
-            fields.get(f.name, F.lit(None).cast(f.dataType)).alias(f.name)
-            for f in PREDICTION_TYPE.fields
-        ]
-    )
 
 
 # --------------------------------------------------------------------- DataFrame side
@@ -302,7 +221,7 @@ def score_dataframe(
     _check_schema(df, columns, {"prediction_column": prediction_column, "row_column": row_column})
     if prediction_column == row_column:
         raise InvalidInputError("row_column", "must differ from prediction_column")
-    udf, predictor = _pyfunc_udf(spark, model_uri, max_chars)
+    udf, predictor = pyfunc_udf(spark, model_uri, max_chars)
     # spark_udf hands the pyfunc one Arrow batch at a time
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size))
 
@@ -367,7 +286,7 @@ def score_dataframe(
             for f in PREDICTION_TYPE.fields
         ]
     )
-    prediction = F.when(problem.isNull(), scored).otherwise(_error_struct(problem, predictor))
+    prediction = F.when(problem.isNull(), scored).otherwise(error_struct(problem, predictor))
     return joined.withColumn(prediction_column, prediction).drop(_KEY, _FIRST)
 
 

@@ -32,7 +32,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from imr_outcome.data.categories import request_category
 from imr_outcome.data.request_terms import request_item
@@ -220,6 +220,31 @@ class _Group:
             self.years.append(int(row.year))
 
 
+class RequestKind(NamedTuple):
+    """What kind of request this is: its category and, where one is known, the finer item.
+
+    Attributes:
+        category: the request category (DWC) or treatment category (DMHC).
+        item: :func:`~imr_outcome.data.request_terms.request_item` (DWC: "Norco",
+            "lumbar MRI") or the treatment subcategory (DMHC); None when none is known.
+    """
+
+    category: str
+    item: str | None
+
+
+def request_kind(request: str, category: str | None, source: str) -> RequestKind:
+    """The :class:`RequestKind` of ``request`` the way the rates group it.
+
+    Args:
+        request: the request text (DMHC: ``"TreatmentCategory: TreatmentSubCategory"``).
+        category: the dataset's request category when known, else derived from
+            ``request`` as ``data build`` derives it.
+        source: ``"dwc"`` or ``"dmhc"``.
+    """
+    return RequestKind(_category(request, category, source), _item(request, source))
+
+
 def _category(row_request: str, category: str | None, source: str) -> str:
     if category:
         return category
@@ -276,8 +301,7 @@ class OutcomeRates:
         levels["diagnosis"] = {}
         parent_of: dict[str, dict[str, str]] = {"category": {}, "item": {}, "diagnosis": {}}
         for row in rows:
-            category = _category(row.request, row.category, source_name)
-            item = _item(row.request, source_name)
+            category, item = request_kind(row.request, row.category, source_name)
             levels["source"].setdefault("all", _Group()).add(row)
             levels["category"].setdefault(category, _Group()).add(row)
             parent_of["category"][category] = "all"
@@ -364,6 +388,10 @@ class OutcomeRates:
             source=source_label,
         )
 
+    def request_kind(self, request: str, *, category: str | None = None) -> RequestKind:
+        """:func:`request_kind` under this table's source."""
+        return request_kind(request, category, self.source_name)
+
     def lookup(
         self, request: str, *, category: str | None = None, diagnosis: str | None = None
     ) -> RateLookup:
@@ -379,8 +407,7 @@ class OutcomeRates:
         Returns:
             The :class:`RateLookup`.
         """
-        found = _category(request, category, self.source_name)
-        item = _item(request, self.source_name)
+        found, item = self.request_kind(request, category=category)
         return RateLookup(
             source=self.rates["source"]["all"],
             category=self.rates["category"].get(found),

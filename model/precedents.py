@@ -78,6 +78,8 @@ class Precedent:
             (display only), None when the source has none.
         request_category: the request category.
         similarity: cosine similarity to the query in [-1, 1] (0 for stored items).
+        request_item: the finer requested item ("Norco", "lumbar MRI"; the DMHC
+            treatment subcategory), None when none is known.
     """
 
     item_id: str
@@ -89,6 +91,7 @@ class Precedent:
     rationale_excerpt: str | None
     request_category: str | None
     similarity: float = 0.0
+    request_item: str | None = None
 
 
 class TfidfRepresentation:
@@ -264,17 +267,22 @@ class VectorIndex:
         return index
 
     def search(
-        self, queries: Vectors | npt.ArrayLike, k: int
+        self,
+        queries: Vectors | npt.ArrayLike,
+        k: int,
+        allowed: npt.NDArray[np.bool_] | None = None,
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
         """The ``k`` most similar items of each query.
 
         Args:
             queries: shape ``(q, d)``, the same representation as the index.
             k: neighbours per query, 1 <= k (capped at the index size).
+            allowed: shape ``(n,)``: only these items may be returned (hnswlib's
+                ``filter`` on an HNSW graph, a ranked scan on the exact backend).
 
         Returns:
-            ``(indices, similarities)``, each shape ``(q, min(k, n))``, most similar
-            first; similarities are cosines.
+            ``(indices, similarities)``, each shape ``(q, min(k, n))`` (``n``: the
+            allowed items), most similar first; similarities are cosines.
 
         Raises:
             InvalidInputError: ``k`` < 1 or a dimension mismatch.
@@ -285,11 +293,42 @@ class VectorIndex:
         q: Vectors = sp.csr_matrix(queries, dtype=np.float32) if self.sparse else unit_rows(queries)
         if q.shape[1] != self.dim:
             raise InvalidInputError("vectors", f"expected dimension {self.dim}, got {q.shape[1]}")
+        if allowed is not None:
+            return self._search_allowed(q, k, allowed)
         if self.backend == "exact":
             distances, indices = self._search.kneighbors(q, n_neighbors=k)
         else:
             self._search.set_ef(max(HNSW_EF_SEARCH, k))
             indices, distances = self._search.knn_query(np.asarray(q), k=k)
+        return indices.astype(np.int64), 1.0 - distances.astype(np.float64)
+
+    def _search_allowed(
+        self, q: Vectors, k: int, allowed: npt.NDArray[np.bool_]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        if allowed.shape != (self.n,):
+            raise InvalidInputError("allowed", f"expected shape ({self.n},), got {allowed.shape}")
+        k = min(k, int(allowed.sum()))
+        if k < 1:
+            return np.zeros((q.shape[0], 0), np.int64), np.zeros((q.shape[0], 0))
+        if self.backend == "exact":
+            indices, similarities = self.search(q, self.n)
+            keep = allowed[indices]
+            shape = (indices.shape[0], -1)
+            return (
+                indices[keep].reshape(shape)[:, :k],
+                similarities[keep].reshape(shape)[:, :k],
+            )
+        self._search.set_ef(max(HNSW_EF_SEARCH, k))
+        try:
+            indices, distances = self._search.knn_query(
+                np.asarray(q), k=k, filter=lambda i: bool(allowed[i])
+            )
+        except RuntimeError:
+            # hnswlib could not reach k allowed items through the graph: rank them all.
+            ids = np.flatnonzero(allowed)
+            cosines = unit_rows(np.asarray(q)) @ unit_rows(self._search.get_items(ids)).T
+            order = np.argsort(-cosines, axis=1, kind="stable")[:, :k]
+            return ids[order], np.take_along_axis(cosines, order, axis=1).astype(np.float64)
         return indices.astype(np.int64), 1.0 - distances.astype(np.float64)
 
     def save(self, directory: Path) -> None:
@@ -366,15 +405,27 @@ class PrecedentIndex:
         self.groups = [tuple(g) for g in groups]
         self.index = index
         self._group_sizes: dict[str, int] = {}
-        for item_groups in self.groups:
+        self._members: dict[str, list[int]] = {}
+        for i, item_groups in enumerate(self.groups):
             for group in set(item_groups):
                 self._group_sizes[group] = self._group_sizes.get(group, 0) + 1
+                self._members.setdefault(group, []).append(i)
+        # Integer codes of each item's category and (category, item), for like-first tiers.
+        self._kind_codes: dict[tuple[str | None, str | None], int] = {}
+        self._category_code = self._codes([(p.request_category, None) for p in self.precedents])
+        self._item_code = self._codes(
+            [(p.request_category, p.request_item) for p in self.precedents]
+        )
+
+    def _codes(self, kinds: Sequence[tuple[str | None, str | None]]) -> npt.NDArray[np.int64]:
+        return np.array([self._kind_codes.setdefault(k, len(self._kind_codes)) for k in kinds])
 
     def query(
         self,
         vectors: Vectors | npt.ArrayLike,
         k: int = 5,
         exclude_groups: Sequence[Sequence[str] | str | None] | None = None,
+        like: Sequence[tuple[str | None, str | None] | None] | None = None,
     ) -> list[list[Precedent]]:
         """The ``k`` most similar past decisions of each query vector.
 
@@ -384,13 +435,21 @@ class PrecedentIndex:
             exclude_groups: per query, a group id or ids (letter / case number / merged
                 group) whose items are never returned: a letter is never its own
                 precedent. None: exclude nothing.
+            like: per query, its request's ``(category, item)``
+                (:meth:`~imr_outcome.model.outcome_rates.OutcomeRates.request_kind`):
+                decisions on the same requested item come first, then the same category,
+                then the rest, each tier most similar first.
+                A person asking how a Norco request fares reads Norco decisions first,
+                and the vote of the top 5 finds like cases more often that way
+                (experiments/README.md). None: by similarity alone.
 
         Returns:
             q lists of at most ``k`` :class:`Precedent` (fewer only when the index has
-            fewer eligible items), most similar first, ``similarity`` set.
+            fewer eligible items), ``similarity`` set.
 
         Raises:
-            InvalidInputError: ``k`` < 1, or ``exclude_groups`` of another length.
+            InvalidInputError: ``k`` < 1, or ``exclude_groups`` / ``like`` of another
+                length.
         """
         queries: Vectors = (
             sp.csr_matrix(vectors, dtype=np.float32)
@@ -400,6 +459,15 @@ class PrecedentIndex:
         excluded = self._exclusions(exclude_groups, queries.shape[0])
         if not excluded:
             return []
+        if like is not None:
+            if len(like) != len(excluded):
+                raise InvalidInputError("like", f"{len(like)} entries for {len(excluded)} queries")
+            if k < 1:
+                raise InvalidInputError("k", f"must be >= 1, got {k}")
+            return [
+                self._like_first(queries[row : row + 1], k, ex, kind)
+                for row, (ex, kind) in enumerate(zip(excluded, like, strict=True))
+            ]
         wanted = max(k + sum(self._group_sizes.get(g, 0) for g in ex) for ex in excluded)
         indices, similarities = self.index.search(queries, min(wanted, len(self.index)))
         results: list[list[Precedent]] = []
@@ -413,6 +481,53 @@ class PrecedentIndex:
                     break
             results.append(found)
         return results
+
+    def _like_first(
+        self, query: Vectors, k: int, excluded: set[str], like: tuple[str | None, str | None] | None
+    ) -> list[Precedent]:
+        """One query's ``k`` results, like requests first (see :meth:`query`).
+
+        The exact backend ranks every item once; an HNSW graph is searched once per tier
+        with hnswlib's ``filter``, so a tier's items are found however far they lie.
+        """
+        eligible = np.ones(len(self.precedents), dtype=bool)
+        for group in excluded:
+            eligible[self._members.get(group, [])] = False
+        tiers = self._tiers(like)
+        if self.index.backend == "exact":
+            indices, similarities = self.index.search(query, len(self.index))
+            keep = eligible[indices[0]]
+            ranked, cosines = indices[0][keep], similarities[0][keep]
+            order = np.argsort(tiers[ranked], kind="stable")[:k]
+            return [
+                _with_similarity(self.precedents[i], float(c))
+                for i, c in zip(ranked[order], cosines[order], strict=True)
+            ]
+        found: list[Precedent] = []
+        for tier in range(3):
+            allowed = eligible & (tiers == tier)
+            wanted = k - len(found)
+            indices, similarities = self.index.search(query, wanted, allowed=allowed)
+            found += [
+                _with_similarity(self.precedents[i], float(s))
+                for i, s in zip(indices[0], similarities[0], strict=True)
+            ]
+            if len(found) >= k:
+                break
+        return found[:k]
+
+    def _tiers(self, like: tuple[str | None, str | None] | None) -> npt.NDArray[np.int64]:
+        """Per indexed item: 0 the same requested item as ``like``, 1 the same category,
+        2 another kind (all 2 when ``like`` is None or unknown to the index)."""
+        tiers = np.full(len(self.precedents), 2)
+        if like is None:
+            return tiers
+        category = self._kind_codes.get((like[0], None), -1)
+        tiers[self._category_code == category] = 1
+        if like[1] is not None:
+            item = self._kind_codes.get((like[0], like[1]), -1)
+            tiers[self._item_code == item] = 0
+        return tiers
 
     @staticmethod
     def _exclusions(

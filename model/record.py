@@ -25,7 +25,7 @@ import numpy.typing as npt
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.data.schema import LABELS
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError
-from imr_outcome.model.outcome_rates import OutcomeRates, RateLookup, RateRow
+from imr_outcome.model.outcome_rates import OutcomeRates, RateLookup, RateRow, request_kind
 from imr_outcome.model.precedents import (
     HNSW_MIN_ITEMS,
     LSA_COMPONENTS,
@@ -84,7 +84,8 @@ class RecordItem:
     source: str = "dwc"
 
     def precedent(self) -> Precedent:
-        """This item as a :class:`Precedent` to display."""
+        """This item as a :class:`Precedent` to display (and to rank like requests first)."""
+        kind = request_kind(self.request, self.request_category, self.source)
         return Precedent(
             item_id=self.item_id,
             case_number=self.letter_id,
@@ -93,7 +94,8 @@ class RecordItem:
             request=self.request,
             outcome=LABELS[self.label],
             rationale_excerpt=self.rationale_excerpt,
-            request_category=self.request_category,
+            request_category=kind.category,
+            request_item=kind.item,
         )
 
 
@@ -226,7 +228,9 @@ class Record:
         k: int = DEFAULT_K,
         exclude_groups: Sequence[Sequence[str] | str | None] | None = None,
     ) -> list[RecordLookup]:
-        """Rates and the ``k`` most similar past decisions of each input.
+        """Rates and the ``k`` most similar past decisions of each input, decisions on
+        the same requested item first, then the same category
+        (:meth:`~imr_outcome.model.precedents.PrecedentIndex.query`'s ``like``).
 
         Args:
             inputs: model inputs (n), built with ``build_model_input``.
@@ -245,7 +249,12 @@ class Record:
         """
         if vectors is None:
             vectors = self.vectors(inputs)
-        similar = self.precedents.query(vectors, k=k, exclude_groups=exclude_groups)
+        similar = self.precedents.query(
+            vectors,
+            k=k,
+            exclude_groups=exclude_groups,
+            like=[self.rates.request_kind(item.caller_request) for item in inputs],
+        )
         metas = list(metadata) if metadata is not None else [None] * len(inputs)
         if len(metas) != len(inputs):
             raise InvalidInputError("metadata", f"{len(metas)} entries for {len(inputs)} inputs")

@@ -4,7 +4,8 @@ On every fold of one repeat of grouped cross-validation (``StratifiedGroupKFold`
 the merged letter groups, the same splits as the first repeat of
 :func:`imr_outcome.train.evaluate.cross_validate`), a record (:func:`build_record`) is
 built from the training folds only, and each held-out item retrieves its ``k`` most
-similar past decisions from it, excluding its own letter. Reported:
+similar past decisions from it, excluding its own letter, like requests first (the same
+requested item, then the same category), as serving ranks them. Reported:
 
 * ``auroc``: AUROC of the k-NN outcome vote (share of Overturned among the ``k``
   retrieved) against the held-out labels, pooled over folds (target >= 0.60);
@@ -111,7 +112,10 @@ class RetrievalReport:
         )
         vectors = record.vectors(test_inputs, embed)
         exclude = [(item.letter_id, item.fold_group) for item in test_items]
-        found = record.precedents.query(vectors, k=self.k, exclude_groups=exclude)
+        like = [
+            record.rates.request_kind(q.request, category=q.request_category) for q in test_items
+        ]
+        found = record.precedents.query(vectors, k=self.k, exclude_groups=exclude, like=like)
         train_ids = {item.item_id for item in train_items}
         for query, similar in zip(test_items, found, strict=True):
             for precedent in similar:

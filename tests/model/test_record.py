@@ -18,7 +18,7 @@ from imr_outcome.model.outcome_rates import (
     prior_strength,
     wilson_interval,
 )
-from imr_outcome.model.precedents import PrecedentIndex, VectorIndex
+from imr_outcome.model.precedents import Precedent, PrecedentIndex, VectorIndex
 from imr_outcome.model.record import Record, RecordItem, build_record, record_items
 from imr_outcome.train.pipeline import rows_from_dataset
 
@@ -245,3 +245,108 @@ def test_a_table_without_summaries_is_indexed_by_its_requests() -> None:
     assert record.tfidf is not None and record.tfidf.request_weight == 1.0
     assert [p.request for p in found[0].similar] == ["Pharmacy: Brand Name"] * 3
     assert found[0].rates.item is not None and found[0].rates.item.key == "Brand Name"
+
+
+def _like_index(backend: str) -> PrecedentIndex:
+    """Six decisions around the query vector (1, 0): the nearest are of another kind."""
+    rows = [  # (case, category, item, vector)
+        ("A", "surgery", "arthroscopy", (1.0, 0.0)),
+        ("B", "pharmaceuticals", "Gabapentin", (0.8, 0.6)),
+        ("C", "pharmaceuticals", "Norco", (0.0, 1.0)),
+        ("D", "pharmaceuticals", "Norco", (0.6, 0.8)),
+        ("E", "pharmaceuticals", "Norco", (1.0, 0.0)),
+        ("F", "surgery", None, (0.9, 0.1)),
+    ]
+    precedents = [
+        Precedent(f"{case}#1", case, None, 2016, "r", "Upheld", None, category, 0.0, item)
+        for case, category, item, _ in rows
+    ]
+    vectors = np.array([vector for *_, vector in rows], dtype=np.float32)
+    return PrecedentIndex(
+        precedents, [(p.case_number,) for p in precedents], VectorIndex(vectors, backend)
+    )
+
+
+@pytest.mark.parametrize("backend", ["exact", "hnsw"])
+def test_like_requests_come_first_then_their_category_then_the_nearest(backend: str) -> None:
+    index = _like_index(backend)
+    query = np.array([[1.0, 0.0]])
+
+    plain = index.query(query, k=5, exclude_groups=["E"])
+    like = index.query(query, k=5, exclude_groups=["E"], like=[("pharmaceuticals", "Norco")])
+    category_only = index.query(query, k=2, exclude_groups=["E"], like=[("surgery", "Norco")])
+    unknown = index.query(query, k=5, exclude_groups=["E"], like=[("dental", None)])
+
+    assert [p.case_number for p in plain[0]] == ["A", "F", "B", "D", "C"]
+    assert [p.case_number for p in like[0]] == ["D", "C", "B", "A", "F"]
+    assert [p.similarity for p in like[0]] == pytest.approx([0.6, 0.0, 0.8, 1.0, 0.9939], abs=1e-4)
+    assert [p.case_number for p in category_only[0]] == ["A", "F"]
+    assert unknown == plain
+    with pytest.raises(InvalidInputError, match="like"):
+        index.query(query, k=5, like=[None, None])
+
+
+@pytest.mark.parametrize("backend", ["exact", "hnsw"])
+def test_search_returns_only_allowed_items_nearest_first(backend: str) -> None:
+    rng = np.random.default_rng(1)
+    vectors = rng.standard_normal((200, 8)).astype(np.float32)
+    allowed = rng.random(200) < 0.2
+    index = VectorIndex(vectors, backend)
+
+    indices, similarities = index.search(vectors[:10], 5, allowed=allowed)
+    exact_idx, exact_sim = VectorIndex(vectors[allowed], "exact").search(vectors[:10], 5)
+
+    assert indices.shape == (10, 5) and allowed[indices].all()
+    assert (indices == np.flatnonzero(allowed)[exact_idx]).mean() > 0.95
+    np.testing.assert_allclose(similarities, exact_sim, atol=1e-4)
+    none_allowed = index.search(vectors[:3], 5, allowed=np.zeros(200, dtype=bool))
+    assert none_allowed[0].shape == (3, 0)
+    with pytest.raises(InvalidInputError, match="allowed"):
+        index.search(vectors[:1], 5, allowed=allowed[:10])
+
+
+def test_an_hnsw_filter_that_cannot_be_met_falls_back_to_ranking_the_allowed_items() -> None:
+    rng = np.random.default_rng(2)
+    vectors = rng.standard_normal((100, 8)).astype(np.float32)
+    index = VectorIndex(vectors, "hnsw")
+    graph = index._search
+
+    class Unreachable:
+        def set_ef(self, ef: int) -> None:
+            graph.set_ef(ef)
+
+        def knn_query(self, *args: object, **kwargs: object) -> None:
+            raise RuntimeError("Cannot return the results in a contiguous 2D array")
+
+        def get_items(self, ids: object) -> object:
+            return graph.get_items(ids)
+
+    index._search = Unreachable()
+    allowed = np.arange(100) % 7 == 0
+
+    indices, similarities = index.search(vectors[:4], 3, allowed=allowed)
+    exact_idx, exact_sim = VectorIndex(vectors[allowed], "exact").search(vectors[:4], 3)
+
+    assert (indices == np.flatnonzero(allowed)[exact_idx]).all()
+    np.testing.assert_allclose(similarities, exact_sim, atol=1e-5)
+
+
+def test_the_record_serves_decisions_on_the_same_item_first() -> None:
+    requests = ["Norco 10/325mg #60"] * 3 + ["Physical therapy 8 sessions"] * 6
+    summary = "The injured worker reports chronic low back pain radiating to the left leg."
+    items = [
+        RecordItem(f"CM16-{i:07d}#1", f"CM16-{i:07d}", f"CM16-{i:07d}", r, i % 2)
+        for i, r in enumerate(requests)
+    ]
+    inputs = [
+        build_model_input(r, summary if "therapy" in r else "Post-operative shoulder care.")
+        for r in requests
+    ]
+    record = build_record(items, inputs, source_name="dwc")
+
+    query = [build_model_input("Norco 5/325mg #30", summary)]
+    found = record.lookup(query, k=4)[0].similar
+
+    assert [p.request_item for p in found[:3]] == ["Norco"] * 3
+    assert found[3].request_item == "physical therapy"
+    assert found[3].similarity > found[0].similarity

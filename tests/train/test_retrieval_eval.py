@@ -41,8 +41,10 @@ def test_a_retrieved_item_of_the_query_letter_fails_the_check(
     items, inputs = _items()
     query = PrecedentIndex.query
 
-    def leaky(self: PrecedentIndex, vectors: Any, k: int = 5, exclude_groups: Any = None) -> Any:
-        return query(self, vectors, k=k, exclude_groups=None)
+    def leaky(
+        self: PrecedentIndex, vectors: Any, k: int = 5, exclude_groups: Any = None, like: Any = None
+    ) -> Any:
+        return query(self, vectors, k=k, exclude_groups=None, like=like)
 
     monkeypatch.setattr(PrecedentIndex, "query", leaky)
     # With exclusions off, a test item still never finds its own letter in the training

@@ -30,7 +30,8 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from imr_outcome.model.precedents import Precedent, PrecedentIndex, VectorIndex
+from imr_outcome.model.precedents import Precedent, PrecedentIndex
+from imr_outcome.model.vector_index import VectorIndex
 
 DIM = 384
 VOCABULARY = 50_000
@@ -77,7 +78,8 @@ def _dense(n: int, rng: np.random.Generator) -> npt.NDArray[np.float32]:
 def _lsa(matrix: sp.csr_matrix) -> tuple[npt.NDArray[np.float32], float]:
     from sklearn.decomposition import TruncatedSVD
 
-    from imr_outcome.model.precedents import LSA_COMPONENTS, unit_rows
+    from imr_outcome.model.precedents import LSA_COMPONENTS
+    from imr_outcome.model.vector_index import unit_rows
 
     start = time.perf_counter()
     reduced = TruncatedSVD(n_components=LSA_COMPONENTS, random_state=0).fit_transform(matrix)

@@ -27,16 +27,14 @@ from imr_outcome.data.schema import LABELS
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError
 from imr_outcome.model.outcome_rates import OutcomeRates, RateLookup, RateRow, request_kind
 from imr_outcome.model.precedents import (
-    HNSW_MIN_ITEMS,
     LSA_COMPONENTS,
     Precedent,
     PrecedentIndex,
     TfidfRepresentation,
-    VectorIndex,
-    Vectors,
     load_representation,
     save_representation,
 )
+from imr_outcome.model.vector_index import HNSW_MIN_ITEMS, VectorIndex, Vectors
 
 EmbedFn = Callable[[Sequence[ModelInput]], npt.NDArray[Any]]
 """Model inputs (n) -> item embeddings, shape ``(n, d)``."""

@@ -18,8 +18,9 @@ from imr_outcome.model.outcome_rates import (
     prior_strength,
     wilson_interval,
 )
-from imr_outcome.model.precedents import Precedent, PrecedentIndex, VectorIndex
+from imr_outcome.model.precedents import Precedent, PrecedentIndex
 from imr_outcome.model.record import Record, RecordItem, build_record, record_items
+from imr_outcome.model.vector_index import VectorIndex
 from imr_outcome.train.pipeline import rows_from_dataset
 
 from dataset_factory import learnable_records, write_dataset
@@ -202,10 +203,10 @@ def test_the_rationale_excerpt_never_reaches_a_model_input(tmp_path: Path) -> No
 def test_a_large_tfidf_record_goes_dense_and_uses_hnsw(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import imr_outcome.model.precedents as precedents
     import imr_outcome.model.record as record_module
+    import imr_outcome.model.vector_index as vector_index
 
-    monkeypatch.setattr(precedents, "HNSW_MIN_ITEMS", 10)
+    monkeypatch.setattr(vector_index, "HNSW_MIN_ITEMS", 10)
     monkeypatch.setattr(record_module, "HNSW_MIN_ITEMS", 10)
     monkeypatch.setattr(record_module, "LSA_COMPONENTS", 8)
     records = learnable_records(20)

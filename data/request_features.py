@@ -28,36 +28,7 @@ import re
 from collections.abc import Sequence
 
 from imr_outcome.data.categories import request_category
-
-#: Drug classes, each a regular expression over brand and generic names (case-insensitive).
-DRUG_CLASSES: dict[str, re.Pattern[str]] = {
-    name: re.compile(pattern, re.I)
-    for name, pattern in {
-        "opioid": r"\b(?:norco|hydrocodone|oxycodone|oxycontin|percocet|tramadol|ultram|"
-        r"morphine|ms contin|tapentadol|nucynta|methadone|fentanyl|duragesic|codeine|"
-        r"buprenorphine|butrans|hydromorphone|dilaudid|oxymorphone|opana|vicodin)\b",
-        "muscle_relaxant": r"\b(?:cyclobenzaprine|flexeril|fexmid|tizanidine|zanaflex|"
-        r"baclofen|carisoprodol|soma|methocarbamol|robaxin|orphenadrine|norflex|"
-        r"metaxalone|skelaxin)\b",
-        "nsaid": r"\b(?:ibuprofen|motrin|naproxen|anaprox|naprosyn|meloxicam|mobic|"
-        r"diclofenac|voltaren|celecoxib|celebrex|etodolac|nabumetone|ketoprofen|"
-        r"indomethacin|nsaids?)\b",
-        "topical": r"\b(?:lidoderm|lidocaine (?:\d+%? ?)?(?:patch|patches|cream|ointment)|"
-        r"patch(?:es)?|compound\w*|topical|cream|gel|ointment|terocin|flurbiprofen)\b",
-        "anticonvulsant": r"\b(?:gabapentin|neurontin|pregabalin|lyrica|topiramate|"
-        r"topamax)\b",
-        "antidepressant": r"\b(?:amitriptyline|nortriptyline|duloxetine|cymbalta|"
-        r"trazodone|sertraline|zoloft|fluoxetine|prozac|venlafaxine|effexor|bupropion)\b",
-        "ppi": r"\b(?:omeprazole|prilosec|pantoprazole|protonix|esomeprazole|nexium|"
-        r"lansoprazole|ranitidine)\b",
-        "sleep_or_benzodiazepine": r"\b(?:zolpidem|ambien|eszopiclone|lunesta|"
-        r"alprazolam|xanax|diazepam|valium|clonazepam|klonopin|lorazepam|ativan|"
-        r"temazepam)\b",
-        "antiemetic": r"\b(?:ondansetron|zofran|promethazine|phenergan|"
-        r"metoclopramide)\b",
-        "laxative": r"\b(?:colace|docusate|senna|senokot|miralax|lactulose)\b",
-    }.items()
-}
+from imr_outcome.data.drugs import DRUG_CLASSES
 
 _PATTERNS: dict[str, re.Pattern[str]] = {
     name: re.compile(pattern, re.I)

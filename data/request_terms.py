@@ -2,8 +2,9 @@
 
 Finer than the request category (:mod:`imr_outcome.data.categories`), coarse enough that
 past decisions on the same item can be counted: a drug by the name the request uses
-(brand or generic, e.g. "Norco" and "hydrocodone" stay apart, as the guidelines and the
-letters name them), an imaging or electrodiagnostic study by its body region, and a
+counted under its generic name whatever brand the request uses ("Norco" and "hydrocodone"
+are both "Hydrocodone"; :data:`~imr_outcome.data.drugs.GENERIC_NAMES`), an imaging or
+electrodiagnostic study by its body region, a pre-operative lab or an EKG as such, and a
 therapy, injection, procedure or device by its usual name. Rules are ordered; the first
 that matches wins; a request none matches has no item (only its category is counted).
 Read from the request only, which exists before filing.
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from imr_outcome.data.request_features import DRUG_CLASSES
+from imr_outcome.data.drugs import DRUG_NAME, GENERIC_NAMES
 
 _REGIONS: tuple[tuple[str, str], ...] = (
     ("lumbar", r"lumbar|lumbosacral|low back|l-?spine|l[1-5]"),
@@ -34,21 +35,32 @@ _STUDIES: tuple[tuple[str, str], ...] = (
     ("EMG/NCV", r"emg|ncv|ncs|nerve conduction|electromyograph\w*"),
     ("ultrasound", r"ultrasound|sonogra\w*"),
 )
+#: Items matched before the studies: ultrasound given in sessions is a physical-therapy
+#: modality, not imaging.
+_BEFORE_STUDIES: tuple[tuple[str, str], ...] = (
+    ("therapeutic ultrasound", r"(?:pulsed|therapeutic) ultrasound|ultrasound \d+ ?(?:times|x)\b"),
+)
 #: (item, pattern) for therapies, injections, procedures and devices, in match order.
 _ITEMS: tuple[tuple[str, str], ...] = (
+    ("EKG", r"ekg\b|ecg\b|electrocardiogram"),
+    (
+        "lab tests",
+        r"labs?\b|pt/ptt|ptt\b|pt/inr|cbc\b|cmp\b|bmp\b|chem\w* panel|metabolic panel|"
+        r"urinalysis|ua\b",
+    ),
     ("epidural steroid injection", r"epidural|\besi\b|transforaminal"),
     ("facet joint injection", r"facet|medial branch"),
     ("radiofrequency ablation", r"radiofrequency|rhizotomy|\brfa\b"),
-    ("trigger point injection", r"trigger point"),
+    ("trigger point injection", r"trigger points?\b(?! impedance)"),
     ("platelet-rich plasma injection", r"platelet|\bprp\b"),
     ("Synvisc / hyaluronic acid injection", r"synvisc|hyalur\w*|orthovisc|euflexxa"),
     ("cortisone injection", r"cortisone|steroid injection|corticosteroid injection"),
     ("spinal fusion", r"fusion"),
     ("arthroscopy", r"arthroscop\w*"),
     ("acupuncture", r"acupuncture"),
-    ("chiropractic", r"chiropract\w*|manipulation"),
+    ("chiropractic", r"chiro\w*|manipulation"),
     ("aquatic therapy", r"aqua\w* therapy|pool therapy"),
-    ("physical therapy", r"physical therapy|\bpt\b|physiotherapy"),
+    ("physical therapy", r"physical therapy|\bpt\b(?!/ptt|/inr)|physiotherapy"),
     ("occupational therapy", r"occupational therapy|\bot\b"),
     ("massage therapy", r"massage"),
     ("functional restoration program", r"functional restoration|\bfrp\b"),
@@ -58,21 +70,19 @@ _ITEMS: tuple[tuple[str, str], ...] = (
     ("TENS unit", r"\btens\b|transcutaneous"),
     ("H-wave unit", r"h-?wave"),
     ("interferential unit", r"interferential"),
+    ("electrical stimulation", r"electrical (?:muscle )?stimulation|e-?stim\b|ems\b"),
     ("cold therapy unit", r"cold therapy|cryotherapy|game ready|vascutherm"),
     ("home health care", r"home health|home care|home aide"),
     ("gym membership", r"gym"),
-    ("urine drug screen", r"urine drug|drug screen\w*|urine tox\w*|urinalysis"),
+    ("urine drug screen", r"urine drug|drug screen\w*|urine tox\w*"),
     ("orthopedic consultation", r"ortho\w* (?:consult\w*|evaluation|referral)"),
     ("pain management consultation", r"pain management (?:consult\w*|evaluation|referral)"),
 )
 
-_DRUG = re.compile(
-    "|".join(f"(?:{pattern.pattern})" for pattern in DRUG_CLASSES.values() if pattern.pattern),
-    re.I,
-)
 _REGION = [(name, re.compile(rf"\b(?:{p})\b", re.I)) for name, p in _REGIONS]
 _STUDY = [(name, re.compile(rf"\b(?:{p})\b", re.I)) for name, p in _STUDIES]
 _ITEM = [(name, re.compile(rf"\b(?:{p})", re.I)) for name, p in _ITEMS]
+_BEFORE = [(name, re.compile(rf"\b(?:{p})", re.I)) for name, p in _BEFORE_STUDIES]
 #: Drug-class words that are not a drug's name.
 _GENERIC_DRUG_WORDS = frozenset(
     {"patch", "patches", "compound", "compounded", "topical", "cream", "gel", "ointment", "nsaid"}
@@ -80,13 +90,13 @@ _GENERIC_DRUG_WORDS = frozenset(
 
 
 def _drug_name(request: str) -> str | None:
-    for m in _DRUG.finditer(request):
+    for m in DRUG_NAME.finditer(request):
         word = m.group(0).lower()
         if word in _GENERIC_DRUG_WORDS or word.startswith("compound"):
             continue
         if word.startswith("lidocaine"):
-            return "lidocaine"
-        return word.title() if word[0].isalpha() else word
+            word = "lidocaine"
+        return GENERIC_NAMES.get(word, word).title()
     return None
 
 
@@ -97,12 +107,16 @@ def request_item(request: str) -> str | None:
         request: the disputed request as written, e.g. ``"MRI of the lumbar spine"``.
 
     Returns:
-        A drug name (``"Norco"``, ``"Gabapentin"``, ``"lidocaine"``), a study with its
+        A generic drug name (``"Hydrocodone"`` for Norco, ``"Gabapentin"``,
+        ``"Lidocaine"``), a study with its
         region (``"lumbar MRI"``, ``"cervical EMG/NCV"``, or the study alone when no
         region is named), one of the therapy / injection / procedure / device names of
         this module (``"acupuncture"``, ``"epidural steroid injection"``), or None when no
         rule matches.
     """
+    for name, pattern in _BEFORE:
+        if pattern.search(request):
+            return name
     for name, pattern in _STUDY:
         if pattern.search(request):
             region = next((r for r, rp in _REGION if rp.search(request)), None)

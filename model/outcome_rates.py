@@ -2,7 +2,7 @@
 
 For a request, the historical share of Overturned decisions (a) of its request category,
 (b) of the finer requested item where at least :data:`MIN_ITEM_CASES` training items share
-it (:func:`~imr_outcome.data.request_terms.request_item` for DWC letters: "Norco",
+it (:func:`~imr_outcome.data.request_terms.request_item` for DWC letters: "Hydrocodone",
 "lumbar MRI", "acupuncture"; the treatment subcategory for the DMHC table), and, for
 DMHC, (c) of its treatment category with the same diagnosis category. Each rate carries:
 
@@ -80,7 +80,7 @@ class Rate:
     Attributes:
         level: ``"source"`` (all training items), ``"category"``, ``"item"`` or
             ``"diagnosis"`` (DMHC: category and diagnosis category).
-        key: the group, e.g. ``"pharmaceuticals"``, ``"Norco"``,
+        key: the group, e.g. ``"pharmaceuticals"``, ``"Hydrocodone"``,
             ``"Pharmacy | Mental Disorder"``.
         n: decided items in the group, >= 1.
         overturned: how many were Overturned, 0..n.
@@ -225,7 +225,7 @@ class RequestKind(NamedTuple):
 
     Attributes:
         category: the request category (DWC) or treatment category (DMHC).
-        item: :func:`~imr_outcome.data.request_terms.request_item` (DWC: "Norco",
+        item: :func:`~imr_outcome.data.request_terms.request_item` (DWC: "Hydrocodone",
             "lumbar MRI") or the treatment subcategory (DMHC); None when none is known.
     """
 

@@ -60,7 +60,7 @@ class Precedent:
             (display only), None when the source has none.
         request_category: the request category.
         similarity: cosine similarity to the query in [-1, 1] (0 for stored items).
-        request_item: the finer requested item ("Norco", "lumbar MRI"; the DMHC
+        request_item: the finer requested item ("Hydrocodone", "lumbar MRI"; the DMHC
             treatment subcategory), None when none is known.
     """
 
@@ -245,7 +245,7 @@ class PrecedentIndex:
                 (:meth:`~imr_outcome.model.outcome_rates.OutcomeRates.request_kind`):
                 decisions on the same requested item come first, then the same category,
                 then the rest, each tier most similar first.
-                A person asking how a Norco request fares reads Norco decisions first,
+                A person asking how a Norco request fares reads hydrocodone decisions first,
                 and the vote of the top 5 finds like cases more often that way
                 (experiments/README.md). None: by similarity alone.
 

@@ -53,7 +53,7 @@ class OutcomeRate(BaseModel):
     :class:`~imr_outcome.model.outcome_rates.Rate`, whose fields these are).
 
     Attributes:
-        level: ``"item"`` (e.g. "Norco"), ``"diagnosis"`` (DMHC), ``"category"`` or
+        level: ``"item"`` (e.g. "Hydrocodone"), ``"diagnosis"`` (DMHC), ``"category"`` or
             ``"source"`` (every training decision).
         key: the group's name.
         n / overturned: decided items in the group and how many were Overturned.

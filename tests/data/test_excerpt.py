@@ -16,7 +16,6 @@ from imr_outcome.data.dataset import (
 from imr_outcome.data.dataset_build import build_dataset
 from imr_outcome.data.excerpt import EXCERPT_CHARS, excerpt_text, rationale_excerpt
 from imr_outcome.data.letters import parse_letter_file
-from imr_outcome.data.request_terms import request_item
 from imr_outcome.data.schema import DISPLAY_ONLY_FIELDS, MODEL_INPUT_FIELDS, OutcomeText
 
 from conftest import LETTER_FIXTURES
@@ -81,20 +80,3 @@ def test_no_model_input_column_is_display_only() -> None:
     assert audit_display_only() == []
     assert audit_display_only([*MODEL_INPUT_FIELDS, "rationale_excerpt"]) == ["rationale_excerpt"]
     assert set(DISPLAY_ONLY_FIELDS).isdisjoint(MODEL_INPUT_FIELDS)
-
-
-@pytest.mark.parametrize(
-    ("request_text", "item"),
-    [
-        ("Norco 10/325mg #120", "Norco"),
-        ("MRI of the lumbar spine without contrast", "lumbar MRI"),
-        ("Acupuncture 2 x 4 for the cervical spine", "acupuncture"),
-        ("EMG/NCV of the bilateral upper extremities", "EMG/NCV"),
-        ("Lumbar epidural steroid injection at L4-5", "epidural steroid injection"),
-        ("Lidocaine 5% patches #30", "lidocaine"),
-        ("Physical therapy 12 sessions for the left shoulder", "physical therapy"),
-        ("Home exercise kit", None),
-    ],
-)
-def test_request_item_names_the_requested_thing(request_text: str, item: str | None) -> None:
-    assert request_item(request_text) == item

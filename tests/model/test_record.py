@@ -59,7 +59,12 @@ def test_prior_strength_pools_groups_that_differ_by_noise_only() -> None:
 
 
 def _rows() -> list[RateRow]:
-    rows = [RateRow("Norco 10/325 #60", int(i < 2), "pharmaceuticals", 2016) for i in range(4)]
+    # One drug under its brand and its generic name: one item.
+    rows = [RateRow("Norco 10/325 #60", int(i < 1), "pharmaceuticals", 2016) for i in range(2)]
+    rows += [
+        RateRow("Hydrocodone/APAP 10/325 #60", int(i < 1), "pharmaceuticals", 2016)
+        for i in range(2)
+    ]
     rows += [
         RateRow("Gabapentin 300mg #90", int(i < 3), "pharmaceuticals", 2017) for i in range(30)
     ]
@@ -74,7 +79,7 @@ def test_rates_count_interval_and_shrink_small_items_toward_their_category(tmp_p
     norco = rates.lookup("Norco 10/325mg #120", category="pharmaceuticals")
     assert norco.category is not None and norco.item is not None
     assert (norco.category.n, norco.category.overturned) == (36, 5)
-    assert (norco.item.key, norco.item.n, norco.item.overturned) == ("Norco", 4, 2)
+    assert (norco.item.key, norco.item.n, norco.item.overturned) == ("Hydrocodone", 4, 2)
     assert norco.item.small_sample and not norco.category.small_sample
     parent = norco.category.rate
     assert parent < norco.item.shrunk_rate < norco.item.rate
@@ -348,6 +353,6 @@ def test_the_record_serves_decisions_on_the_same_item_first() -> None:
     query = [build_model_input("Norco 5/325mg #30", summary)]
     found = record.lookup(query, k=4)[0].similar
 
-    assert [p.request_item for p in found[:3]] == ["Norco"] * 3
+    assert [p.request_item for p in found[:3]] == ["Hydrocodone"] * 3
     assert found[3].request_item == "physical therapy"
     assert found[3].similarity > found[0].similarity

@@ -184,9 +184,7 @@ def _fit_vocabulary(vectorizer: TfidfVectorizer, texts: Sequence[str]) -> bool:
 
 
 class PrecedentIndex:
-    """Past decisions and their vectors; :meth:`query` finds the most similar, one per
-    letter (case number): the items of one letter share its case summary and mostly its
-    fate, so five decisions from one letter would read as five precedents and be one.
+    """Past decisions and their vectors; :meth:`query` finds the most similar.
 
     Args:
         precedents: the indexed items, length n (``similarity`` unused).
@@ -214,9 +212,6 @@ class PrecedentIndex:
         self.index = index
         self._group_sizes: dict[str, int] = {}
         self._members: dict[str, list[int]] = {}
-        self._case_members: dict[str, list[int]] = {}
-        for i, precedent in enumerate(self.precedents):
-            self._case_members.setdefault(precedent.case_number, []).append(i)
         for i, item_groups in enumerate(self.groups):
             for group in set(item_groups):
                 self._group_sizes[group] = self._group_sizes.get(group, 0) + 1
@@ -238,8 +233,7 @@ class PrecedentIndex:
         exclude_groups: Sequence[Sequence[str] | str | None] | None = None,
         like: Sequence[tuple[str | None, str | None] | None] | None = None,
     ) -> list[list[Precedent]]:
-        """The ``k`` most similar past decisions of each query vector, each from another
-        letter (the most similar item of each letter stands for it).
+        """The ``k`` most similar past decisions of each query vector.
 
         Args:
             vectors: shape ``(q, d)``, in the index's representation.
@@ -257,7 +251,7 @@ class PrecedentIndex:
 
         Returns:
             q lists of at most ``k`` :class:`Precedent` (fewer only when the index has
-            fewer eligible letters), ``similarity`` set.
+            fewer eligible items), ``similarity`` set.
 
         Raises:
             InvalidInputError: ``k`` < 1, or ``exclude_groups`` / ``like`` of another
@@ -285,31 +279,22 @@ class PrecedentIndex:
         results: list[list[Precedent]] = []
         for row, ex in enumerate(excluded):
             found: list[Precedent] = []
-            cases: set[str] = set()
             for i, similarity in zip(indices[row], similarities[row], strict=True):
                 if i < 0 or ex.intersection(self.groups[i]):
                     continue
-                if self.precedents[i].case_number in cases:
-                    continue
-                cases.add(self.precedents[i].case_number)
                 found.append(_with_similarity(self.precedents[i], float(similarity)))
                 if len(found) == k:
                     break
-            if len(found) < k and len(indices[row]) < len(self.index):
-                # Letters with many items filled the candidates: rank them all.
-                found = self._like_first(queries[row : row + 1], k, ex, None)
             results.append(found)
         return results
 
     def _like_first(
         self, query: Vectors, k: int, excluded: set[str], like: tuple[str | None, str | None] | None
     ) -> list[Precedent]:
-        """One query's ``k`` results, like requests first, one per letter (see
-        :meth:`query`).
+        """One query's ``k`` results, like requests first (see :meth:`query`).
 
-        The exact backend ranks every item once; an HNSW graph is searched per tier with
-        hnswlib's ``filter`` over the items of letters not yet chosen, so a tier's items
-        are found however far they lie.
+        The exact backend ranks every item once; an HNSW graph is searched once per tier
+        with hnswlib's ``filter``, so a tier's items are found however far they lie.
         """
         eligible = np.ones(len(self.precedents), dtype=bool)
         for group in excluded:
@@ -319,31 +304,20 @@ class PrecedentIndex:
             indices, similarities = self.index.search(query, len(self.index))
             keep = eligible[indices[0]]
             ranked, cosines = indices[0][keep], similarities[0][keep]
-            order = np.argsort(tiers[ranked], kind="stable")
-            found: list[Precedent] = []
-            cases: set[str] = set()
-            for i, cosine in zip(ranked[order], cosines[order], strict=True):
-                if self.precedents[i].case_number not in cases:
-                    cases.add(self.precedents[i].case_number)
-                    found.append(_with_similarity(self.precedents[i], float(cosine)))
-                    if len(found) == k:
-                        break
-            return found
-        found = []
-        chosen = np.zeros(len(self.precedents), dtype=bool)  # items of letters chosen
+            order = np.argsort(tiers[ranked], kind="stable")[:k]
+            return [
+                _with_similarity(self.precedents[i], float(c))
+                for i, c in zip(ranked[order], cosines[order], strict=True)
+            ]
+        found: list[Precedent] = []
         for tier in range(3):
             allowed = eligible & (tiers == tier)
-            while len(found) < k and (allowed & ~chosen).any():
-                indices, similarities = self.index.search(
-                    query, k - len(found), allowed=allowed & ~chosen
-                )
-                if len(indices[0]) == 0:
-                    break
-                for i, similarity in zip(indices[0], similarities[0], strict=True):
-                    if chosen[i]:  # a letter met twice in one search
-                        continue
-                    chosen[self._case_members[self.precedents[i].case_number]] = True
-                    found.append(_with_similarity(self.precedents[i], float(similarity)))
+            wanted = k - len(found)
+            indices, similarities = self.index.search(query, wanted, allowed=allowed)
+            found += [
+                _with_similarity(self.precedents[i], float(s))
+                for i, s in zip(indices[0], similarities[0], strict=True)
+            ]
             if len(found) >= k:
                 break
         return found[:k]

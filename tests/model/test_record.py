@@ -293,39 +293,6 @@ def test_like_requests_come_first_then_their_category_then_the_nearest(backend: 
 
 
 @pytest.mark.parametrize("backend", ["exact", "hnsw"])
-def test_each_similar_decision_comes_from_another_letter(backend: str) -> None:
-    # Letter L1's four items lie nearest the query (1, 0); L2, L3 and L4 one each, farther.
-    rows = [  # (case, item, vector)
-        ("L1", "Norco", (1.0, 0.0)),
-        ("L1", "Norco", (0.99, 0.14)),
-        ("L1", "Norco", (0.98, 0.2)),
-        ("L1", "Norco", (0.97, 0.24)),
-        ("L2", "Norco", (0.8, 0.6)),
-        ("L3", "Gabapentin", (0.9, 0.44)),
-        ("L4", "Norco", (0.0, 1.0)),
-    ]
-    precedents = [
-        Precedent(
-            f"{case}#{n}", case, None, 2016, "r", "Upheld", None, "pharmaceuticals", 0.0, item
-        )
-        for n, (case, item, _) in enumerate(rows)
-    ]
-    vectors = np.array([vector for *_, vector in rows], dtype=np.float32)
-    index = PrecedentIndex(
-        precedents, [(p.case_number,) for p in precedents], VectorIndex(vectors, backend)
-    )
-    query = np.array([[1.0, 0.0]])
-
-    plain = index.query(query, k=3)
-    like = index.query(query, k=3, like=[("pharmaceuticals", "Norco")])
-    every = index.query(query, k=10, like=[("pharmaceuticals", "Norco")])
-
-    assert [p.item_id for p in plain[0]] == ["L1#0", "L3#5", "L2#4"]
-    assert [p.item_id for p in like[0]] == ["L1#0", "L2#4", "L4#6"]
-    assert [p.case_number for p in every[0]] == ["L1", "L2", "L4", "L3"]
-
-
-@pytest.mark.parametrize("backend", ["exact", "hnsw"])
 def test_search_returns_only_allowed_items_nearest_first(backend: str) -> None:
     rng = np.random.default_rng(1)
     vectors = rng.standard_normal((200, 8)).astype(np.float32)

@@ -10,6 +10,7 @@ from imr_outcome.data.dataset import load_dataset, records_from_split
 from imr_outcome.data.model_input import build_model_input, record_model_input
 from imr_outcome.data.schema import OutcomeText
 from imr_outcome.errors import InvalidInputError
+from imr_outcome.model import precedents as precedents_module
 from imr_outcome.model.outcome_rates import (
     MAX_PRIOR,
     MIN_ITEM_CASES,
@@ -290,6 +291,35 @@ def test_like_requests_come_first_then_their_category_then_the_nearest(backend: 
     assert unknown == plain
     with pytest.raises(InvalidInputError, match="like"):
         index.query(query, k=5, like=[None, None])
+
+
+@pytest.mark.parametrize("backend", ["exact", "hnsw"])
+def test_like_first_queries_ranked_together_equal_each_ranked_alone(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A chunk of 2 puts the five queries in three chunks, the last one short.
+    monkeypatch.setattr(precedents_module, "EXACT_QUERY_CHUNK", 2)
+    index = _like_index(backend)
+    queries = np.array([[1.0, 0.0], [0.0, 1.0], [0.2, 0.9], [1.0, 0.0], [0.3, 0.95]])
+    exclude = ["E", None, ["A", "C"], "A", "E"]
+    like = [
+        ("pharmaceuticals", "Norco"),
+        ("surgery", None),
+        None,
+        ("pharmaceuticals", "Gabapentin"),
+        ("dental", None),
+    ]
+
+    together = index.query(queries, k=4, exclude_groups=exclude, like=like)
+    alone = [
+        index.query(queries[row : row + 1], k=4, exclude_groups=[exclude[row]], like=[like[row]])[0]
+        for row in range(len(queries))
+    ]
+
+    assert together == alone
+    assert [p.case_number for p in together[2]] == ["D", "B", "F", "E"]
+    assert [p.case_number for p in together[3]] == ["B", "E", "D", "C"]
+    assert [p.case_number for p in together[4]] == ["C", "D", "B", "F"]
 
 
 @pytest.mark.parametrize("backend", ["exact", "hnsw"])

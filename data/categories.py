@@ -1,4 +1,7 @@
-"""Coarse request categories for subgroup reports (never a model input).
+"""Coarse request categories: subgroup reports, the outcome rates and like-first ranking
+of similar decisions, and the ``two_stage`` model's request features
+(:mod:`imr_outcome.data.request_features`). Read from the request only, never from an
+outcome or a rationale.
 
 The categories follow the service groups of the DWC IMR annual reports (pharmaceuticals,
 physical medicine, diagnostic imaging and testing, injections, surgery, durable medical

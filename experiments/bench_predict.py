@@ -3,7 +3,7 @@
 Usage:
     python experiments/bench_predict.py [--model models:/imr-outcome@champion]
         [--config experiments/default.yaml] [--dataset artifacts/dataset] [--threads 2]
-        [--items 30] [--explain-items 5] [--batch-rows 120] [--parity-items 60]
+        [--items 30] [--explain-items 5] [--batch-rows 120] [--parity-items 60] [--rounds 4]
 
 ``--model fresh:<encoder>`` (e.g. ``fresh:offline:minilm``) benchmarks the encoder with a
 freshly initialised classification head (same shapes and cost as a fine-tuned one, no
@@ -19,6 +19,7 @@ Printed, from this one run:
 
 - forward p50 of torch fp32, torch bf16 autocast, ONNX Runtime fp32 and ORT dynamic int8 on
   the same tokenized windows, each as a ratio to torch fp32, with the CPU flags (issue 18);
+  each backend timed in its own blocks, ``--rounds`` of them in alternating order;
   also the int8 graph quantised from the SDPA trace (what registration built before
   ``export_int8`` traced int8 with eager attention);
 - bare forward: the torch forward passes alone of each item's windows (tokenized outside
@@ -182,15 +183,27 @@ def _item_batches(model: OutcomeModel, items: list[dict[str, Any]]) -> list[dict
     return batches
 
 
-def _backend_forwards(model_dir: Path, items: list[dict[str, Any]]) -> dict[str, float]:
+#: Untimed passes before each backend's timed block, and the pause after them (lets the
+#: other runtimes' spinning worker threads go idle).
+WARM_UP_BATCHES = 3
+SETTLE_SECONDS = 0.5
+
+
+def _backend_forwards(
+    model_dir: Path, items: list[dict[str, Any]], rounds: int = 4
+) -> dict[str, float]:
     """Forward-pass p50 (ms) of torch fp32, torch bf16 autocast, ONNX Runtime fp32 and ORT
     dynamic int8 on the same tokenized windows (each item's windows one batch); the int8
     and fp32 graphs are exported here when the folder lacks them (not parity-gated: this
     times the backends, the registration check decides what serves).
 
-    The backends take turns on each batch (three passes over the batches, the first one
-    a warm-up), so drift in a shared or virtual machine's speed lands on all four alike
-    instead of on whichever ran during a slow spell."""
+    Each backend runs in a block over all batches (after :data:`WARM_UP_BATCHES` untimed
+    ones and a :data:`SETTLE_SECONDS` pause), for ``rounds`` rounds whose order alternates
+    (A B C D, then D C B A), and the p50 pools every round: drift in a shared machine's
+    speed falls on all backends alike. Taking turns batch by batch (before stop 34) timed
+    each backend while the thread pool of the one before still spun: on 2 cores, torch
+    fp32's p50 read 125.6 ms in turns and 85.1 ms in blocks, in one probe run (EPYC: CPU
+    avx2 avx512_bf16 avx512_vnni, no AMX); a server runs one backend."""
     model = OutcomeModel.load(model_dir, backend="torch")
     classifier = model.classifier
     assert isinstance(classifier, TransformerClassifier)
@@ -226,13 +239,17 @@ def _backend_forwards(model_dir: Path, items: list[dict[str, Any]]) -> dict[str,
         **{name: session.run for name, session in sessions.items()},
     }
     seconds: dict[str, list[float]] = {name: [] for name in backends}
-    for round_ in range(3):
-        for batch in batches:
-            for name, forward in backends.items():
+    names = list(backends)
+    for round_ in range(rounds):
+        for name in names if round_ % 2 == 0 else names[::-1]:
+            forward = backends[name]
+            for batch in batches[:WARM_UP_BATCHES]:
+                forward(batch)
+            time.sleep(SETTLE_SECONDS)
+            for batch in batches:
                 started = time.perf_counter()
                 forward(batch)
-                if round_ > 0:
-                    seconds[name].append(time.perf_counter() - started)
+                seconds[name].append(time.perf_counter() - started)
     return {name: _p50(values) for name, values in seconds.items()}
 
 
@@ -268,6 +285,9 @@ def main() -> None:
     parser.add_argument("--explain-items", type=int, default=5)
     parser.add_argument("--batch-rows", type=int, default=120)
     parser.add_argument("--parity-items", type=int, default=60)
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="timed blocks per backend, order alternating"
+    )
     parser.add_argument(
         "--explainers",
         nargs="+",
@@ -333,7 +353,7 @@ def main() -> None:
 
         return run
 
-    forwards = _backend_forwards(model_dir, items)
+    forwards = _backend_forwards(model_dir, items, args.rounds)
     print(f"forward p50 on the same windows ({len(items)} items; flags {flags.describe()}):")
     for name, value in forwards.items():
         print(f"  {name}: {value:.1f} ms ({value / forwards['torch fp32']:.2f}x torch fp32)")

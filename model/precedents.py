@@ -46,6 +46,11 @@ from imr_outcome.model.vector_index import VectorIndex, Vectors, unit_rows
 #: 0.5 0.592, 0.75 0.579, 1 0.562; on seed 13 (``evaluate``'s repeat) 0.5 -> 0.25 moved it
 #: 0.575 -> 0.588 (experiments/README.md).
 REQUEST_WEIGHT = 0.25
+#: Stop words stay in the TF-IDF vocabularies: "no", "not", "without" and "after" carry the
+#: case ("no relief", "not working", "after surgery"). ``experiments/retrieval_tfidf_sweep.py``
+#: (stop 35), k-NN vote AUROC, mean of seeds 20-24: English stop list 0.610, none 0.626
+#: (higher on each of the 5); seed 13 0.588 -> 0.603.
+STOP_WORDS: str | None = None
 #: LSA dimensions of a TF-IDF index of >= HNSW_MIN_ITEMS items.
 LSA_COMPONENTS = 256
 #: Queries ranked together on the exact backend: bounds the (chunk, n) rankings held.
@@ -86,12 +91,12 @@ class Precedent:
 class TfidfRepresentation:
     """TF-IDF cosine over the model input: request block + summary block.
 
-    Word 1-2-grams, sublinear tf, English stop words, terms in >= 2 items (one vocabulary
-    per block; Salton & Buckley 1988). Fitted on the indexed items only. With
-    ``components``, the weighted TF-IDF rows are projected on their top singular vectors
-    (latent semantic analysis, Deerwester et al. 1990; scikit-learn ``TruncatedSVD``) and
-    come out dense, so that an HNSW graph can index them: exact sparse search is too slow
-    past :data:`~imr_outcome.model.vector_index.HNSW_MIN_ITEMS` items
+    Word 1-2-grams, sublinear tf, stop words kept (:data:`STOP_WORDS`), terms in >= 2
+    items (one vocabulary per block; Salton & Buckley 1988). Fitted on the indexed items
+    only. With ``components``, the weighted TF-IDF rows are projected on their top singular
+    vectors (latent semantic analysis, Deerwester et al. 1990; scikit-learn
+    ``TruncatedSVD``) and come out dense, so that an HNSW graph can index them: exact
+    sparse search is too slow past :data:`~imr_outcome.model.vector_index.HNSW_MIN_ITEMS` items
     (``experiments/bench_similar.py``).
 
     Args:
@@ -113,7 +118,7 @@ class TfidfRepresentation:
     @staticmethod
     def _vectorizer() -> TfidfVectorizer:
         return TfidfVectorizer(
-            ngram_range=(1, 2), min_df=2, sublinear_tf=True, stop_words="english", dtype=np.float32
+            ngram_range=(1, 2), min_df=2, sublinear_tf=True, stop_words=STOP_WORDS, dtype=np.float32
         )
 
     @staticmethod

@@ -5,7 +5,8 @@ At registration (:mod:`imr_outcome.train.onnx_export`) the classifier is exporte
 ``classifier/model.onnx``, on a CPU with int8 dot products (VNNI or AMX,
 :func:`~imr_outcome.model.hardware.cpu_flags`) also to a dynamically quantised
 ``classifier/model.int8.onnx``, and each variant's parity with torch is written to
-``classifier/onnx.json``. The exported graph returns the window logits and the mean-pooled
+``classifier/onnx.json``, with the time each passing variant and torch took to score the
+same items on the export machine. The exported graph returns the window logits and the mean-pooled
 last hidden state (what the OOD detector reads), so one forward pass serves scoring and
 OOD as on torch. A model whose ONNX file failed parity (or has none) runs on torch, with a
 warning when ONNX was asked for.
@@ -111,17 +112,42 @@ def read_parity(directory: Path) -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
+def measured_speedups(record: dict[str, Any], flags: CpuFlags) -> dict[Variant, float] | None:
+    """Each passing variant's scoring time over torch fp32's, as timed at export.
+
+    Returns None unless the record has timings and was written on a CPU with ``flags``
+    (:meth:`CpuFlags.describe`): timings from other hardware say nothing here (on an AMD
+    EPYC with VNNI but no AMX, ORT fp32 measured 1.28x torch fp32, int8 0.50x).
+    """
+    timing = record.get("timing")
+    if not isinstance(timing, dict) or record.get("exported_on") != flags.describe():
+        return None
+    torch_ms = timing.get("ms_torch")
+    variant_ms = timing.get("ms", {})
+    if not isinstance(torch_ms, (int, float)) or torch_ms <= 0 or not isinstance(variant_ms, dict):
+        return None
+    return {
+        cast(Variant, variant): float(ms) / float(torch_ms)
+        for variant, ms in variant_ms.items()
+        if variant in ONNX_FILES and isinstance(ms, (int, float))
+    }
+
+
 def open_session(
     directory: Path, backend: Backend, flags: CpuFlags | None = None
 ) -> OnnxSession | None:
     """The ONNX session a classifier folder should score with, or None for torch.
 
-    ``torch`` -> None. ``auto``/``onnx`` -> the variant this CPU prefers
-    (:func:`preferred_variant`), else the other one, among the variants that passed
-    parity; None (torch) when none did, logged as a warning when ``onnx`` was asked for.
+    ``torch`` -> None. ``auto`` on a CPU with the export machine's flags, when the export
+    timed the variants (:func:`measured_speedups`) -> the fastest passing variant if it beat
+    torch there, else None (torch). Otherwise (``onnx``, or ``auto`` without timings from
+    such a CPU) -> the variant this CPU prefers (:func:`preferred_variant`), else fp32,
+    among the variants that passed parity; None (torch) when none did, logged as a warning
+    when ``onnx`` was asked for.
     """
     if backend == "torch":
         return None
+    flags = cpu_flags() if flags is None else flags
     record = read_parity(directory)
     passed = {
         entry["variant"]
@@ -129,6 +155,20 @@ def open_session(
         if entry.get("passed")
         and (directory / ONNX_FILES[cast(Variant, entry["variant"])]).is_file()
     }
+    speedups = measured_speedups(record, flags) if backend == "auto" else None
+    if speedups is not None:
+        timed = {variant: ratio for variant, ratio in speedups.items() if variant in passed}
+        fastest = min(timed, key=timed.__getitem__, default=None)
+        if fastest is not None and timed[fastest] < 1.0:
+            logger.info(
+                "scoring with ONNX Runtime (%s, %.2fx torch fp32 at export) from %s",
+                fastest,
+                timed[fastest],
+                directory,
+            )
+            return OnnxSession(directory / ONNX_FILES[fastest])
+        logger.info("backend auto: torch measured fastest on this CPU at export (%s)", timed)
+        return None
     first = preferred_variant(flags)
     # int8 without VNNI/AMX is slower than fp32 (module docstring): fp32 only there.
     candidates: list[Variant] = [first, "fp32"] if first == "int8" else ["fp32"]

@@ -40,7 +40,7 @@ VNNI = CpuFlags(avx2=True, avx512_bf16=False, amx=False, vnni=True)
 def exported(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The untrained tiny transformer with both ONNX variants exported and checked."""
     model_dir = write_untrained_transformer(tiny_bert, tmp_path_factory.mktemp("onnx"))
-    export_test_onnx(model_dir, variants=("fp32", "int8"))
+    export_test_onnx(model_dir, variants=("fp32", "int8"), timed=True)
     return model_dir
 
 
@@ -145,9 +145,84 @@ def test_the_int8_variant_is_traced_with_eager_attention_and_fp32_with_the_defau
     assert all(p.passed for p in parities), parities
 
 
-def test_auto_picks_int8_only_with_int8_dot_products(exported: Path) -> None:
-    directory = exported / "classifier"
+def test_the_export_times_torch_and_each_passing_variant(exported: Path) -> None:
+    record = json.loads((exported / "classifier" / PARITY_FILE).read_text())
+    passing = {entry["variant"] for entry in record["variants"] if entry["passed"]}
+
+    assert record["timing"]["items"] == min(onnx_export.TIMING_ITEMS, len(parity_items()[0]))
+    assert record["timing"]["ms_torch"] > 0
+    assert set(record["timing"]["ms"]) == passing
+    assert all(ms > 0 for ms in record["timing"]["ms"].values())
+
+
+def _timed_copy(
+    exported: Path, tmp_path: Path, exported_on: CpuFlags, ms: dict[str, float], int8_passed: bool
+) -> Path:
+    """A copy of the exported classifier whose record says fp32 and int8 (a copy of the
+    fp32 graph, so it loads) were timed at ``ms`` (torch: 100 ms) on ``exported_on``."""
+    directory = Path(shutil.copytree(exported / "classifier", tmp_path / "classifier"))
+    (directory / ONNX_FILES["int8"]).write_bytes((directory / ONNX_FILES["fp32"]).read_bytes())
     record = json.loads((directory / PARITY_FILE).read_text())
+    record["exported_on"] = exported_on.describe()
+    record["variants"] = [
+        {"variant": "fp32", "passed": True},
+        {"variant": "int8", "passed": int8_passed},
+    ]
+    record["timing"] = {"items": 8, "ms_torch": 100.0, "ms": ms}
+    (directory / PARITY_FILE).write_text(json.dumps(record))
+    return directory
+
+
+@pytest.mark.parametrize(
+    ("ms", "int8_passed", "served"),
+    [
+        ({"fp32": 128.0, "int8": 50.0}, True, ONNX_FILES["int8"]),  # EPYC, int8 passing
+        ({"fp32": 128.0, "int8": 50.0}, False, None),  # EPYC, int8 failing: torch, not fp32
+        ({"fp32": 80.0, "int8": 90.0}, True, ONNX_FILES["fp32"]),
+        ({"fp32": 100.0, "int8": 101.0}, True, None),  # no variant beat torch
+    ],
+    ids=["int8-fastest", "int8-failed-so-torch", "fp32-fastest", "torch-fastest"],
+)
+def test_auto_serves_the_variant_measured_fastest_on_a_cpu_like_the_export_machine(
+    exported: Path,
+    tmp_path: Path,
+    ms: dict[str, float],
+    int8_passed: bool,
+    served: str | None,
+) -> None:
+    directory = _timed_copy(exported, tmp_path, VNNI, ms, int8_passed)
+
+    session = open_session(directory, "auto", VNNI)
+
+    assert (None if session is None else session.path.name) == served
+
+
+@pytest.mark.parametrize("flags", [AVX2, VNNI], ids=["avx2-only", "vnni"])
+def test_timings_from_another_cpu_or_an_onnx_request_keep_the_order_by_flags(
+    exported: Path, tmp_path: Path, flags: CpuFlags
+) -> None:
+    # Torch was fastest on the export machine; on a CPU with other flags that says
+    # nothing, and asking for ONNX outright gets it there too.
+    other = VNNI if flags == AVX2 else AVX2
+    slower = {"fp32": 150.0, "int8": 150.0}
+    on_other = _timed_copy(exported, tmp_path / "other", other, slower, int8_passed=True)
+    on_same = _timed_copy(exported, tmp_path / "same", flags, slower, int8_passed=True)
+    by_flags = ONNX_FILES[preferred_variant(flags)]
+
+    auto_elsewhere = open_session(on_other, "auto", flags)
+    onnx_asked = open_session(on_same, "onnx", flags)
+
+    assert auto_elsewhere is not None and auto_elsewhere.path.name == by_flags
+    assert onnx_asked is not None and onnx_asked.path.name == by_flags
+    assert open_session(on_same, "auto", flags) is None
+
+
+def test_auto_picks_int8_only_with_int8_dot_products(exported: Path, tmp_path: Path) -> None:
+    # Without timings (a model exported before they were recorded) the CPU's flags decide.
+    directory = Path(shutil.copytree(exported / "classifier", tmp_path / "classifier"))
+    record = json.loads((directory / PARITY_FILE).read_text())
+    del record["timing"]
+    (directory / PARITY_FILE).write_text(json.dumps(record))
     int8_passed = any(e["passed"] for e in record["variants"] if e["variant"] == "int8")
 
     assert preferred_variant(AVX2) == "fp32"

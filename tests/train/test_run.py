@@ -15,7 +15,9 @@ from mlflow import MlflowClient
 
 from imr_outcome.data.model_input import build_model_input
 from imr_outcome.errors import InvalidInputError
+from imr_outcome.model.hardware import cpu_flags
 from imr_outcome.model.model import OutcomeModel
+from imr_outcome.model.onnx_runtime import measured_speedups, read_parity
 from imr_outcome.model.record import Record
 from imr_outcome.model.scoring import OUTPUT_FIELDS
 from imr_outcome.model.transformer import TransformerClassifier
@@ -144,7 +146,11 @@ def test_fine_tuned_transformer_end_to_end_with_a_tiny_bert(
         reloaded.predict_proba(inputs), result.model.predict_proba(inputs), rtol=1e-6
     )
     served = OutcomeModel.load(result.model_dir)
-    assert served.backend in {"onnx-fp32", "onnx-int8"}
+    record = read_parity(result.model_dir / "classifier")
+    speedups = measured_speedups(record, cpu_flags())
+    assert speedups is not None and set(speedups) <= {"fp32", "int8"}, record
+    fastest = min(speedups, key=speedups.__getitem__)
+    assert served.backend == (f"onnx-{fastest}" if speedups[fastest] < 1 else "torch")
     np.testing.assert_allclose(
         served.predict_proba(inputs), result.model.predict_proba(inputs), atol=MAX_ABS_DP
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
@@ -42,11 +43,11 @@ def main(
 ) -> None:
     """Set up logging for every command: third-party logs and progress bars (the
     "Loading weights" bar, pypdf's repair warnings) only with -v."""
-    import datasets
-
     from imr_outcome.logs import quiet_libraries
 
-    datasets.disable_progress_bars()
+    # Read by `datasets` when it is imported (here only by the commands that use it: half
+    # a second a call otherwise); a value the user set wins.
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     quiet_libraries(verbose)
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,

@@ -8,11 +8,21 @@ model directory holding ``imr_model.json``, or a logged pyfunc model folder whos
 :func:`mlflow.artifacts.download_artifacts`, which reads a ``file:`` store in place.
 The registry is asked only to name the version an alias points at and to turn MLflow's
 errors into messages that say what is missing.
+
+A registry or run URI resolved against the embedded SQLite store is remembered (the
+directory, name and version, in ``resolved-models.json`` under :func:`resolution_cache_dir`)
+together with the store file's size and modification time. While the store is unchanged the
+next :func:`resolve` of that URI returns the remembered answer without importing MLflow
+(about 2 s of a 2-core machine's CLI call: the import and opening the store); any write to
+the store (a new run, a version, an alias moved) makes it ask MLflow again. Stores behind
+a server are asked every time.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
 import re
 from collections.abc import Iterator
@@ -24,6 +34,8 @@ import yaml
 
 from imr_outcome.errors import IncompatibleModelError, ModelNotFoundError
 from imr_outcome.model.artifact import ARTIFACT_FILE
+
+logger = logging.getLogger(__name__)
 
 #: Name of the pyfunc artifact that holds the model directory (see :mod:`imr_outcome.model.pyfunc`).
 ARTIFACT_KEY = "imr_model"
@@ -69,8 +81,6 @@ def resolve(uri: str, cache_dir: Path | None = None) -> ResolvedModel:
             folder or tracking store. The message starts with ``uri``.
         IncompatibleModelError: a pyfunc folder without the ``imr_model`` artifact.
     """
-    from mlflow.exceptions import MlflowException
-
     models, runs = _MODELS_RE.match(uri), _RUNS_RE.match(uri)
     if models is None and runs is None:
         if uri.startswith(("models:", "runs:")):
@@ -80,6 +90,14 @@ def resolve(uri: str, cache_dir: Path | None = None) -> ResolvedModel:
             )
         folder = Path(uri).expanduser()
         return ResolvedModel(model_dir_in(uri, folder), str(folder), "local")
+    tracking = default_tracking_uri()
+    key = f"{tracking}|{uri}|{cache_dir or ''}"
+    store_state = _store_state(tracking)
+    remembered = _recall(key, store_state)
+    if remembered is not None:
+        return remembered
+    from mlflow.exceptions import MlflowException
+
     client, tracking = _client(uri)
     try:
         if models is not None:
@@ -92,7 +110,89 @@ def resolve(uri: str, cache_dir: Path | None = None) -> ResolvedModel:
     except MlflowException as exc:
         raise ModelNotFoundError(f"{uri}: the tracking store could not be read ({exc})") from exc
     local = _download(uri, source, tracking, cache_dir, runs)
-    return ResolvedModel(model_dir_in(uri, local), name, version)
+    resolved = ResolvedModel(model_dir_in(uri, local), name, version)
+    if store_state is not None and _store_state(tracking) == store_state:
+        _remember(key, store_state, resolved)
+    return resolved
+
+
+# ----------------------------------------------------------- remembered resolutions
+
+#: Overrides where resolutions are remembered (default ``$XDG_CACHE_HOME/imr-outcome``).
+CACHE_DIR_ENV = "IMR_OUTCOME_CACHE_DIR"
+#: Resolutions kept; the oldest are dropped beyond this.
+MAX_REMEMBERED = 64
+
+
+def resolution_cache_dir() -> Path:
+    """``$IMR_OUTCOME_CACHE_DIR``, else ``$XDG_CACHE_HOME/imr-outcome``, else
+    ``~/.cache/imr-outcome``."""
+    explicit = os.environ.get(CACHE_DIR_ENV)
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "imr-outcome"
+
+
+def _store_state(tracking: str) -> list[list[Any]] | None:
+    """``[path, size, mtime_ns]`` of a local SQLite store's file and of its journal or
+    write-ahead log where present; None for any other store (or a missing file)."""
+    if not tracking.startswith("sqlite:///"):
+        return None
+    database = Path(tracking.removeprefix("sqlite:///").partition("?")[0]).resolve()
+    state = []
+    for path in (database, *(database.with_name(database.name + s) for s in ("-wal", "-journal"))):
+        try:
+            stat = path.stat()
+        except OSError:
+            if path == database:
+                return None
+            continue
+        state.append([str(path), stat.st_size, stat.st_mtime_ns])
+    return state
+
+
+def _read_remembered() -> dict[str, Any]:
+    try:
+        loaded = json.loads((resolution_cache_dir() / "resolved-models.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _recall(key: str, store_state: list[list[Any]] | None) -> ResolvedModel | None:
+    """The remembered resolution of ``key`` if the store is as it was then and the model
+    directory is still there."""
+    if store_state is None:
+        return None
+    entry = _read_remembered().get(key)
+    if not isinstance(entry, dict) or entry.get("store") != store_state:
+        return None
+    directory = Path(str(entry.get("directory")))
+    if not (directory / ARTIFACT_FILE).is_file():
+        return None
+    return ResolvedModel(directory, str(entry["name"]), str(entry["version"]))
+
+
+def _remember(key: str, store_state: list[list[Any]], resolved: ResolvedModel) -> None:
+    """Write ``resolved`` to the cache file; a cache that cannot be written is skipped."""
+    remembered = _read_remembered()
+    remembered.pop(key, None)
+    remembered[key] = {
+        "store": store_state,
+        "directory": str(resolved.directory),
+        "name": resolved.name,
+        "version": resolved.version,
+    }
+    kept = dict(list(remembered.items())[-MAX_REMEMBERED:])
+    folder = resolution_cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        scratch = folder / f"resolved-models.json.{os.getpid()}"
+        scratch.write_text(json.dumps(kept, indent=1), encoding="utf-8")
+        scratch.replace(folder / "resolved-models.json")
+    except OSError as exc:
+        logger.debug("model resolution not remembered (%s)", exc)
 
 
 def _client(uri: str) -> tuple[Any, str]:

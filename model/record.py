@@ -16,9 +16,8 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import datasets
 import numpy as np
 import numpy.typing as npt
 
@@ -35,6 +34,9 @@ from imr_outcome.model.precedents import (
     save_representation,
 )
 from imr_outcome.model.vector_index import HNSW_MIN_ITEMS, VectorIndex, Vectors
+
+if TYPE_CHECKING:
+    import datasets
 
 EmbedFn = Callable[[Sequence[ModelInput]], npt.NDArray[Any]]
 """Model inputs (n) -> item embeddings, shape ``(n, d)``."""

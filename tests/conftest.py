@@ -24,6 +24,21 @@ LETTER_FIXTURES = FIXTURES / "letters"
 SHARED_DATA = TESTS_DIR.parent.parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_resolution_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Remembered model resolutions go to a session folder, never the user's ~/.cache
+    (set before any fixture loads a model; CLI subprocesses inherit it)."""
+    from imr_outcome.model.model_uri import CACHE_DIR_ENV
+
+    previous = os.environ.get(CACHE_DIR_ENV)
+    os.environ[CACHE_DIR_ENV] = str(tmp_path_factory.mktemp("resolution-cache"))
+    yield
+    if previous is None:
+        os.environ.pop(CACHE_DIR_ENV, None)
+    else:
+        os.environ[CACHE_DIR_ENV] = previous
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything() -> None:
     random.seed(0)

@@ -10,11 +10,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import pytest
 
 from imr_outcome.data.model_input import ModelInput, build_model_input
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
+from imr_outcome.model import model_uri
 from imr_outcome.model.defaults import IG_STEPS
 from imr_outcome.model.encoders import encode_windows, load_tokenizer
 from imr_outcome.model.model import OutcomeModel
@@ -116,6 +118,61 @@ def test_a_cache_dir_gets_a_copy_of_only_the_model(store: Store, tmp_path: Path)
     assert loaded.model_version == "1"
     assert loaded.threshold == json.loads(copied.read_text())["threshold"]
     assert not list((tmp_path / "cache").rglob("*.png"))  # no evaluation plots
+
+
+def _count_mlflow_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The URIs for which :func:`resolve` opens an MLflow client from now on."""
+    calls: list[str] = []
+    real = model_uri._client
+
+    def counted(uri: str) -> Any:
+        calls.append(uri)
+        return real(uri)
+
+    monkeypatch.setattr(model_uri, "_client", counted)
+    return calls
+
+
+def test_a_resolved_alias_is_remembered_until_the_store_changes(
+    store: Store,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> None:
+    # A copy of the store (artifact locations are absolute), so moving its alias leaves
+    # the module's store as it was.
+    shutil.copy(store.root / "mlflow.db", tmp_path / "mlflow.db")
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+    previous_registry = mlflow.get_registry_uri()  # the module's store, set by train()
+    mlflow.set_registry_uri(tracking)
+    request.addfinalizer(lambda: mlflow.set_registry_uri(previous_registry))
+    client = mlflow.MlflowClient(tracking_uri=tracking, registry_uri=tracking)
+    uri = "models:/imr-outcome@champion"
+    calls = _count_mlflow_calls(monkeypatch)
+
+    first, again = model_uri.resolve(uri), model_uri.resolve(uri)
+    version = client.get_model_version("imr-outcome", "1")
+    client.create_model_version("imr-outcome", version.source, version.run_id)
+    client.set_registered_model_alias("imr-outcome", "champion", "2")
+    moved = model_uri.resolve(uri)
+
+    assert (first.version, again, calls[:1]) == ("1", first, [uri])  # asked MLflow once
+    assert moved.version == "2" and len(calls) == 2
+
+
+def test_a_cache_that_cannot_be_written_still_resolves(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder would be")
+    monkeypatch.setenv(model_uri.CACHE_DIR_ENV, str(blocked))
+    calls = _count_mlflow_calls(monkeypatch)
+
+    resolved = [model_uri.resolve("models:/imr-outcome/1") for _ in range(2)]
+
+    assert [r.version for r in resolved] == ["1", "1"]
+    assert len(calls) == 2  # nothing remembered, nothing lost
 
 
 def _run_id(store: Store) -> str:

@@ -34,14 +34,12 @@ class Backend(StrEnum):
     onnx = "onnx"
 
 
-BackendOption = Annotated[
-    Backend,
-    typer.Option(
-        "--backend",
-        help="Scoring backend: auto (ONNX Runtime where the model has an export that passed "
-        "parity, else torch), torch or onnx. Evidence always runs on torch.",
-    ),
-]
+BACKEND_HELP = (
+    "Scoring backend: auto (of torch and the ONNX variants that passed parity, the one "
+    "timed fastest at registration on a CPU like this one), torch or onnx. Evidence always "
+    "runs on torch."
+)
+BackendOption = Annotated[Backend, typer.Option("--backend", help=BACKEND_HELP)]
 #: Rich styles of evidence spans, by the outcome they push toward.
 EVIDENCE_STYLES = {"Overturned": "bold black on green3", "Upheld": "bold white on red3"}
 

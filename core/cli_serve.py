@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from imr_outcome.cli_predict import ModelOption
+from imr_outcome.cli_predict import BACKEND_HELP, ModelOption
 from imr_outcome.console import fail
 
 #: Defaults of the serving limits (see ``imr_outcome.serve.api_limits.ServeSettings``).
@@ -37,10 +37,7 @@ def serve_command(
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
     backend: Annotated[
         str,
-        typer.Option(
-            help="Scoring backend: auto (ONNX Runtime where the model has an export that "
-            "passed parity, else torch), torch or onnx. Evidence always runs on torch."
-        ),
+        typer.Option(help=BACKEND_HELP),
     ] = "auto",
     max_in_flight: Annotated[
         int,

@@ -200,8 +200,9 @@ class OutcomeModel:
 
     def select_backend(self, backend: Backend | str) -> str:
         """Score with ONNX Runtime (``onnx``), torch (``torch``) or what this CPU and the
-        artifact allow (``auto``: an exported variant that passed parity, else torch); see
-        :mod:`imr_outcome.model.onnx_runtime`. Evidence always runs on torch.
+        artifact allow (``auto``: of torch and the exported variants that passed parity,
+        the one timed fastest at registration; see
+        :func:`~imr_outcome.model.onnx_runtime.open_session`). Evidence always runs on torch.
 
         Returns:
             :attr:`backend`.

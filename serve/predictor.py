@@ -128,8 +128,9 @@ class Predictor:
             max_chars: the longest accepted request or summary, in characters.
             explain_steps: see :class:`Predictor`.
             ood_detector: see :class:`Predictor`.
-            backend: what scoring runs on: ``auto`` (ONNX Runtime where the artifact has
-                an export that passed parity, else torch), ``torch`` or ``onnx``; see
+            backend: what scoring runs on: ``auto`` (of torch and the exported variants
+                that passed parity, the one timed fastest at registration on a CPU with
+                this one's flags), ``torch`` or ``onnx``; see
                 :meth:`OutcomeModel.select_backend
                 <imr_outcome.model.model.OutcomeModel.select_backend>`. Evidence always
                 runs on torch.

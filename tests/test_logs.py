@@ -70,3 +70,33 @@ def test_mlflow_logs_only_warnings_and_draws_no_bars_unless_verbose() -> None:
 
     assert int(printed[0]) >= logging.WARNING
     assert printed[1] == "false"
+
+
+def test_library_warnings_stay_off_the_console_here_and_in_child_processes() -> None:
+    # PySpark warns on every start under pandas 3, in the CLI's process and in each of
+    # Spark's Python workers, which inherit the environment.
+    warn = (
+        "import warnings; warnings.warn('PySpark does not yet fully support pandas >= "
+        "3.0.0. Some features may not work correctly.', FutureWarning)"
+    )
+    code = (
+        "import logging, subprocess, sys; from imr_outcome.logs import quiet_libraries; "
+        f"logging.basicConfig(); quiet_libraries({{verbose}}); {warn}; "  # as the CLI does
+        f"subprocess.run([sys.executable, '-c', {warn!r}], check=True)"
+    )
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+
+    printed = {
+        verbose: subprocess.run(
+            [sys.executable, "-c", code.format(verbose=verbose)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=300,
+            env=environment,
+        ).stderr
+        for verbose in (False, True)
+    }
+
+    assert printed[False] == ""
+    assert printed[True].count("does not yet fully support pandas") == 2

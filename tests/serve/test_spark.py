@@ -8,6 +8,9 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -330,6 +333,36 @@ def test_table_of_the_session_and_malformed_csv_records(
 
     with pytest.raises(InvalidInputError, match=r"input: no_such_table: not a \.csv or \.parquet"):
         scoring.score_table(spark, "no_such_table", str(tmp_path / "x"), MODEL_URI)
+
+
+def test_cli_engine_spark_in_a_fresh_process_prints_only_our_own_lines(
+    spark: SparkSession, store: TrainResult, tmp_path: Path
+) -> None:
+    # A new JVM and Python workers, as a user's `imr-outcome score --engine spark` starts:
+    # Spark's log banner and WARN lines, its stage bar, PySpark's pandas FutureWarning and
+    # MLflow's warnings stay off the console without -v.
+    source = write_csv(tmp_path / "pending.csv", [good(i) for i in range(6)])
+    output = tmp_path / "scores"
+    args = ["score", str(source), "--out", str(output), "--engine", "spark"]
+    args += ["--spark-master", "local[2]", "--id-column", "case_id", "--request-column", "item"]
+    args += ["--summary-column", "background"]
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("imr-outcome")), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=environment,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "".join(done.stdout.split()) == "".join(
+        f"6 rows: 6 scored, 0 failed -> {output}".split()
+    )
+    # The JVM itself reports the vector module Spark 4 adds; nothing else may appear.
+    jvm = "WARNING: Using incubator modules: jdk.incubator.vector"
+    assert [line for line in done.stderr.splitlines() if line.strip() and line != jvm] == []
 
 
 def test_cli_engine_spark(spark: SparkSession, store: TrainResult, tmp_path: Path) -> None:

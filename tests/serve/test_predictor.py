@@ -153,6 +153,7 @@ def test_a_resolved_alias_is_remembered_until_the_store_changes(
 
     first, again = model_uri.resolve(uri), model_uri.resolve(uri)
     version = client.get_model_version("imr-outcome", "1")
+    assert version.source is not None
     client.create_model_version("imr-outcome", version.source, version.run_id)
     client.set_registered_model_alias("imr-outcome", "champion", "2")
     moved = model_uri.resolve(uri)

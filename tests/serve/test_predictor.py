@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.tracking._model_registry.utils as mlflow_registry_utils
 import numpy as np
 import pytest
 
@@ -134,19 +135,17 @@ def _count_mlflow_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def test_a_resolved_alias_is_remembered_until_the_store_changes(
-    store: Store,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    request: pytest.FixtureRequest,
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A copy of the store (artifact locations are absolute), so moving its alias leaves
     # the module's store as it was.
     shutil.copy(store.root / "mlflow.db", tmp_path / "mlflow.db")
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
-    previous_registry = mlflow.get_registry_uri()  # the module's store, set by train()
-    mlflow.set_registry_uri(tracking)
-    request.addfinalizer(lambda: mlflow.set_registry_uri(previous_registry))
+    # MLflow downloads models:/ URIs through its process-wide registry URI (the module's
+    # store once train() ran); both of its settings are put back after the test.
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", tracking)
+    monkeypatch.setattr(mlflow_registry_utils, "_registry_uri", tracking)
     client = mlflow.MlflowClient(tracking_uri=tracking, registry_uri=tracking)
     uri = "models:/imr-outcome@champion"
     calls = _count_mlflow_calls(monkeypatch)

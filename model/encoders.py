@@ -20,17 +20,17 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 import torch
-from transformers import (
-    AutoModel,
-    AutoTokenizer,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+if TYPE_CHECKING:
+    # transformers' modeling code takes about 1.5 s to import; a model served on ONNX
+    # Runtime needs only the tokenizer, so the network classes are imported where used.
+    from transformers import PreTrainedModel
 
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
@@ -393,6 +393,8 @@ def load_encoder(name_or_path: str) -> PreTrainedModel:
     Raises:
         ModelNotFoundError, IncompatibleModelError: see :func:`from_pretrained`.
     """
+    from transformers import AutoModel
+
     encoder: PreTrainedModel = from_pretrained(
         AutoModel.from_pretrained, name_or_path, "encoder", dtype=torch.float32
     )

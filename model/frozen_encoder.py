@@ -29,7 +29,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
@@ -41,6 +41,8 @@ from imr_outcome.model.pooling import pooled_embeddings
 from imr_outcome.model.settings import OFFLINE_MINILM, FrozenEncoderConfig, TrainingConfig
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
     from imr_outcome.model.ood import MahalanobisOod
 
 logger = logging.getLogger(__name__)

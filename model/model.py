@@ -265,6 +265,8 @@ class OutcomeModel:
 
         try:
             model = cls._read(directory)
+            # The backend decides whether a transformer reads its torch network now.
+            model.select_backend(backend)
         except ModelNotFoundError as exc:
             raise ModelNotFoundError(f"{uri}: {reason(exc)}") from exc
         except IncompatibleModelError as exc:
@@ -279,7 +281,6 @@ class OutcomeModel:
         model.name, model.version = resolved.name, resolved.version
         if (directory / RECORD_DIR).is_dir():
             model.record = Record.load(directory)
-        model.select_backend(backend)
         logger.info(
             "loaded %s model %s version %s (split %s, threshold %.3f, backend %s)",
             model.info.kind,

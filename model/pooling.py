@@ -10,12 +10,12 @@ frozen sentence embeddings are mean-pooled over tokens and then windows by
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import numpy.typing as npt
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.errors import InvalidInputError
@@ -27,6 +27,9 @@ from imr_outcome.model.encoders import (
     load_tokenizer,
 )
 from imr_outcome.model.hardware import Precision
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

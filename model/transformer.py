@@ -15,18 +15,14 @@ import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 import numpy.typing as npt
 import torch
 from pydantic import ValidationError
 from sklearn.exceptions import NotFittedError
-from transformers import (
-    AutoModelForSequenceClassification,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from transformers import PreTrainedTokenizerBase
 
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.data.schema import LABELS
@@ -45,6 +41,9 @@ from imr_outcome.model.onnx_runtime import Backend, OnnxSession, open_session
 from imr_outcome.model.ood import MahalanobisOod
 from imr_outcome.model.pooling import aggregate, masked_mean, mean_by_item
 from imr_outcome.model.settings import TrainingConfig, TransformerConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +150,11 @@ class TransformerClassifier:
         #: The fast (Rust) tokenizer sets truncation state on every call, and two threads
         #: calling it at once fail with "Already borrowed"; :meth:`encode` holds this lock.
         self._tokenizer_lock = threading.Lock()
+        #: A loaded classifier reads its network on first use (:attr:`model`): scoring on
+        #: ONNX Runtime needs only the tokenizer and the session.
+        self._network_lock = threading.Lock()
+        #: ``hidden_size`` of the network, from ``config.json`` when loaded.
+        self._hidden_size: int | None = None
 
     def encode(self, inputs: Sequence[ModelInput]) -> Windows:
         """The windows of ``inputs`` (requests over a window's budget cut, see
@@ -182,14 +186,34 @@ class TransformerClassifier:
         self.session = None if self.directory is None else open_session(self.directory, backend)
         if self.directory is None and backend == "onnx":
             logger.warning("backend onnx: the model was not loaded from a folder; using torch")
+        if self.session is None:
+            _ = self.model  # torch scores: read the network now, so broken weights fail the load
         return self.backend
 
     @property
     def model(self) -> PreTrainedModel:
-        """The fitted sequence-classification model (for explainers such as Captum)."""
+        """The fitted sequence-classification model (scoring on torch, explainers such as
+        Captum); a loaded classifier reads it from its folder on first use.
+
+        Raises:
+            NotFittedError: before fitting or :meth:`load`.
+            ModelNotFoundError, IncompatibleModelError: the saved weights are missing or
+                unreadable (see :func:`~imr_outcome.model.encoders.from_pretrained`).
+        """
+        if self._model is None and self.directory is not None:
+            with self._network_lock:
+                if self._model is None:
+                    self._model = _read_network(self.directory)
         if self._model is None:
             raise NotFittedError("TransformerClassifier is not fitted; call fit() or load()")
         return self._model
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of the network's hidden states (the pooled embedding's ``d``)."""
+        if self._model is None and self._hidden_size is not None:
+            return self._hidden_size
+        return int(self.model.config.hidden_size)
 
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
@@ -221,13 +245,10 @@ class TransformerClassifier:
     ) -> tuple[Windows, FloatArray, FloatArray | None]:
         """Window logits ``(w, 2)`` and, when ``pooled``, the last hidden state mean-pooled
         over each window's real tokens ``(w, d)`` from the same forward passes."""
-        model, tokenizer = self.model, self.tokenizer
         windows = self.encode(inputs)
         scores = np.zeros((len(windows), len(LABELS)), dtype=np.float64)
-        hidden = np.zeros((len(windows), model.config.hidden_size)) if pooled else None
-        device = next(model.parameters()).device
-        model.train(False)
-        pad_id = int(tokenizer.pad_token_id or 0)
+        hidden = np.zeros((len(windows), self.hidden_size)) if pooled else None
+        pad_id = int(self.tokenizer.pad_token_id or 0)
         size = batch_size or self.inference_batch_size
         if self.session is not None:
             for chosen, batch in iter_batches(windows, size, pad_id):
@@ -236,6 +257,9 @@ class TransformerClassifier:
                 if hidden is not None:
                     hidden[chosen] = pooled_hidden
             return windows, scores, hidden
+        model = self.model
+        device = next(model.parameters()).device
+        model.train(False)
         # fp32 whatever trained the weights: scores must not depend on the CPU that serves
         # them (bf16 autocast reorders near-tied items), and ONNX Runtime beats bf16 autocast
         # where speed matters (issue 18: ORT fp32 0.52x, bf16 autocast 0.78x torch fp32).
@@ -351,7 +375,7 @@ class TransformerClassifier:
                 f"{directory / SETTINGS_FILE}: format_version {settings.get('format_version')!r}"
                 f", this version reads {FORMAT_VERSION}; retrain the model"
             )
-        check_label_map(directory)
+        network_config = check_label_map(directory)
         try:
             model = TransformerConfig(
                 base_model=settings["base_model"],
@@ -368,17 +392,25 @@ class TransformerClassifier:
         classifier.directory = directory
         classifier.logit_offset = float(settings.get("logit_offset", 0.0))
         classifier._tokenizer = load_tokenizer(str(directory), model.max_length)
-        network: PreTrainedModel = from_pretrained(
-            AutoModelForSequenceClassification.from_pretrained,
-            str(directory),
-            "model",
-            local_files_only=True,
-            dtype=torch.float32,
-        )
-        classifier._model = for_inference(network)
+        hidden_size = network_config.get("hidden_size")
+        classifier._hidden_size = hidden_size if isinstance(hidden_size, int) else None
         if (directory / OOD_FILE).is_file():
             classifier.ood = MahalanobisOod.load(directory / OOD_FILE)
         return classifier
+
+
+def _read_network(directory: Path) -> PreTrainedModel:
+    """The fp32 sequence-classification network saved in ``directory``, in eval mode."""
+    from transformers import AutoModelForSequenceClassification
+
+    network: PreTrainedModel = from_pretrained(
+        AutoModelForSequenceClassification.from_pretrained,
+        str(directory),
+        "model",
+        local_files_only=True,
+        dtype=torch.float32,
+    )
+    return for_inference(network)
 
 
 def _read_json(directory: Path, name: str) -> dict[str, Any]:
@@ -397,8 +429,9 @@ def _read_json(directory: Path, name: str) -> dict[str, Any]:
     return loaded
 
 
-def check_label_map(directory: Path) -> None:
-    """Check that ``directory/config.json`` maps label ids to :data:`LABELS`.
+def check_label_map(directory: Path) -> dict[str, Any]:
+    """Check that ``directory/config.json`` maps label ids to :data:`LABELS`; returns
+    that config.
 
     Raises:
         ModelNotFoundError: no ``config.json``.
@@ -416,3 +449,4 @@ def check_label_map(directory: Path) -> None:
             f"{directory}: config.json id2label is {found}, expected {expected}; this model "
             "was trained with another label map - retrain it with this version"
         )
+    return config

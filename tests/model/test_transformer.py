@@ -276,8 +276,11 @@ def test_loading_missing_files_names_the_directory(
 
     fitted.save(tmp_path / "model")
     shutil.move(tmp_path / "model" / "model.safetensors", tmp_path / "weights.bak")
+    loaded = TransformerClassifier.load(tmp_path / "model")  # the network is read on first use
     with pytest.raises(ModelNotFoundError, match=r"no file named model\.safetensors"):
-        TransformerClassifier.load(tmp_path / "model")
+        _ = loaded.model
+    with pytest.raises(ModelNotFoundError, match=r"no file named model\.safetensors"):
+        loaded.select_backend("torch")
 
 
 # --------------------------------------------------------- the GPU config, run small

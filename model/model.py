@@ -84,6 +84,9 @@ class OutcomeModel:
         record: the outcome rates and similar past decisions of its training items
             (:mod:`imr_outcome.model.record`), saved in ``record/``; None for models
             registered before the record existed.
+        directory: the model directory it was read from (None when built in memory):
+            its files, ONNX exports and their timings included, can be shipped as they
+            are (Spark scoring) instead of saved again.
     """
 
     classifier: Classifier
@@ -93,6 +96,7 @@ class OutcomeModel:
     name: str = ""
     version: str = "local"
     record: Record | None = None
+    directory: Path | None = None
 
     # ------------------------------------------------------------------ inference
 
@@ -322,7 +326,9 @@ class OutcomeModel:
             classifier = classifier_class(info.kind).load(directory / "classifier")
         except IncompatibleModelError as exc:
             raise IncompatibleModelError(f"{directory}: {exc}") from exc
-        return cls(classifier, calibrator, saved.threshold, info, name=str(directory))
+        return cls(
+            classifier, calibrator, saved.threshold, info, name=str(directory), directory=directory
+        )
 
 
 #: Kinds whose ``classifier/`` files are the same in format 1 and 2.

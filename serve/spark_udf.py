@@ -2,9 +2,11 @@
 pyfunc, and the struct of a row refused before scoring.
 
 The model is resolved once on the driver (a bad URI fails before any task starts) and
-saved as a pyfunc model folder that ``mlflow.pyfunc.spark_udf`` (``env_manager="local"``)
-puts on every node; the executors never contact the tracking store. See
-:mod:`imr_outcome.serve.spark` for the DataFrame and table side.
+its directory, as loaded (a transformer's ONNX exports and their timings with it, so the
+executors serve the backend the driver serves), is wrapped in a pyfunc model folder that
+``mlflow.pyfunc.spark_udf`` (``env_manager="local"``) puts on every node; the executors
+never contact the tracking store. See :mod:`imr_outcome.serve.spark` for the DataFrame and
+table side.
 """
 
 from __future__ import annotations
@@ -47,9 +49,6 @@ PREDICTION_FIELDS: tuple[str, ...] = tuple(PREDICTION_TYPE.names)
 def pyfunc_udf(spark: SparkSession, model_uri: str, max_chars: int) -> tuple[Any, Predictor]:
     """Resolve ``model_uri`` on the driver and wrap it as a ``spark_udf`` over the pyfunc.
 
-    The model is saved with its resolved name and version in the pyfunc's
-    ``model_config``, so Spark rows name it as the local paths do.
-
     Returns:
         The UDF (struct of input columns in, :data:`PREDICTION_TYPE` out) and the driver's
         predictor (for its name and version).
@@ -60,18 +59,7 @@ def pyfunc_udf(spark: SparkSession, model_uri: str, max_chars: int) -> tuple[Any
     predictor = Predictor.load(model_uri, max_chars=max_chars)
     folder = Path(tempfile.mkdtemp(prefix="imr-spark-model-"))
     atexit.register(shutil.rmtree, folder, True)  # tasks may read it until the driver exits
-    predictor.model.save(folder / "imr_model")
-    mlflow.pyfunc.save_model(
-        folder / "pyfunc",
-        python_model=str(PYFUNC_CODE),
-        artifacts={ARTIFACT_KEY: str(folder / "imr_model")},
-        signature=SIGNATURE,
-        model_config={
-            "model_name": predictor.model_name,
-            "model_version": predictor.model_version,
-            "max_chars": max_chars,
-        },
-    )
+    pyfunc = save_pyfunc(predictor, folder, max_chars)
     logger.info(
         "scoring with %s model %s version %s on the executors",
         predictor.model.info.kind,
@@ -82,9 +70,34 @@ def pyfunc_udf(spark: SparkSession, model_uri: str, max_chars: int) -> tuple[Any
         # "local" is the point: executors run this very environment (see module docstring)
         warnings.filterwarnings("ignore", message='.*env_manager="local"')
         udf = mlflow.pyfunc.spark_udf(
-            spark, str(folder / "pyfunc"), result_type=PREDICTION_TYPE, env_manager="local"
+            spark, str(pyfunc), result_type=PREDICTION_TYPE, env_manager="local"
         )
     return udf, predictor
+
+
+def save_pyfunc(predictor: Predictor, folder: Path, max_chars: int) -> Path:
+    """Save the predictor's model as a pyfunc model folder ``folder/pyfunc``; returns it.
+
+    The model directory it was loaded from goes in as it is (a model built in memory is
+    saved to ``folder/imr_model`` first), with its resolved name and version in the
+    pyfunc's ``model_config``, so Spark rows name it as the local paths do.
+    """
+    source = predictor.model.directory
+    if source is None:
+        source = predictor.model.save(folder / "imr_model")
+    target = folder / "pyfunc"
+    mlflow.pyfunc.save_model(
+        target,
+        python_model=str(PYFUNC_CODE),
+        artifacts={ARTIFACT_KEY: str(source)},
+        signature=SIGNATURE,
+        model_config={
+            "model_name": predictor.model_name,
+            "model_version": predictor.model_version,
+            "max_chars": max_chars,
+        },
+    )
+    return target
 
 
 def error_struct(problem: Column, predictor: Predictor) -> Column:

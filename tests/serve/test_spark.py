@@ -28,13 +28,14 @@ from imr_outcome.serve.predictor import Predictor
 from imr_outcome.train.run import TrainResult
 
 from dataset_factory import OVERTURNED_CUE, UPHELD_CUE
-from model_factory import registered_tfidf_store
+from model_factory import export_test_onnx, registered_tfidf_store, write_untrained_transformer
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 if importlib.util.find_spec("pyspark") is not None:
     from imr_outcome.serve import spark as scoring
+    from imr_outcome.serve.spark_udf import save_pyfunc
 
 MODEL_URI = "models:/imr-outcome@champion"
 #: Text limit of both scorers, in characters (keeps oversize rows small).
@@ -114,6 +115,22 @@ def collect(df: DataFrame, row_column: str = "row") -> list[dict[str, Any]]:
 
 
 # -------------------------------------------------------------------------- parity
+
+
+def test_the_executors_serve_the_backend_the_driver_serves(tiny_bert: Path, tmp_path: Path) -> None:
+    # The model goes to the executors as the directory it was loaded from: a copy saved
+    # again lost the ONNX exports, and the executors scored on torch (0.41x bare int8).
+    import mlflow.pyfunc
+
+    model_dir = write_untrained_transformer(tiny_bert, tmp_path / "model")
+    export_test_onnx(model_dir)
+    driver = Predictor.load(str(model_dir), max_chars=LIMIT)
+
+    folder = save_pyfunc(driver, tmp_path / "spark", LIMIT)
+    executor = mlflow.pyfunc.load_model(str(folder)).unwrap_python_model().model
+
+    assert driver.model.backend.startswith("onnx-")
+    assert executor.backend == driver.model.backend
 
 
 def test_spark_matches_local_score_row_for_row(

@@ -251,7 +251,8 @@ class TransformerClassifier:
         pad_id = int(self.tokenizer.pad_token_id or 0)
         size = batch_size or self.inference_batch_size
         if self.session is not None:
-            for chosen, batch in iter_batches(windows, size, pad_id):
+            per_item = self.backend == "onnx-int8"  # see iter_batches
+            for chosen, batch in iter_batches(windows, size, pad_id, per_item=per_item):
                 logits, pooled_hidden = self.session.run(batch)
                 scores[chosen] = logits
                 if hidden is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import random
 import shutil
@@ -43,6 +44,18 @@ def _own_resolution_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 def _seed_everything() -> None:
     random.seed(0)
     np.random.seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _drop_handlers_on_closed_streams() -> Iterator[None]:
+    """A CLI run under ``CliRunner`` (``serve``'s logging config) leaves a root handler on
+    the runner's stream, closed once the run ends; later tests' log records then printed
+    "I/O operation on closed file" tracebacks. Drop such handlers after each test."""
+    yield
+    root = logging.getLogger()
+    for handler in root.handlers[:]:
+        if isinstance(handler, logging.StreamHandler) and getattr(handler.stream, "closed", False):
+            root.removeHandler(handler)
 
 
 @pytest.fixture

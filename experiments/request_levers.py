@@ -18,6 +18,11 @@ Candidates:
   tfidf+request    both feature sets side by side in one logistic regression
   two_stage        a stack: out-of-fold logits of tfidf (the letter's score) and of
                    request_prior (the item's prior), combined by a logistic regression
+  summary          TF-IDF (1-2 grams) of the summary alone (as tfidf_lr_summary)
+  summary_char     TF-IDF of the summary's character 3-5 grams inside word boundaries
+  summary_nblr     NB-LR on the summary: binary 1-3 grams scaled by their naive Bayes
+                   log-count ratio, then logistic regression (Wang & Manning 2012,
+                   "Baselines and bigrams", ACL; the NBSVM of short-text benchmarks)
 """
 
 from __future__ import annotations
@@ -30,9 +35,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction import DictVectorizer
-from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, cross_val_predict
@@ -50,6 +57,32 @@ def _text(frame: pd.DataFrame) -> list[str]:
         normalize_text(f"{request}. {summary}", dates=True, sex=True).text.lower()
         for request, summary in zip(frame["request"], frame["summary"], strict=True)
     ]
+
+
+def _summary_text(frame: pd.DataFrame) -> list[str]:
+    return [
+        normalize_text(str(summary), dates=True, sex=True).text.lower()
+        for summary in frame["summary"]
+    ]
+
+
+class NaiveBayesScaling(TransformerMixin, BaseEstimator):  # type: ignore[misc]
+    """Scale binary features by the naive Bayes log-count ratio
+    r = log((p / |p|_1) / (q / |q|_1)), p = alpha + the feature counts over Overturned
+    rows, q the same over Upheld rows (Wang & Manning 2012, section 2.1)."""
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        self.alpha = alpha
+
+    def fit(self, features: Any, y: Any) -> NaiveBayesScaling:
+        y = np.asarray(y)
+        p = self.alpha + np.asarray(features[y == 1].sum(axis=0)).ravel()
+        q = self.alpha + np.asarray(features[y == 0].sum(axis=0)).ravel()
+        self.ratio_ = np.log((p / p.sum()) / (q / q.sum()))
+        return self
+
+    def transform(self, features: Any) -> Any:
+        return sparse.csr_matrix(features).multiply(self.ratio_).tocsr()
 
 
 def _features(frame: pd.DataFrame) -> list[dict[str, float]]:
@@ -84,6 +117,18 @@ def candidate(name: str) -> Pipeline:
             ]
         )
         steps = [("features", both)]
+    elif name == "summary":
+        steps = [("text", FunctionTransformer(_summary_text)), ("tfidf", _tfidf())]
+    elif name == "summary_char":
+        chars = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), min_df=2, sublinear_tf=True)
+        steps = [("text", FunctionTransformer(_summary_text)), ("tfidf", chars)]
+    elif name == "summary_nblr":
+        counts = CountVectorizer(ngram_range=(1, 3), min_df=2, binary=True)
+        steps = [
+            ("text", FunctionTransformer(_summary_text)),
+            ("counts", counts),
+            ("nb", NaiveBayesScaling()),
+        ]
     else:
         raise ValueError(name)
     return Pipeline([*steps, ("lr", _lr())])

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import datasets
 import mlflow
+import numpy as np
 from transformers import TrainerCallback
 
 if TYPE_CHECKING:
@@ -206,22 +207,24 @@ def save_and_log(
     config: RunConfig,
     models_dir: Path,
     run_id: str,
-    held_out: Rows | None = None,
+    parity_rows: Sequence[Rows] = (),
     record: Record | None = None,
 ) -> tuple[Path, str]:
     """Save ``model`` and its config under ``models_dir/run_id`` and log it as the run's
     pyfunc model; returns the model directory and the logged model's URI. With
-    ``held_out`` rows a transformer is also exported to ONNX, parity-checked on them
-    (:func:`~imr_outcome.train.onnx_export.export_with_parity`); a ``record`` (rates and
-    similar past decisions) is saved in ``record/``."""
+    ``parity_rows`` a transformer is also exported to ONNX and parity-checked on their
+    items in order (:func:`~imr_outcome.train.onnx_export.export_for_registration`); a
+    ``record`` (rates and similar past decisions) is saved in ``record/``."""
     if record is not None:
         model.record = record
     model_dir = model.save(models_dir / run_id)
     save_config(config, model_dir / "config.yaml")
-    if held_out is not None:
+    if parity_rows:
         from imr_outcome.train.onnx_export import export_for_registration
 
-        export_for_registration(model, model_dir, held_out.inputs, held_out.labels)
+        inputs = [item for rows in parity_rows for item in rows.inputs]
+        labels = np.concatenate([rows.labels for rows in parity_rows])
+        export_for_registration(model, model_dir, inputs, labels)
     return model_dir, log_model(model_dir)
 
 
@@ -279,7 +282,12 @@ def train(
         by_id = dict(zip(data.rows.ids, data.rows.inputs, strict=True))
         record = record_for_model(model, items, [by_id[item.item_id] for item in items])
         model_dir, model_uri = save_and_log(
-            model, config, models_dir, run.info.run_id, held_out=test_rows, record=record
+            model,
+            config,
+            models_dir,
+            run.info.run_id,
+            parity_rows=(test_rows, train_rows),
+            record=record,
         )
         registration = None
         if register_model:

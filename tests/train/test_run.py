@@ -149,6 +149,9 @@ def test_fine_tuned_transformer_end_to_end_with_a_tiny_bert(
     record = read_parity(result.model_dir / "classifier")
     speedups = measured_speedups(record, cpu_flags())
     assert speedups is not None and set(speedups) <= {"fp32", "int8"}, record
+    # Parity read the held-out fold and the training folds: every item of the split.
+    n_split = len(load_training_data(config).rows)
+    assert {variant["n_items"] for variant in record["variants"]} == {n_split}
     fastest = min(speedups, key=speedups.__getitem__)
     assert served.backend == (f"onnx-{fastest}" if speedups[fastest] < 1 else "torch")
     np.testing.assert_allclose(

@@ -14,6 +14,8 @@ scikit-learn's own parts:
   regression. Linear, so every prediction splits exactly into per-n-gram contributions
   (:meth:`TfidfLogReg.feature_contributions`), which the evidence module maps to character
   spans with :func:`imr_outcome.model.ngrams.ngram_spans`.
+  With ``weighting="nb"`` the n-grams are binary and scaled by their naive Bayes
+  log-count ratio before the regression (NB-LR, :class:`NaiveBayesScaling`).
 - ``"metadata_lr"`` (:class:`MetadataLogReg`): for the DMHC table, which has no case
   text: one-hot pre-filing metadata and the request category, then logistic regression.
 """
@@ -29,9 +31,10 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 from scipy import sparse
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.dummy import DummyClassifier
-from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
@@ -124,6 +127,37 @@ class MajorityClassifier(SklearnKind):
         return float(np.asarray(estimator.class_prior_)[classes == 1].sum())
 
 
+class NaiveBayesScaling(TransformerMixin, BaseEstimator):  # type: ignore[misc]
+    """Scale features by their naive Bayes log-count ratio (the NB in NB-LR).
+
+    ``r = log((p / |p|_1) / (q / |q|_1))`` with ``p = alpha +`` the feature sums over the
+    Overturned rows and ``q`` the same over the Upheld rows: Wang & Manning (2012),
+    "Baselines and Bigrams: Simple, Good Sentiment and Topic Classification", ACL,
+    section 2.1, who feed binary n-grams scaled by ``r`` to a linear classifier.
+
+    Args:
+        alpha: additive smoothing of the counts, > 0.
+
+    Attributes:
+        ratio_: ``r``, shape ``(n_features,)``, set by :meth:`fit`.
+    """
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        self.alpha = alpha
+
+    def fit(self, X: Any, y: npt.ArrayLike) -> Self:
+        """Compute ``ratio_`` from ``X`` (shape ``(n, n_features)``, >= 0) and 0/1 ``y``."""
+        labels = np.asarray(y)
+        p = self.alpha + np.asarray(X[labels == 1].sum(axis=0)).ravel()
+        q = self.alpha + np.asarray(X[labels == 0].sum(axis=0)).ravel()
+        self.ratio_ = np.log((p / p.sum()) / (q / q.sum()))
+        return self
+
+    def transform(self, X: Any) -> sparse.csr_matrix:
+        """``X * ratio_`` column-wise, as a sparse matrix of ``X``'s shape."""
+        return sparse.csr_matrix(X).multiply(self.ratio_).tocsr()
+
+
 #: scikit-learn's ValueErrors for a vocabulary that min_df (or no words at all) emptied.
 _EMPTY_VOCABULARY = re.compile(r"empty vocabulary|no terms remain", re.IGNORECASE)
 
@@ -140,7 +174,8 @@ class TfidfLogReg(SklearnKind):
     ``segments="summary"``: the summary alone, so every item of one letter gets the same
     score (the letter stage of ``two_stage``, where another stage reads the request).
     Vectorizers: words 1..``ngram_max``, ``min_df``, lowercase, ``tf = 1 + log(count)``
-    (``sublinear_tf``), smooth idf, rows L2-normalized (scikit-learn user guide §6.2.3.4).
+    (``sublinear_tf``), smooth idf, rows L2-normalized (scikit-learn user guide §6.2.3.4);
+    with ``weighting="nb"`` binary presence instead, scaled by :class:`NaiveBayesScaling`.
 
     Args:
         c: inverse L2 regularization strength of the logistic regression, > 0.
@@ -151,6 +186,7 @@ class TfidfLogReg(SklearnKind):
             :func:`~imr_outcome.model.ngrams.normalized_lowercase` (house style, dates, sex).
         class_weighted: ``class_weight="balanced"``.
         seed: the logistic regression's ``random_state``.
+        weighting: ``"tfidf"`` or ``"nb"`` (binary n-grams times their NB log-count ratio).
     """
 
     kind: ClassVar[str] = "tfidf_lr"
@@ -164,6 +200,7 @@ class TfidfLogReg(SklearnKind):
         normalize: bool = True,
         class_weighted: bool = True,
         seed: int = 13,
+        weighting: Literal["tfidf", "nb"] = "tfidf",
     ) -> None:
         self.c = c
         self.ngram_max = ngram_max
@@ -172,6 +209,7 @@ class TfidfLogReg(SklearnKind):
         self.normalize = normalize
         self.class_weighted = class_weighted
         self.seed = seed
+        self.weighting = weighting
 
     def _features(
         self, inputs: Sequence[ModelInput], metadata: Sequence[Mapping[str, Any]] | None
@@ -184,11 +222,7 @@ class TfidfLogReg(SklearnKind):
 
     def _make_estimator(self, features: Any) -> Any:
         if self.segments == "joint":
-            joint = TfidfVectorizer(
-                analyzer=JointAnalyzer(self.ngram_max, self.normalize),
-                min_df=self.min_df,
-                sublinear_tf=True,
-            )
+            joint = self._vectorizer(analyzer=JointAnalyzer(self.ngram_max, self.normalize))
             fields = [(JOINT, joint, 2)]
         else:
             read = ("summary",) if self.segments == "summary" else tuple(SEGMENTS)
@@ -207,7 +241,8 @@ class TfidfLogReg(SklearnKind):
             verbose_feature_names_out="{transformer_name}:{feature_name}",
         )
         logreg = _logistic_regression(self.c, self.class_weighted, self.seed)
-        return Pipeline([("tfidf", tfidf), ("logreg", logreg)])
+        scaling = [("nb", NaiveBayesScaling())] if self.weighting == "nb" else []
+        return Pipeline([("tfidf", tfidf), *scaling, ("logreg", logreg)])
 
     def fit(self, X: pd.DataFrame, y: npt.ArrayLike) -> Self:
         """See :meth:`~imr_outcome.model.base.SklearnKind.fit`; the vocabulary comes from X.
@@ -229,15 +264,19 @@ class TfidfLogReg(SklearnKind):
                 f"(now {self.min_df}) or train on more items",
             ) from exc
 
-    def _vectorizer(self) -> TfidfVectorizer:
-        return TfidfVectorizer(
-            lowercase=True,
-            preprocessor=normalized_lowercase if self.normalize else None,
-            token_pattern=TOKEN_PATTERN,
-            ngram_range=(1, self.ngram_max),
-            min_df=self.min_df,
-            sublinear_tf=True,
-        )
+    def _vectorizer(self, analyzer: JointAnalyzer | None = None) -> CountVectorizer:
+        """TF-IDF (or, for NB-LR, binary counts) of words, or of ``analyzer``'s n-grams."""
+        if analyzer is not None:
+            words: dict[str, Any] = {"analyzer": analyzer}
+        else:
+            words = {
+                "preprocessor": normalized_lowercase if self.normalize else None,
+                "token_pattern": TOKEN_PATTERN,
+                "ngram_range": (1, self.ngram_max),
+            }
+        if self.weighting == "nb":
+            return CountVectorizer(min_df=self.min_df, binary=True, **words)
+        return TfidfVectorizer(min_df=self.min_df, sublinear_tf=True, **words)
 
     def feature_names(self) -> list[str]:
         """Feature names in column order: ``"request:<n-gram>"`` then ``"summary:<n-gram>"``.
@@ -259,9 +298,9 @@ class TfidfLogReg(SklearnKind):
     def feature_contributions(self, item: ModelInput) -> list[tuple[str, str, float]]:
         """Split one item's log-odds of Overturned into per-n-gram contributions.
 
-        A contribution is coefficient x tf-idf weight; the contributions of the item's
-        n-grams plus :attr:`intercept` sum to its logit ``logits([item])[0, 1]`` (up to
-        rounding). Positive contributions push towards Overturned.
+        A contribution is coefficient x tf-idf weight (x the NB ratio under NB-LR); the
+        contributions of the item's n-grams plus :attr:`intercept` sum to its logit
+        ``logits([item])[0, 1]`` (up to rounding). Positive contributions push towards Overturned.
 
         Args:
             item: one model input.
@@ -276,7 +315,7 @@ class TfidfLogReg(SklearnKind):
             sklearn.exceptions.NotFittedError: before :meth:`fit` or :meth:`load`.
         """
         pipeline = self._letter_pipeline()
-        row = sparse.csr_matrix(pipeline["tfidf"].transform(self._features([item], None)))
+        row = sparse.csr_matrix(pipeline[:-1].transform(self._features([item], None)))
         coefficients = np.asarray(pipeline["logreg"].coef_[0], dtype=np.float64)
         names = self.feature_names()
         found: list[tuple[str, str, float]] = []

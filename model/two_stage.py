@@ -200,7 +200,7 @@ class TwoStageLogReg(TfidfLogReg):
     """A stack of the TF-IDF letter stage and a request-structure prior.
 
     Args:
-        c, ngram_max, min_df, segments, normalize: the letter stage, as
+        c, ngram_max, min_df, segments, normalize, weighting: the letter stage, as
             :class:`~imr_outcome.model.baselines.TfidfLogReg`.
         request_c: inverse L2 regularization of the item stage, > 0.
         item_stage: ``"request_features"`` or ``"encoder"`` (module docstring).
@@ -230,8 +230,9 @@ class TwoStageLogReg(TfidfLogReg):
         item_stride: int = 64,
         class_weighted: bool = True,
         seed: int = 13,
+        weighting: Literal["tfidf", "nb"] = "tfidf",
     ) -> None:
-        super().__init__(c, ngram_max, min_df, segments, normalize, class_weighted, seed)
+        super().__init__(c, ngram_max, min_df, segments, normalize, class_weighted, seed, weighting)
         self.request_c = request_c
         self.stack_folds = stack_folds
         self.item_stage = item_stage

@@ -53,6 +53,11 @@ class TfidfConfig(LogRegC):
         "use ngram_max.",
     )
     min_df: int = Field(2, ge=1, description="Minimum document frequency.")
+    weighting: Literal["tfidf", "nb"] = Field(
+        "tfidf",
+        description="tfidf: sublinear TF-IDF, rows L2-normalized; nb: binary n-grams scaled "
+        "by their naive Bayes log-count ratio (NB-LR, Wang & Manning 2012).",
+    )
 
 
 class TwoStageConfig(TfidfConfig):

@@ -15,7 +15,12 @@ from sklearn.metrics import roc_auc_score
 from imr_outcome.data.model_input import ModelInput, build_model_input
 from imr_outcome.errors import IncompatibleModelError, InvalidInputError, ModelNotFoundError
 from imr_outcome.model.base import SklearnKind, frame_inputs, model_frame
-from imr_outcome.model.baselines import MajorityClassifier, MetadataLogReg, TfidfLogReg
+from imr_outcome.model.baselines import (
+    MajorityClassifier,
+    MetadataLogReg,
+    NaiveBayesScaling,
+    TfidfLogReg,
+)
 from imr_outcome.model.ngrams import TOKEN_PATTERN, ngram_spans
 
 Labels = npt.NDArray[np.int64]
@@ -182,9 +187,17 @@ def test_balanced_class_weight_raises_scores_of_the_rare_class() -> None:
     assert balanced.logits(inputs)[:, 1].mean() > plain.logits(inputs)[:, 1].mean() + 0.5
 
 
-def test_feature_contributions_and_intercept_sum_to_the_logit() -> None:
+@pytest.mark.parametrize(
+    ("segments", "weighting"),
+    [("joint", "tfidf"), ("joint", "nb"), ("summary", "nb"), ("separate", "nb")],
+)
+def test_feature_contributions_and_intercept_sum_to_the_logit(
+    segments: str, weighting: str
+) -> None:
     inputs, labels = _toy_set()
-    classifier = TfidfLogReg(**_params()).fit(model_frame(inputs), labels)
+    classifier = TfidfLogReg(**_params(segments=segments, weighting=weighting)).fit(
+        model_frame(inputs), labels
+    )
     logits = classifier.logits(inputs)[:, 1]
 
     for item, logit in zip(inputs, logits, strict=True):
@@ -195,6 +208,34 @@ def test_feature_contributions_and_intercept_sum_to_the_logit() -> None:
         assert magnitudes == sorted(magnitudes, reverse=True)
         for segment, ngram, _ in contributions:
             assert ngram_spans(getattr(item, segment), ngram), (segment, ngram)
+
+
+def test_nb_scaling_is_the_smoothed_log_count_ratio() -> None:
+    # Wang & Manning (2012), section 2.1, alpha = 1: feature 0 occurs in both Overturned
+    # rows and no Upheld row, feature 1 in one row of each class.
+    present = np.array([[1, 1], [1, 0], [0, 1], [0, 0]])
+    labels = np.array([1, 1, 0, 0])
+
+    scaling = NaiveBayesScaling().fit(present, labels)
+
+    p, q = np.array([3.0, 2.0]), np.array([1.0, 2.0])
+    expected = np.log((p / p.sum()) / (q / q.sum()))
+    np.testing.assert_allclose(scaling.ratio_, expected)
+    np.testing.assert_allclose(scaling.transform(present).toarray(), present * expected)
+
+
+def test_nb_weighting_separates_the_classes_on_binary_ngrams() -> None:
+    inputs, labels = _toy_set()
+    classifier = TfidfLogReg(**_params(weighting="nb", segments="summary")).fit(
+        model_frame(inputs), labels
+    )
+
+    steps = [name for name, _ in _estimator(classifier).steps]
+    assert steps == ["tfidf", "nb", "logreg"]
+    assert roc_auc_score(labels, classifier.logits(inputs)[:, 1]) == 1.0
+    # Binary presence: the vectorizer's values are 0/1 before the NB scaling.
+    features = _estimator(classifier)["tfidf"].transform(classifier._features(inputs, None))
+    assert set(np.unique(features.toarray())) == {0.0, 1.0}
 
 
 def test_the_top_contribution_of_an_overturned_item_is_in_the_summary() -> None:

@@ -35,8 +35,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
-from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction import DictVectorizer
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
@@ -47,6 +45,7 @@ from sklearn.pipeline import FunctionTransformer, Pipeline
 
 from imr_outcome.data.counterfactuals import normalize_text
 from imr_outcome.data.request_features import letter_request_features
+from imr_outcome.model.baselines import NaiveBayesScaling
 from imr_outcome.train.letter_concordance import within_letter_concordance, within_letter_spread
 
 C_GRID = [0.1, 0.3, 1.0, 3.0, 10.0, 30.0]
@@ -64,25 +63,6 @@ def _summary_text(frame: pd.DataFrame) -> list[str]:
         normalize_text(str(summary), dates=True, sex=True).text.lower()
         for summary in frame["summary"]
     ]
-
-
-class NaiveBayesScaling(TransformerMixin, BaseEstimator):  # type: ignore[misc]
-    """Scale binary features by the naive Bayes log-count ratio
-    r = log((p / |p|_1) / (q / |q|_1)), p = alpha + the feature counts over Overturned
-    rows, q the same over Upheld rows (Wang & Manning 2012, section 2.1)."""
-
-    def __init__(self, alpha: float = 1.0) -> None:
-        self.alpha = alpha
-
-    def fit(self, features: Any, y: Any) -> NaiveBayesScaling:
-        y = np.asarray(y)
-        p = self.alpha + np.asarray(features[y == 1].sum(axis=0)).ravel()
-        q = self.alpha + np.asarray(features[y == 0].sum(axis=0)).ravel()
-        self.ratio_ = np.log((p / p.sum()) / (q / q.sum()))
-        return self
-
-    def transform(self, features: Any) -> Any:
-        return sparse.csr_matrix(features).multiply(self.ratio_).tocsr()
 
 
 def _features(frame: pd.DataFrame) -> list[dict[str, float]]:

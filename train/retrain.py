@@ -12,9 +12,11 @@ The flow of ``imr-outcome retrain`` (:func:`retrain`):
    challenger on everything else.
 4. Score both models on the held-out letters; the rule in ``promotion`` decides
    (:mod:`imr_outcome.train.promotion`).
-5. Log a ``retrain`` run (figures, decision, challenger model, its training letters),
-   register the challenger with the decision in its version tags and, on a pass or with
-   ``force``, move ``@champion`` to it. ``dry_run`` stops after logging the run.
+5. Log a ``retrain`` run (figures, decision, challenger model, its training letters; a
+   transformer challenger is exported to ONNX and parity-checked on the held-out and
+   training items, as ``train`` does), register the challenger with the decision in its
+   version tags and, on a pass or with ``force``, move ``@champion`` to it.
+   ``dry_run`` stops after logging the run.
 
 Every check that can fail on bad input runs before anything is registered, and the alias
 moves last: if anything fails after the registration, the new version is deleted again,
@@ -431,7 +433,14 @@ def _train_and_decide(
         items = [item for item in record_items(split) if item.item_id in train_ids]
         by_id = dict(zip(train_rows.ids, train_rows.inputs, strict=True))
         past = record_for_model(challenger, items, [by_id[item.item_id] for item in items])
-        _, model_uri = save_and_log(challenger, config, models_dir, run_id, record=past)
+        _, model_uri = save_and_log(
+            challenger,
+            config,
+            models_dir,
+            run_id,
+            parity_rows=(held_rows, train_rows),
+            record=past,
+        )
         version = None if dry_run else _register(name, model_uri, tags, decision)
     return RetrainResult(
         decision=decision,

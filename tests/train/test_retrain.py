@@ -20,6 +20,7 @@ from imr_outcome.cli import app
 from imr_outcome.console import console
 from imr_outcome.data.dataset import load_dataset
 from imr_outcome.errors import InvalidInputError, ModelNotFoundError
+from imr_outcome.model.onnx_runtime import read_parity
 from imr_outcome.serve.predictor import Predictor
 from imr_outcome.train.config import RunConfig, load_config
 from imr_outcome.train.retrain import TRAINING_GROUPS_ARTIFACT, RetrainResult, retrain
@@ -436,6 +437,13 @@ def test_cli_retrain_with_a_tiny_bert_force_and_models_list(
     assert _registry(store.name) == (["1", "2"], {"champion": "2"})
     predictor = Predictor.load(f"models:/{store.name}@champion")
     assert predictor.model_version == "2" and predictor.model.info.kind == "transformer"
+    # The challenger was exported to ONNX and parity-checked on every item it was fitted
+    # or compared on: the snapshot's items and the 24 new one-item letters.
+    assert predictor.model.directory is not None
+    parity = read_parity(predictor.model.directory / "classifier")
+    n_items = len(load_dataset(store.snapshot)["dwc"]) + 24
+    assert parity.get("variants"), parity
+    assert {variant["n_items"] for variant in parity["variants"]} == {n_items}
     assert listed.exit_code == 0, listed.output
     assert tags["data_fingerprint"][:12] in listed.output
     assert tags["retrain.decision"] in listed.output

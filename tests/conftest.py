@@ -10,6 +10,7 @@ import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -56,6 +57,23 @@ def _drop_handlers_on_closed_streams() -> Iterator[None]:
     for handler in root.handlers[:]:
         if isinstance(handler, logging.StreamHandler) and getattr(handler.stream, "closed", False):
             root.removeHandler(handler)
+
+
+def _import_experiment(name: str) -> ModuleType:
+    path = TESTS_DIR.parent / "experiments" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None or not path.is_file():
+        raise FileNotFoundError(path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def load_experiment() -> Callable[[str], ModuleType]:
+    """Imports a script of ``experiments/`` (not a package) as a module:
+    ``load_experiment("cv_table")``; FileNotFoundError for no such script."""
+    return _import_experiment
 
 
 @pytest.fixture

@@ -3,22 +3,16 @@ pretrained weights load here without a network are candidates."""
 
 from __future__ import annotations
 
-import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-CV_TABLE = Path(__file__).resolve().parents[1] / "experiments" / "cv_table.py"
-
 
 @pytest.fixture(scope="module")
-def cv_table() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("cv_table", CV_TABLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def cv_table(load_experiment: Callable[[str], ModuleType]) -> ModuleType:
+    return load_experiment("cv_table")
 
 
 def _config(tmp_path: Path, model: str) -> Path:

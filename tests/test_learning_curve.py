@@ -3,8 +3,7 @@ training subsets that keep the base rate, and the inverse power law read back.""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+from collections.abc import Callable
 from types import ModuleType
 
 import numpy as np
@@ -13,16 +12,10 @@ import pytest
 from imr_outcome.data.model_input import build_model_input
 from imr_outcome.train.pipeline import Rows
 
-LEARNING_CURVE = Path(__file__).resolve().parents[1] / "experiments" / "learning_curve.py"
-
 
 @pytest.fixture(scope="module")
-def learning_curve() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("learning_curve", LEARNING_CURVE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def learning_curve(load_experiment: Callable[[str], ModuleType]) -> ModuleType:
+    return load_experiment("learning_curve")
 
 
 def _rows(n_letters: int) -> Rows:

@@ -17,6 +17,12 @@ repeats and its range), pooled out-of-fold AUROC and AUPRC; and how many fold fi
 every held-out item alike (the calibrator's guard against an inverted ranking gives the base
 rate, which happens on the smallest subsets).
 
+The gain of the full training set over each smaller subset is also printed as a paired
+difference of pooled AUROC (every repeat's out-of-fold P stacked) with a 95% interval from
+resampling (repeat, letter) clusters (``paired_difference`` of ``cv_table.py``; Efron &
+Tibshirani 1993, ch. 16): the same held-out items score both, so the interval says whether
+the added letters helped.
+
 Then an inverse power law is fitted to the fold-mean AUROC against the mean number of
 training letters n, ``AUROC(n) = a - b * n ** -c`` (Figueroa et al. 2012, "Predicting sample size
 required for classification performance", BMC Med Inform Decis Mak 12:8; weighted by the
@@ -97,6 +103,29 @@ def _spread(values: FloatArray) -> str:
     return f"{values.mean():.3f} ({values.min():.3f}-{values.max():.3f})"
 
 
+def _print_gains(rows: Rows, oof: FloatArray, fractions: list[float]) -> None:
+    """Pooled AUROC of the full training set minus each smaller one, on the same held-out
+    items of every repeat, with a 95% paired interval resampling (repeat, letter)."""
+    # a sibling script: experiments/ is on sys.path when this runs as a script
+    from cv_table import paired_difference
+
+    repeats = oof.shape[0]
+    common = {
+        "ids": list(range(repeats * len(rows))),
+        "labels": np.tile(rows.labels, repeats),
+        "groups": [f"{r}:{g}" for r in range(repeats) for g in rows.groups],
+    }
+    full = {**common, "p_overturned": oof[:, -1].ravel()}
+    print(f"\npooled AUROC gain of {fractions[-1]:.1f} over each smaller subset [95% CI]:")
+    for k, fraction in enumerate(fractions[:-1]):
+        gain = paired_difference({**common, "p_overturned": oof[:, k].ravel()}, full)
+        if gain is not None:
+            print(
+                f"  {fractions[-1]:.1f} - {fraction:.1f}: {gain[0]:+.3f} "
+                f"[{gain[1]:+.3f}, {gain[2]:+.3f}]"
+            )
+
+
 def run(config: RunConfig, fractions: list[float], repeats: int) -> None:
     data = load_training_data(config)
     rows = data.rows
@@ -107,6 +136,7 @@ def run(config: RunConfig, fractions: list[float], repeats: int) -> None:
     auprc = np.zeros((repeats, len(fractions)))
     n_letters = np.zeros((repeats, len(fractions)))
     n_items = np.zeros((repeats, len(fractions)))
+    oof = np.zeros((repeats, len(fractions), len(rows)))
     for repeat in range(repeats):
         splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed + repeat)
         p = np.zeros((len(fractions), len(rows)))
@@ -125,6 +155,7 @@ def run(config: RunConfig, fractions: list[float], repeats: int) -> None:
                 n_letters[repeat, k] += len(set(sub.groups)) / n_folds
                 n_items[repeat, k] += len(sub) / n_folds
             print(f"repeat {repeat} fold {fold} done ({time.strftime('%X')})", flush=True)
+        oof[repeat] = p
         for k in range(len(fractions)):
             auroc[repeat, k] = fold_auroc[k].mean()
             pooled[repeat, k] = roc_auc_score(rows.labels, p[k])
@@ -145,6 +176,7 @@ def run(config: RunConfig, fractions: list[float], repeats: int) -> None:
             f"{_spread(auroc[:, k])} | {pooled[:, k].mean():.3f} | {_spread(auprc[:, k])} | "
             f"{constant[k]} of {repeats * n_folds} |"
         )
+    _print_gains(rows, oof, fractions)
     n = n_letters.mean(axis=0)
     sd = auroc.std(axis=0, ddof=1) if repeats > 1 else None
     fits = [("mean", fit_curve(n, auroc.mean(axis=0), sd))]

@@ -99,3 +99,34 @@ GENERIC_NAMES: dict[str, str] = {
 DRUG_NAME: re.Pattern[str] = re.compile(
     "|".join(f"(?:{pattern.pattern})" for pattern in DRUG_CLASSES.values()), re.I
 )
+
+#: Drug classes the California MTUS chronic pain medical treatment guidelines (8 CCR
+#: 9792.24.2) recommend only short-term, second-line or not at all: opioids (only with
+#: documented pain relief and functional improvement), muscle relaxants (short-term, for
+#: acute exacerbations), topical compounds and lidocaine patches (after first-line
+#: failure, for neuropathic pain), hypnotics and benzodiazepines (short-term), anti-emetics
+#: for opioid nausea, proton-pump inhibitors (only with gastrointestinal risk). Fixed from
+#: the guideline before it was measured on the letters, never fitted.
+MTUS_RESTRICTED: tuple[str, ...] = (
+    "opioid",
+    "muscle_relaxant",
+    "topical",
+    "sleep_or_benzodiazepine",
+    "antiemetic",
+    "ppi",
+)
+
+
+def mtus_restricted_drug(request: str) -> re.Match[str] | None:
+    """The first drug name in ``request`` of an :data:`MTUS_RESTRICTED` class, if any.
+
+    Args:
+        request: one disputed item as written in the application (any case).
+
+    Returns:
+        The leftmost match over every restricted class (its ``span()`` is a character
+        range of ``request``), or None when the request names no such drug.
+    """
+    found = (DRUG_CLASSES[name].search(request) for name in MTUS_RESTRICTED)
+    matches = [match for match in found if match is not None]
+    return min(matches, key=lambda match: match.start()) if matches else None

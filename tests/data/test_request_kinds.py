@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from imr_outcome.data.categories import CATEGORIES, request_category
+from imr_outcome.data.drugs import DRUG_CLASSES, MTUS_RESTRICTED, mtus_restricted_drug
 from imr_outcome.data.request_features import request_features
 from imr_outcome.data.request_terms import request_item
 
@@ -93,3 +94,42 @@ def test_a_surgical_consult_is_not_the_surgery_in_the_request_features() -> None
     assert consult["category=evaluation and management"] == 1.0
     assert (consult["surgery"], consult["letter_has_surgery"]) == (0.0, 1.0)
     assert surgery["surgery"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("request_text", "drug"),
+    [
+        ("Norco 10/325mg #60", "Norco"),
+        ("Retrospective request for Flexeril 7.5mg #30 (DOS 3/2/16)", "Flexeril"),
+        ("Lidoderm 5% patches #30", "Lidoderm"),
+        ("Zofran 8mg #20 for post-operative nausea", "Zofran"),
+        ("Gabapentin 600mg #90 and Prilosec 20mg #60", "Prilosec"),
+        ("Ambien 10mg #30, then tramadol 50mg", "Ambien"),  # the leftmost of two classes
+    ],
+)
+def test_mtus_restricted_drug_finds_the_leftmost_restricted_drug(
+    request_text: str, drug: str
+) -> None:
+    match = mtus_restricted_drug(request_text)
+
+    assert match is not None
+    assert match.group() == drug
+    assert request_text[match.start() : match.end()] == drug
+
+
+@pytest.mark.parametrize(
+    "request_text",
+    [
+        "MRI of the right shoulder without contrast",
+        "Gabapentin 600mg #90",  # an anticonvulsant: first-line for neuropathic pain
+        "Naproxen 550mg #60",
+        "Right L4-5 laminectomy and associated surgical service: post-op physical therapy",
+        "",
+    ],
+)
+def test_requests_without_a_restricted_drug_have_no_match(request_text: str) -> None:
+    assert mtus_restricted_drug(request_text) is None
+
+
+def test_every_restricted_class_is_a_drug_class() -> None:
+    assert set(MTUS_RESTRICTED) <= set(DRUG_CLASSES)

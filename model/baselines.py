@@ -15,7 +15,10 @@ scikit-learn's own parts:
   (:meth:`TfidfLogReg.feature_contributions`), which the evidence module maps to character
   spans with :func:`imr_outcome.model.ngrams.ngram_spans`.
   With ``weighting="nb"`` the n-grams are binary and scaled by their naive Bayes
-  log-count ratio before the regression (NB-LR, :class:`NaiveBayesScaling`).
+  log-count ratio before the regression (NB-LR, :class:`NaiveBayesScaling`). With
+  ``guideline_prior=True`` one more feature, ``guideline:mtus_restricted``, says whether
+  the request names a drug of a class the MTUS guidelines restrict
+  (:func:`~imr_outcome.data.drugs.mtus_restricted_drug`); the regression fits its weight.
 - ``"metadata_lr"`` (:class:`MetadataLogReg`): for the DMHC table, which has no case
   text: one-hot pre-filing metadata and the request category, then logistic regression.
 """
@@ -37,8 +40,9 @@ from sklearn.dummy import DummyClassifier
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
 
+from imr_outcome.data.drugs import mtus_restricted_drug
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.data.schema import PREFILING_FIELDS
 from imr_outcome.errors import InvalidInputError
@@ -65,6 +69,10 @@ PRIOR_CLIP: tuple[float, float] = (1e-6, 1.0 - 1e-6)
 SEGMENTS: dict[str, str] = {"request": "text", "summary": "text_pair"}
 #: Feature-name prefix of the one vocabulary over request + summary (``segments: joint``).
 JOINT = "text"
+#: Feature-name prefix of the guideline prior (``guideline_prior``), read from the request.
+GUIDELINE = "guideline"
+#: The guideline prior's one feature name (after its prefix).
+MTUS_RESTRICTED_FEATURE = "mtus_restricted"
 
 #: Columns of the metadata model: the pre-filing fields, then the request category.
 METADATA_COLUMNS: tuple[str, ...] = (*PREFILING_FIELDS, "request")
@@ -162,6 +170,17 @@ class NaiveBayesScaling(TransformerMixin, BaseEstimator):  # type: ignore[misc]
 _EMPTY_VOCABULARY = re.compile(r"empty vocabulary|no terms remain", re.IGNORECASE)
 
 
+def mtus_restricted_column(requests: npt.NDArray[Any]) -> sparse.csr_matrix:
+    """1.0 where a request names an MTUS-restricted drug, else 0.0: shape ``(n, 1)``
+    (module level, so a fitted pipeline pickles)."""
+    flags = [float(mtus_restricted_drug(str(request)) is not None) for request in requests]
+    return sparse.csr_matrix(np.asarray(flags, dtype=np.float64).reshape(-1, 1))
+
+
+def _mtus_restricted_name(transformer: Any, names: Any) -> list[str]:
+    return [MTUS_RESTRICTED_FEATURE]
+
+
 class TfidfLogReg(SklearnKind):
     """Word n-gram TF-IDF of the request and the summary, then logistic regression.
 
@@ -176,6 +195,9 @@ class TfidfLogReg(SklearnKind):
     Vectorizers: words 1..``ngram_max``, ``min_df``, lowercase, ``tf = 1 + log(count)``
     (``sublinear_tf``), smooth idf, rows L2-normalized (scikit-learn user guide §6.2.3.4);
     with ``weighting="nb"`` binary presence instead, scaled by :class:`NaiveBayesScaling`.
+    ``guideline_prior=True`` adds the column of :func:`mtus_restricted_column` (feature
+    ``guideline:mtus_restricted``), so that items of one letter differ by what was
+    requested even when ``segments="summary"``.
 
     Args:
         c: inverse L2 regularization strength of the logistic regression, > 0.
@@ -187,6 +209,7 @@ class TfidfLogReg(SklearnKind):
         class_weighted: ``class_weight="balanced"``.
         seed: the logistic regression's ``random_state``.
         weighting: ``"tfidf"`` or ``"nb"`` (binary n-grams times their NB log-count ratio).
+        guideline_prior: add the MTUS restricted-drug feature of the request.
     """
 
     kind: ClassVar[str] = "tfidf_lr"
@@ -201,6 +224,7 @@ class TfidfLogReg(SklearnKind):
         class_weighted: bool = True,
         seed: int = 13,
         weighting: Literal["tfidf", "nb"] = "tfidf",
+        guideline_prior: bool = False,
     ) -> None:
         self.c = c
         self.ngram_max = ngram_max
@@ -210,6 +234,7 @@ class TfidfLogReg(SklearnKind):
         self.class_weighted = class_weighted
         self.seed = seed
         self.weighting = weighting
+        self.guideline_prior = guideline_prior
 
     def _features(
         self, inputs: Sequence[ModelInput], metadata: Sequence[Mapping[str, Any]] | None
@@ -235,6 +260,11 @@ class TfidfLogReg(SklearnKind):
             raise InvalidInputError(
                 "inputs", "no request or summary holds a word; nothing to learn from"
             )
+        if self.guideline_prior:
+            prior = FunctionTransformer(
+                mtus_restricted_column, feature_names_out=_mtus_restricted_name
+            )
+            fields.append((GUIDELINE, prior, 0))
         tfidf = ColumnTransformer(
             fields,
             sparse_threshold=1.0,
@@ -321,7 +351,11 @@ class TfidfLogReg(SklearnKind):
         found: list[tuple[str, str, float]] = []
         for column, weight in zip(row.indices, row.data, strict=True):
             prefix, _, ngram = names[column].partition(":")
-            if prefix == JOINT:  # one vocabulary: the segment where the n-gram occurs
+            if prefix == GUIDELINE:  # the drug name that set the feature
+                drug = mtus_restricted_drug(item.text)
+                ngram = " ".join(_TOKEN_RE.findall(drug.group().lower())) if drug else ngram
+                prefix = "request"
+            elif prefix == JOINT:  # one vocabulary: the segment where the n-gram occurs
                 prefix = "summary" if ngram_spans(item.text_pair, ngram) else "request"
             found.append((SEGMENTS[prefix], ngram, float(coefficients[column] * weight)))
         found.sort(key=lambda entry: abs(entry[2]), reverse=True)

@@ -200,8 +200,8 @@ class TwoStageLogReg(TfidfLogReg):
     """A stack of the TF-IDF letter stage and a request-structure prior.
 
     Args:
-        c, ngram_max, min_df, segments, normalize, weighting: the letter stage, as
-            :class:`~imr_outcome.model.baselines.TfidfLogReg`.
+        c, ngram_max, min_df, segments, normalize, weighting, guideline_prior: the letter
+            stage, as :class:`~imr_outcome.model.baselines.TfidfLogReg`.
         request_c: inverse L2 regularization of the item stage, > 0.
         item_stage: ``"request_features"`` or ``"encoder"`` (module docstring).
         item_encoder, item_max_length, item_stride: the frozen encoder of the ``encoder``
@@ -231,8 +231,19 @@ class TwoStageLogReg(TfidfLogReg):
         class_weighted: bool = True,
         seed: int = 13,
         weighting: Literal["tfidf", "nb"] = "tfidf",
+        guideline_prior: bool = False,
     ) -> None:
-        super().__init__(c, ngram_max, min_df, segments, normalize, class_weighted, seed, weighting)
+        super().__init__(
+            c,
+            ngram_max,
+            min_df,
+            segments,
+            normalize,
+            class_weighted,
+            seed,
+            weighting,
+            guideline_prior,
+        )
         self.request_c = request_c
         self.stack_folds = stack_folds
         self.item_stage = item_stage

@@ -58,6 +58,12 @@ class TfidfConfig(LogRegC):
         description="tfidf: sublinear TF-IDF, rows L2-normalized; nb: binary n-grams scaled "
         "by their naive Bayes log-count ratio (NB-LR, Wang & Manning 2012).",
     )
+    guideline_prior: bool = Field(
+        False,
+        description="Add one feature: the request names a drug of a class the MTUS chronic "
+        "pain guidelines recommend only short-term, second-line or not at all (8 CCR "
+        "9792.24.2; data.drugs.MTUS_RESTRICTED); the regression fits its weight.",
+    )
 
 
 class TwoStageConfig(TfidfConfig):

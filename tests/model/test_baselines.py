@@ -22,6 +22,8 @@ from imr_outcome.model.baselines import (
     TfidfLogReg,
 )
 from imr_outcome.model.ngrams import TOKEN_PATTERN, ngram_spans
+from imr_outcome.train.config import load_config
+from imr_outcome.train.pipeline import sklearn_estimator
 
 Labels = npt.NDArray[np.int64]
 
@@ -511,3 +513,61 @@ def test_a_normalised_ngram_is_found_in_the_caller_s_house_style() -> None:
     assert text[span[0] : span[1]] == "injured worker has"
     assert ngram_spans(text, "back pain") == [(text.index("back"), text.index(" since"))]
     assert ngram_spans(text, "knee") == []
+
+
+def _letters_split_by_drug_class() -> tuple[list[ModelInput], Labels]:
+    """Eight letters of two items each, both items on the letter's one summary: the
+    opioid or muscle relaxant Upheld, the therapy or imaging Overturned (as in letters
+    whose surgery or diagnostics were overturned and whose medications were not)."""
+    restricted = ["Norco 10/325mg #60", "Flexeril 7.5mg #30", "Tramadol ER 150mg #30"]
+    other = ["Physical therapy 2x6 for the lumbar spine", "MRI of the right shoulder"]
+    inputs, labels = [], []
+    for letter in range(8):
+        summary = f"The injured worker, letter {letter}, has chronic pain after a fall at work."
+        inputs += [
+            build_model_input(restricted[letter % 3], summary),
+            build_model_input(other[letter % 2], summary),
+        ]
+        labels += [0, 1]
+    return inputs, np.array(labels, dtype=np.int64)
+
+
+def test_the_guideline_prior_tells_the_items_of_one_letter_apart(tmp_path: Path) -> None:
+    inputs, labels = _letters_split_by_drug_class()
+    frame = model_frame(inputs)
+
+    summary_only = TfidfLogReg(**_params(segments="summary")).fit(frame, labels)
+    with_prior = TfidfLogReg(**_params(segments="summary", guideline_prior=True)).fit(frame, labels)
+    tied = summary_only.logits(inputs)[:, 1].reshape(8, 2)
+    scores = with_prior.logits(inputs)[:, 1].reshape(8, 2)
+    weights = dict(
+        zip(with_prior.feature_names(), _estimator(with_prior)["logreg"].coef_[0], strict=True)
+    )
+
+    np.testing.assert_allclose(tied[:, 0], tied[:, 1])
+    assert np.all(scores[:, 1] > scores[:, 0])
+    assert weights["guideline:mtus_restricted"] < 0
+    assert clone(with_prior).get_params()["guideline_prior"] is True
+
+    norco = inputs[0]
+    contributions = with_prior.feature_contributions(norco)
+    (prior,) = [entry for entry in contributions if entry[1] == "norco"]
+    assert prior[0] == "text" and prior[2] < 0
+    assert ngram_spans(norco.text, "norco")
+    total = sum(value for _, _, value in contributions) + with_prior.intercept
+    assert total == pytest.approx(with_prior.logits([norco])[0, 1])
+
+    with_prior.save(tmp_path)
+    np.testing.assert_array_equal(
+        TfidfLogReg.load(tmp_path).logits(inputs), with_prior.logits(inputs)
+    )
+
+
+def test_the_shipped_guideline_config_builds_the_summary_model_with_the_prior() -> None:
+    experiments = Path(__file__).resolve().parents[2] / "experiments"
+    config = load_config(experiments / "tfidf_lr_summary_mtus.yaml")
+
+    estimator = sklearn_estimator(config)
+
+    assert isinstance(estimator, TfidfLogReg)
+    assert (estimator.segments, estimator.guideline_prior) == ("summary", True)

@@ -62,7 +62,8 @@ bench-parse: install
 
 # The figures in experiments/README.md: 5x5 grouped CV of every DWC model and the DMHC
 # metadata model (long: the fine-tuned MiniLM alone fits 25 times).
-BENCH_CONFIGS ?= majority tfidf_lr tfidf_lr_grid tfidf_lr_fixed_c frozen_minilm_lr two_stage default dmhc_metadata_lr
+BENCH_CONFIGS ?= majority tfidf_lr tfidf_lr_grid tfidf_lr_fixed_c tfidf_lr_summary tfidf_lr_summary_mtus \
+  nblr_summary frozen_minilm_lr two_stage default dmhc_metadata_lr
 bench-cv: dataset
 	for c in $(BENCH_CONFIGS); do \
 	  $(BIN)/imr-outcome evaluate --config experiments/$$c.yaml \

@@ -281,9 +281,13 @@ class ModelFollower:
         """
         async with self._lock:
             report = await self._check(retry_refused, time.perf_counter())
-        self.last_check = report
-        if report.outcome in ("swapped", "refused", "postponed"):
-            self.last_reload = report
+            # Published before the next await, so that no request sees the new version
+            # beside the previous reload's report.
+            self.last_check = report
+            if report.outcome in ("swapped", "refused", "postponed"):
+                self.last_reload = report
+            if report.outcome == "swapped":
+                await self._retired_alive()  # freed now unless a request still runs on it
         return report
 
     def _report(
@@ -373,9 +377,7 @@ class ModelFollower:
             self._retired_version,
             time.perf_counter() - started,
         )
-        report = self._report("swapped", started, version, previous=self._retired_version)
-        await self._retired_alive()  # freed now unless a request still runs on it
-        return report
+        return self._report("swapped", started, version, previous=self._retired_version)
 
     def _prepare(self, version: str) -> tuple[Predictor, ModelCard]:
         """Load ``version`` by number, test it, describe it (in a worker thread).

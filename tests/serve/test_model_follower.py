@@ -427,3 +427,40 @@ def test_reload_needs_the_api_key(registry: Registry) -> None:
     report = allowed.json()
     assert (report["outcome"], report["version"], report["serving"]) == ("unchanged", "1", "1")
     assert math.isfinite(report["seconds"]) and report["seconds"] >= 0
+
+
+def test_the_card_and_its_last_reload_change_together(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trims: list[float] = []
+
+    def slow_trim() -> None:  # the heap trim after a swap runs in a worker thread
+        trims.append(time.monotonic())
+        time.sleep(1.0)
+
+    monkeypatch.setattr("imr_outcome.serve.model_follower._trim_heap", slow_trim)
+    second = registry.add_version()
+    settings = ServeSettings(model_uri=ALIAS_URI, follow_interval_s=0.1)
+    cards: list[dict[str, Any]] = []
+    with TestClient(create_app(settings, loader=Loads())) as client:
+        wait_ready(client)
+        registry.promote(second)
+
+        def swapped() -> bool:
+            cards.append(client.get("/v1/model").json())
+            return cards[-1]["version"] == second
+
+        _until(swapped, 10)
+        time.sleep(0.3)  # inside the trim's second
+        cards.append(client.get("/v1/model").json())
+
+    assert trims  # the swap awaited the trim, the window where the two could disagree
+    new = [card for card in cards if card["version"] == second]
+    assert len(new) == 2
+    for card in new:
+        reload = card["last_reload"]
+        assert (reload["outcome"], reload["previous"], reload["serving"]) == (
+            "swapped",
+            "1",
+            second,
+        )

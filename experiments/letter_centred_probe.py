@@ -10,7 +10,8 @@ The second term sums to 0 over each letter, so it reorders a letter's items and 
 the letter's mean log-odds to the letter model. It needs every item of a letter scored
 together (``predict --letter``, ``POST /v1/letters``); a single item gets the letter
 model's score. ``--no-centre`` adds ``beta * logit(P_item)`` as it is, which needs no
-sibling (one row at a time) but also moves letters against each other.
+sibling (one row at a time) but also moves letters against each other. ``--exclude``
+leaves the named letters (group ids) out of every figure.
 
 ``--item mtus_prior`` takes the item order from no model at all: a guideline prior fixed
 before it was measured, -1 for a request of a drug class that the California MTUS chronic
@@ -74,6 +75,7 @@ def main() -> None:
     parser.add_argument("--reference", default="tfidf_lr")
     parser.add_argument("--dataset", type=Path, default=Path("artifacts/dataset"))
     parser.add_argument("--no-centre", action="store_true")
+    parser.add_argument("--exclude", nargs="*", default=[], help="letters (group ids) to leave out")
     args = parser.parse_args()
     letter, reference = (_oof(args.oof, c) for c in (args.letter, args.reference))
     if args.item == "mtus_prior":
@@ -85,15 +87,18 @@ def main() -> None:
         item_ids, item_log_odds = item["ids"], _log_odds(item["p_overturned"])
     if not letter["ids"] == item_ids == reference["ids"]:
         raise SystemExit("the out-of-fold files hold different items; re-run evaluate")
-    y = np.asarray(letter["labels"], dtype=np.int64)
-    groups = [str(g) for g in letter["groups"]]
+    keep = np.array([str(g) not in set(args.exclude) for g in letter["groups"]])
+    y = np.asarray(letter["labels"], dtype=np.int64)[keep]
+    groups = [str(g) for g, kept in zip(letter["groups"], keep, strict=True) if kept]
+    item_log_odds = item_log_odds[keep]
     members: dict[str, list[int]] = defaultdict(list)
     for index, group in enumerate(groups):
         members[group].append(index)
     centred = item_log_odds.copy()
     for indices in members.values():
         centred[indices] -= 0.0 if args.no_centre else item_log_odds[indices].mean()
-    base, ref = _log_odds(letter["p_overturned"]), _log_odds(reference["p_overturned"])
+    base = _log_odds(letter["p_overturned"])[keep]
+    ref = _log_odds(reference["p_overturned"])[keep]
     letters = list(members.values())
     rng = np.random.default_rng(0)
     draws = [

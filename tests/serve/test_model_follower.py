@@ -448,7 +448,7 @@ def test_the_card_and_its_last_reload_change_together(
 
         def swapped() -> bool:
             cards.append(client.get("/v1/model").json())
-            return cards[-1]["version"] == second
+            return bool(cards[-1]["version"] == second)
 
         _until(swapped, 10)
         time.sleep(0.3)  # inside the trim's second

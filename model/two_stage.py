@@ -26,6 +26,13 @@ alone teach that poorly on a few hundred items. This kind stacks two logistic re
   correlated inputs). The inner folds are grouped by case summary (the items of one letter
   share it), so no letter's items score each other's stage inputs.
 
+With ``item_centring="letter"`` the item stage's log-odds are centred on the mean over the
+items of the same letter (same case summary) scored in one call, not on the training
+mean: the item stage then only reorders a letter's items, as the conditional fit of its
+weight assumes, and cannot move one letter against another. Every item of a letter must
+then be scored together (``predict --letter``, ``POST /v1/letters``, a batch file with a
+letter's rows next to each other); a lone item gets the letter stage's score.
+
 Evidence stays the letter stage's n-gram contributions, scaled by its stacking weight
 (:meth:`TwoStageLogReg.feature_contributions`); the request stage's share of the log-odds
 is :meth:`TwoStageLogReg.request_share`. Only pre-filing text is read.
@@ -129,6 +136,20 @@ class NonNegativeLogisticRegression(ClassifierMixin, BaseEstimator):  # type: ig
         return (self.decision_function(X) > 0).astype(np.int64)
 
 
+def letter_means(values: npt.ArrayLike, letters: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Each row's mean of ``values`` over the rows of its letter, shape ``(n,)``.
+
+    Args:
+        values: shape ``(n,)``, floats.
+        letters: shape ``(n,)``, any hashable key per row (here the case summary).
+    """
+    _, letter, counts = np.unique(
+        np.asarray(letters, dtype=str), return_inverse=True, return_counts=True
+    )
+    totals = np.bincount(letter, weights=np.asarray(values, dtype=np.float64))
+    return np.asarray(totals[letter] / counts[letter], dtype=np.float64)
+
+
 class WithinLetterStack(NonNegativeLogisticRegression):
     """The stacking regression over (letter-stage, item-stage) log-odds, each weight fitted
     where its stage carries information:
@@ -211,6 +232,13 @@ class TwoStageLogReg(TfidfLogReg):
             the stacking regression, >= 2.
         class_weighted: ``class_weight="balanced"`` in all three regressions.
         seed: ``random_state`` of the regressions and the inner folds.
+        item_centring: how a scored item's item-stage log-odds are centred. ``"training"``:
+            on the training items' mean, so the item stage also moves letters against
+            each other; ``"letter"``: on the mean over the items of its letter scored in
+            the same call (the rows sharing its case summary), so the item stage only
+            orders a letter's items and a letter's mean log-odds are the letter stage's
+            (the conditional model its weight was fitted as). A lone item then gets the
+            letter stage's score.
     """
 
     kind: ClassVar[str] = "two_stage"
@@ -232,6 +260,7 @@ class TwoStageLogReg(TfidfLogReg):
         seed: int = 13,
         weighting: Literal["tfidf", "nb"] = "tfidf",
         guideline_prior: bool = False,
+        item_centring: Literal["training", "letter"] = "training",
     ) -> None:
         super().__init__(
             c,
@@ -250,6 +279,7 @@ class TwoStageLogReg(TfidfLogReg):
         self.item_encoder = item_encoder
         self.item_max_length = item_max_length
         self.item_stride = item_stride
+        self.item_centring = item_centring
 
     def _features(
         self, inputs: Sequence[ModelInput], metadata: Sequence[Mapping[str, Any]] | None
@@ -285,6 +315,23 @@ class TwoStageLogReg(TfidfLogReg):
             stack_method="decision_function",
         )
 
+    def _log_odds(self, features: Any) -> npt.NDArray[np.float64]:
+        if self.item_centring == "training":
+            return super()._log_odds(features)
+        letter_weight, beta = self.stage_weights
+        letter = np.asarray(self._letter_pipeline().decision_function(features))
+        return self.stack_intercept + letter_weight * letter + self._item_share(features, beta)
+
+    def _item_share(self, features: Any, beta: float) -> npt.NDArray[np.float64]:
+        """``beta`` times the item stage's log-odds, centred as ``item_centring`` says."""
+        fitted = self._fitted()
+        item = np.asarray(fitted.named_estimators_["request"].decision_function(features))
+        if self.item_centring == "training":
+            centre: Any = fitted.final_estimator_.item_mean_
+        else:
+            centre = letter_means(item, features[:, SUMMARY_COLUMN])
+        return np.asarray(beta * (item - centre), dtype=np.float64)
+
     def _letter_pipeline(self) -> Any:
         return self._fitted().named_estimators_["letter"]
 
@@ -299,11 +346,18 @@ class TwoStageLogReg(TfidfLogReg):
         """The letter stage's intercept times its stacking weight."""
         return self.stage_weights[0] * super().intercept
 
+    @property
+    def stack_intercept(self) -> float:
+        """The stacking regression's intercept for an item whose item stage scores the
+        average (of the training items, or of its letter): the letter fit's intercept."""
+        stack = self._fitted().final_estimator_
+        return float(stack.intercept_[0] + self.stage_weights[1] * stack.item_mean_)
+
     def feature_contributions(self, item: ModelInput) -> list[tuple[str, str, float]]:
         """The letter stage's per-n-gram contributions times its stacking weight.
 
-        They sum, with :attr:`intercept` and :meth:`request_share`, plus the stacking
-        intercept, to the item's log-odds of Overturned. See
+        They sum, with :attr:`intercept`, :meth:`request_share` and
+        :attr:`stack_intercept`, to the item's log-odds of Overturned. See
         :meth:`~imr_outcome.model.baselines.TfidfLogReg.feature_contributions`.
         """
         weight = self.stage_weights[0]
@@ -313,8 +367,7 @@ class TwoStageLogReg(TfidfLogReg):
         ]
 
     def request_share(self, inputs: Sequence[ModelInput]) -> npt.NDArray[np.float64]:
-        """The request stage's share of each item's log-odds, shape ``(n,)``: its log-odds
-        times its stacking weight (positive pushes towards Overturned)."""
-        rows = self._features(inputs, None)
-        request = self._fitted().named_estimators_["request"]
-        return self.stage_weights[1] * np.asarray(request.decision_function(rows))
+        """The item stage's share of each item's log-odds, shape ``(n,)``: its log-odds less
+        their mean (over the training items, or over the item's letter among ``inputs``;
+        ``item_centring``), times its stacking weight. Positive pushes towards Overturned."""
+        return self._item_share(self._features(inputs, None), self.stage_weights[1])

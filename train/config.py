@@ -94,6 +94,13 @@ class TwoStageConfig(TfidfConfig):
         256, ge=16, le=512, description="Encoder stage: tokens per window."
     )
     item_stride: int = Field(64, ge=0, description="Encoder stage: window overlap in tokens.")
+    item_centring: Literal["training", "letter"] = Field(
+        "training",
+        description="training: the item stage's log-odds less the training items' mean, so it "
+        "also moves letters; letter: less the mean over the items of the same letter (same "
+        "case summary) scored together, so it only orders a letter's items and a lone item "
+        "gets the letter stage's score.",
+    )
 
     @model_validator(mode="after")
     def _item_stride_fits(self) -> TwoStageConfig:

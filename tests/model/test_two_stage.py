@@ -60,13 +60,11 @@ def test_the_stacked_logit_splits_into_letter_evidence_request_share_and_interce
     fitted: TwoStageLogReg,
 ) -> None:
     inputs, _ = _letters(6, seed=1)
-    stack = fitted.estimator_.final_estimator_
-
     logits = fitted.logits(inputs)[:, 1]
 
     for item, logit, share in zip(inputs, logits, fitted.request_share(inputs), strict=True):
         letter = sum(value for _, _, value in fitted.feature_contributions(item))
-        assert letter + fitted.intercept + share + stack.intercept_[0] == pytest.approx(logit)
+        assert letter + fitted.intercept + share + fitted.stack_intercept == pytest.approx(logit)
 
 
 def test_items_of_one_letter_get_different_estimates_by_what_was_requested(
@@ -153,7 +151,7 @@ def test_the_encoder_item_stage_orders_the_items_of_one_letter(
         np.array(letter)
         + fitted_with_encoder.intercept
         + fitted_with_encoder.request_share(items)
-        + fitted_with_encoder.estimator_.final_estimator_.intercept_[0],
+        + fitted_with_encoder.stack_intercept,
         z,
     )
 
@@ -237,3 +235,69 @@ def test_an_item_stride_past_half_the_window_is_refused_naming_the_field() -> No
             EXPERIMENTS / "summary_mpnet_stack.yaml",
             ["model.item_max_length=64", "model.item_stride=32"],
         )
+
+
+@pytest.fixture(scope="module")
+def letter_centred(tiny_bert: Path) -> TwoStageLogReg:
+    inputs, labels = _letters()
+    stack = TwoStageLogReg(
+        c=1.0,
+        min_df=1,
+        segments="summary",
+        item_stage="encoder",
+        item_encoder=str(tiny_bert),
+        item_max_length=64,
+        item_stride=16,
+        item_centring="letter",
+    )
+    return stack.fit(model_frame(inputs), labels)
+
+
+def _letter_of(requests: list[str], case: int) -> list[ModelInput]:
+    summary = f"Case {case}. The injured worker reports chronic left knee pain; surgery is planned."
+    return [build_model_input(request, summary, {}) for request in requests]
+
+
+def test_letter_centring_keeps_the_order_and_leaves_the_letter_mean_to_the_letter_stage(
+    letter_centred: TwoStageLogReg,
+) -> None:
+    items = _letter_of(REQUESTS, 99)
+    letter_alone = [
+        letter_centred.stack_intercept
+        + letter_centred.intercept
+        + sum(v for _, _, v in letter_centred.feature_contributions(i))
+        for i in items
+    ]
+
+    z = letter_centred.logits(items)[:, 1]
+    uncentred = clone(letter_centred).set_params(item_centring="training")
+    uncentred.estimator_ = letter_centred.estimator_
+
+    assert z.mean() == pytest.approx(letter_alone[0])
+    np.testing.assert_allclose(
+        z - z.mean(), uncentred.logits(items)[:, 1] - uncentred.logits(items)[:, 1].mean()
+    )
+    np.testing.assert_allclose(letter_centred.request_share(items), z - z.mean(), atol=1e-12)
+    assert letter_centred.stage_weights[1] > 0.0  # so the order is not all ties
+
+
+def test_a_letter_centred_item_is_scored_against_its_own_letter_only(
+    letter_centred: TwoStageLogReg,
+) -> None:
+    first = _letter_of(REQUESTS[:3], 98)
+    second = _letter_of(REQUESTS[3:], 97)
+
+    together = letter_centred.logits(first + second)[:, 1]
+    apart = np.concatenate(
+        [letter_centred.logits(first)[:, 1], letter_centred.logits(second)[:, 1]]
+    )
+    alone = letter_centred.logits(first[:1])[:, 1]
+
+    np.testing.assert_allclose(together, apart)
+    assert np.ptp(together[:3]) > 0.0
+    letter_stage = (
+        letter_centred.stack_intercept
+        + letter_centred.intercept
+        + sum(v for _, _, v in letter_centred.feature_contributions(first[0]))
+    )
+    assert alone[0] == pytest.approx(letter_stage)  # a lone item: the letter stage's score

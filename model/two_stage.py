@@ -30,8 +30,10 @@ With ``item_centring="letter"`` the item stage's log-odds are centred on the mea
 items of the same letter (same case summary) scored in one call, not on the training
 mean: the item stage then only reorders a letter's items, as the conditional fit of its
 weight assumes, and cannot move one letter against another. Every item of a letter must
-then be scored together (``predict --letter``, ``POST /v1/letters``, a batch file with a
-letter's rows next to each other); a lone item gets the letter stage's score.
+then be scored in one call (``evaluate``'s held-out folds, ``predict --letter``, ``POST
+/v1/letters``, the pyfunc given a letter's rows); a lone item gets the letter stage's
+score. Batch files (32 rows a call) and Spark (Arrow batches) score in slices that can
+split a letter, so this option is for measuring, not yet for those paths.
 
 Evidence stays the letter stage's n-gram contributions, scaled by its stacking weight
 (:meth:`TwoStageLogReg.feature_contributions`); the request stage's share of the log-odds

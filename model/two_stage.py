@@ -58,6 +58,7 @@ from sklearn.preprocessing import StandardScaler
 
 from imr_outcome.data.model_input import ModelInput
 from imr_outcome.data.request_features import request_features
+from imr_outcome.errors import InvalidInputError
 from imr_outcome.model.baselines import TfidfLogReg, _logistic_regression
 from imr_outcome.model.frozen_encoder import FrozenEmbeddings
 from imr_outcome.model.settings import OFFLINE_MINILM
@@ -167,18 +168,31 @@ class WithinLetterStack(NonNegativeLogisticRegression):
     Log-odds: ``intercept + w_letter * letter + beta * (item - mean item)``; scoring is
     :class:`NonNegativeLogisticRegression`'s.
 
+    With ``item_weight="joint"`` both weights and the intercept are instead one
+    :class:`NonNegativeLogisticRegression` over (letter, item less its letter's mean)
+    across all training items: the spread the item stage puts inside letters whose items
+    share one outcome then costs likelihood too, so ``beta`` is not fitted on the mixed
+    letters alone. ``item_mean_`` is 0 then: the item score is meant to be centred on its
+    letter when scored (:class:`TwoStageLogReg` with ``item_centring="letter"``).
+
     Args:
         groups: the letter (case summary) of every row the stack is fitted on, in order.
         c: inverse L2 regularization of both fits, > 0.
         class_weighted: class-balanced weights in the letter fit.
+        item_weight: ``"conditional"`` or ``"joint"`` (above).
     """
 
     def __init__(
-        self, groups: npt.ArrayLike = (), c: float = 1.0, class_weighted: bool = True
+        self,
+        groups: npt.ArrayLike = (),
+        c: float = 1.0,
+        class_weighted: bool = True,
+        item_weight: Literal["conditional", "joint"] = "conditional",
     ) -> None:
         self.groups = groups
         self.c = c
         self.class_weighted = class_weighted
+        self.item_weight = item_weight
 
     def fit(self, X: npt.ArrayLike, y: npt.ArrayLike) -> WithinLetterStack:
         """Fit on ``X`` of shape ``(n, 2)`` (letter, item log-odds) and 0/1 labels ``y``.
@@ -191,6 +205,17 @@ class WithinLetterStack(NonNegativeLogisticRegression):
         groups = np.asarray(self.groups, dtype=object)
         if groups.shape != labels.shape:
             raise ValueError(f"groups has {groups.size} entries for {labels.size} rows")
+        if self.item_weight == "joint":
+            centred = scores[:, 1] - letter_means(scores[:, 1], groups)
+            joint = NonNegativeLogisticRegression(self.c, self.class_weighted)
+            joint.fit(np.column_stack([scores[:, 0], centred]), labels)
+            self.item_mean_ = 0.0
+            self.mixed_letters_ = sum(
+                0 < labels[groups == g].sum() < (groups == g).sum() for g in np.unique(groups)
+            )
+            self.coef_, self.intercept_ = joint.coef_, joint.intercept_
+            self.classes_ = np.array([0, 1])
+            return self
         letter = NonNegativeLogisticRegression(self.c, self.class_weighted)
         letter.fit(scores[:, :1], labels)
         self.item_mean_ = float(scores[:, 1].mean())
@@ -241,6 +266,9 @@ class TwoStageLogReg(TfidfLogReg):
             orders a letter's items and a letter's mean log-odds are the letter stage's
             (the conditional model its weight was fitted as). A lone item then gets the
             letter stage's score.
+        item_weight: how the item stage's stacking weight is fitted: ``"conditional"``
+            (on the mixed letters alone) or ``"joint"`` (with the letter weight over all
+            training items; needs ``item_centring="letter"``); :class:`WithinLetterStack`.
     """
 
     kind: ClassVar[str] = "two_stage"
@@ -263,6 +291,7 @@ class TwoStageLogReg(TfidfLogReg):
         weighting: Literal["tfidf", "nb"] = "tfidf",
         guideline_prior: bool = False,
         item_centring: Literal["training", "letter"] = "training",
+        item_weight: Literal["conditional", "joint"] = "conditional",
     ) -> None:
         super().__init__(
             c,
@@ -282,6 +311,7 @@ class TwoStageLogReg(TfidfLogReg):
         self.item_max_length = item_max_length
         self.item_stride = item_stride
         self.item_centring = item_centring
+        self.item_weight = item_weight
 
     def _features(
         self, inputs: Sequence[ModelInput], metadata: Sequence[Mapping[str, Any]] | None
@@ -291,6 +321,12 @@ class TwoStageLogReg(TfidfLogReg):
         return np.column_stack([rows, requests])
 
     def _make_estimator(self, features: Any) -> Any:
+        if self.item_weight == "joint" and self.item_centring != "letter":
+            raise InvalidInputError(
+                "model.item_weight",
+                "'joint' fits the item weight on scores centred on their letter; set "
+                "model.item_centring to 'letter' or model.item_weight to 'conditional'",
+            )
         letter = super()._make_estimator(features)
         logreg = _logistic_regression(self.request_c, self.class_weighted, self.seed)
         if self.item_stage == "encoder":
@@ -311,7 +347,7 @@ class TwoStageLogReg(TfidfLogReg):
         return StackingClassifier(
             [("letter", letter), ("request", request)],
             final_estimator=WithinLetterStack(
-                features[:, SUMMARY_COLUMN], 1.0, self.class_weighted
+                features[:, SUMMARY_COLUMN], 1.0, self.class_weighted, self.item_weight
             ),
             cv=splits,
             stack_method="decision_function",

@@ -101,6 +101,13 @@ class TwoStageConfig(TfidfConfig):
         "case summary) scored together, so it only orders a letter's items and a lone item "
         "gets the letter stage's score.",
     )
+    item_weight: Literal["conditional", "joint"] = Field(
+        "conditional",
+        description="How the item stage's stacking weight is fitted. conditional: on the "
+        "training folds' letters with mixed outcomes alone (conditional logistic regression); "
+        "joint: with the letter weight, over all training items, the item score centred on "
+        "its letter (needs item_centring: letter).",
+    )
 
     @model_validator(mode="after")
     def _item_stride_fits(self) -> TwoStageConfig:
@@ -108,6 +115,11 @@ class TwoStageConfig(TfidfConfig):
             raise ValueError(
                 f"model.item_stride ({self.item_stride}) must be below half of "
                 f"model.item_max_length ({self.item_max_length}); lower --set model.item_stride"
+            )
+        if self.item_weight == "joint" and self.item_centring != "letter":
+            raise ValueError(
+                "model.item_weight 'joint' fits the item weight on scores centred on their "
+                "letter; set model.item_centring to 'letter' (or item_weight to 'conditional')"
             )
         return self
 

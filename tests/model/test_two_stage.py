@@ -301,3 +301,30 @@ def test_a_letter_centred_item_is_scored_against_its_own_letter_only(
         + sum(v for _, _, v in letter_centred.feature_contributions(first[0]))
     )
     assert alone[0] == pytest.approx(letter_stage)  # a lone item: the letter stage's score
+
+
+def test_a_joint_item_weight_pays_for_the_spread_inside_letters_of_one_outcome() -> None:
+    rng = np.random.default_rng(3)
+    rows, labels, groups = [], [], []
+    for letter in range(60):
+        outcomes = [1, 0, 0] if letter % 4 == 0 else [0, 0, 0]
+        for outcome in outcomes:  # orders mixed letters, but spreads every letter widely
+            rows.append([rng.normal(), 1.0 * outcome + rng.normal(0, 1.0)])
+            labels.append(outcome)
+            groups.append(f"letter {letter}")
+    X, y = np.array(rows), np.array(labels)
+
+    conditional = WithinLetterStack(np.array(groups, dtype=object)).fit(X, y)
+    joint = WithinLetterStack(np.array(groups, dtype=object), item_weight="joint").fit(X, y)
+
+    assert joint.mixed_letters_ == conditional.mixed_letters_ == 15
+    assert 0.0 < joint.coef_[0, 1] < conditional.coef_[0, 1]
+    assert joint.item_mean_ == 0.0
+
+
+def test_a_joint_item_weight_without_letter_centring_is_refused_naming_the_field() -> None:
+    with pytest.raises(InvalidInputError, match=r"model\.item_weight"):
+        load_config(EXPERIMENTS / "summary_mpnet_stack.yaml", ["model.item_weight=joint"])
+    inputs, labels = _letters(6)
+    with pytest.raises(InvalidInputError, match=r"model\.item_weight"):
+        TwoStageLogReg(min_df=1, item_weight="joint").fit(model_frame(inputs), labels)

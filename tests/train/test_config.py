@@ -28,6 +28,7 @@ def test_only_configs_that_run_an_encoder_state_a_precision() -> None:
         "default",
         "frozen_minilm_lr",
         "frozen_mpnet_lr",
+        "summary_mpnet_centred_joint_mtus",
         "summary_mpnet_centred_mtus",
         "summary_mpnet_stack",
         "summary_mpnet_stack_mtus",

@@ -120,8 +120,8 @@ def test_a_summary_letter_stage_scores_every_item_of_a_letter_alike() -> None:
     assert all(name.startswith("summary:") for name in letter_stage.feature_names())
 
 
-@pytest.fixture(scope="module")
-def fitted_with_encoder(tiny_bert: Path) -> TwoStageLogReg:
+def _encoder_stack(encoder: Path, **options: str) -> TwoStageLogReg:
+    """The summary letter stage and a tiny-BERT item stage, fitted on :func:`_letters`."""
     inputs, labels = _letters()
     stack = TwoStageLogReg(
         c=1.0,
@@ -129,11 +129,17 @@ def fitted_with_encoder(tiny_bert: Path) -> TwoStageLogReg:
         segments="summary",
         request_c=1.0,
         item_stage="encoder",
-        item_encoder=str(tiny_bert),
+        item_encoder=str(encoder),
         item_max_length=64,
         item_stride=16,
+        **options,  # type: ignore[arg-type]
     )
     return stack.fit(model_frame(inputs), labels)
+
+
+@pytest.fixture(scope="module")
+def fitted_with_encoder(tiny_bert: Path) -> TwoStageLogReg:
+    return _encoder_stack(tiny_bert)
 
 
 def test_the_encoder_item_stage_orders_the_items_of_one_letter(
@@ -239,18 +245,7 @@ def test_an_item_stride_past_half_the_window_is_refused_naming_the_field() -> No
 
 @pytest.fixture(scope="module")
 def letter_centred(tiny_bert: Path) -> TwoStageLogReg:
-    inputs, labels = _letters()
-    stack = TwoStageLogReg(
-        c=1.0,
-        min_df=1,
-        segments="summary",
-        item_stage="encoder",
-        item_encoder=str(tiny_bert),
-        item_max_length=64,
-        item_stride=16,
-        item_centring="letter",
-    )
-    return stack.fit(model_frame(inputs), labels)
+    return _encoder_stack(tiny_bert, item_centring="letter")
 
 
 def _letter_of(requests: list[str], case: int) -> list[ModelInput]:
